@@ -1,0 +1,374 @@
+"""Typed configuration: dataclasses, YAML presets and dotted command-line overrides.
+
+A run is described by one :class:`Config` (sections ``synthetic``, ``data``, ``model``, ``sharding``,
+``train``). Presets live in ``configs/*.yaml``; any field can be overridden on the command line as
+``--section.field value`` (``--model.d_att 32``, ``--sharding.tables.item_rep.sharding_type row_wise``).
+Values are parsed as YAML scalars/lists (``true``, ``null``, ``[200, 80]``) and type-checked against the
+dataclass annotation, so a typo fails with the dotted name of the offending field.
+
+:meth:`Config.validate` checks every value that can be checked without data or a process group and raises
+:class:`ConfigError` naming the field, so bad configuration fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+# Variants of DESIGN.md §4 implemented so far. Each name maps to how its embedding tables are laid out
+# (see dare_rec.modules.embeddings.VARIANT_LAYOUTS); a variant is a config value, never a copied module.
+VARIANTS = ("dare", "twin")
+GSU_KERNELS = ("pytorch",)
+SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
+COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
+TABLE_DATA_TYPES = ("fp32", "fp16")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adam")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message starts with the dotted field name."""
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the synthetic generator with planted structure (``dare-rec prepare --source synthetic``).
+
+    Users have a few interest categories that drift over time; every sample's click probability is a known
+    function of how its target relates to its history (see dare_rec.data.synthetic).
+    """
+
+    num_users: int = 12000
+    num_items: int = 20000
+    num_categories: int = 200
+    min_history: int = 20
+    max_history: int = 200
+    # Target slots per user, slot_gap behaviors apart: the last is test, the one before val, the rest
+    # train (oldest first). A slot's history is everything before it, capped at max_history.
+    train_slots: int = 8
+    slot_gap: int = 5
+    candidates_per_slot: int = 3
+    interests_per_user: int = 4
+    interest_drift: float = 0.02
+    exploration: float = 0.1
+    relevance_decay: float = 20.0
+    relevance_weight: float = 2.0
+    item_quality_std: float = 0.5
+    base_logit: float = -1.2
+    match_probability: float = 0.5
+    row_group_size: int = 8192
+    train_files: int = 4
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the Parquet dataset lives and how it is batched."""
+
+    path: str = "data/synthetic"
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    # Histories longer than this keep their most recent max_len behaviors (the GSU search width N).
+    max_len: int = 200
+    # Batches the background reader prepares ahead of the training step.
+    prefetch_batches: int = 4
+
+
+@dataclass
+class ModelConfig:
+    """The DARE model and its variants (DESIGN.md §4)."""
+
+    variant: str = "dare"
+    d_att: int = 16
+    d_rep: int = 64
+    d_pos: int = 16
+    top_k: int = 20
+    mlp_hidden: List[int] = field(default_factory=lambda: [200, 80])
+    aux_loss: bool = True
+    gsu_kernel: str = "pytorch"
+
+
+@dataclass
+class TableConfig:
+    """Sharding and storage of one embedding table. ``sharding_type: null`` lets the planner choose."""
+
+    sharding_type: Optional[str] = None
+    compute_kernel: str = "fused"
+    data_type: str = "fp32"
+
+
+@dataclass
+class ShardingConfig:
+    """Per-table constraints for the TorchRec planner; ``tables`` overrides ``default`` by table name."""
+
+    default: TableConfig = field(default_factory=TableConfig)
+    tables: Dict[str, TableConfig] = field(default_factory=dict)
+    # Per-rank memory the planner may use for embedding tables (None: the device's capacity).
+    memory_per_rank_mb: Optional[float] = None
+
+    def for_table(self, name: str) -> TableConfig:
+        return self.tables.get(name, self.default)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, validation, checkpoint and logging."""
+
+    epochs: int = 1
+    # Stop after this many steps (0: run all epochs).
+    max_steps: int = 0
+    sparse_optimizer: str = "rowwise_adagrad"
+    sparse_lr: float = 0.05
+    dense_lr: float = 0.001
+    # bf16 autocast around the dense part (GSU scoring, ESU, MLP); tables keep their own data_type.
+    bf16: bool = False
+    # Validate every this many steps (0: only at the end of each epoch).
+    val_every: int = 0
+    log_every: int = 50
+    output_dir: str = "runs/dare"
+    seed: int = 0
+    dist_timeout_s: int = 1800
+
+
+@dataclass
+class Config:
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        """Checks every field that can be checked without data; raises ConfigError naming the field."""
+        s, d, m, t = self.synthetic, self.data, self.model, self.train
+        for name, value in [
+            ("synthetic.num_users", s.num_users),
+            ("synthetic.num_items", s.num_items),
+            ("synthetic.num_categories", s.num_categories),
+            ("synthetic.train_slots", s.train_slots),
+            ("synthetic.slot_gap", s.slot_gap),
+            ("synthetic.candidates_per_slot", s.candidates_per_slot),
+            ("synthetic.interests_per_user", s.interests_per_user),
+            ("synthetic.row_group_size", s.row_group_size),
+            ("synthetic.train_files", s.train_files),
+            ("data.batch_size", d.batch_size),
+            ("data.eval_batch_size", d.eval_batch_size),
+            ("data.max_len", d.max_len),
+            ("data.prefetch_batches", d.prefetch_batches),
+            ("model.d_att", m.d_att),
+            ("model.d_rep", m.d_rep),
+            ("model.d_pos", m.d_pos),
+            ("model.top_k", m.top_k),
+            ("train.epochs", t.epochs),
+            ("train.log_every", t.log_every),
+            ("train.dist_timeout_s", t.dist_timeout_s),
+        ]:
+            _require(value > 0, name, f"must be > 0, got {value}")
+        _require(s.min_history >= 0, "synthetic.min_history", f"must be >= 0, got {s.min_history}")
+        _require(s.max_history >= max(s.min_history, 1), "synthetic.max_history",
+                 f"must be >= 1 and >= synthetic.min_history ({s.min_history}), got {s.max_history}")
+        _require(s.interests_per_user <= s.num_categories, "synthetic.interests_per_user",
+                 f"must be <= synthetic.num_categories ({s.num_categories}), got {s.interests_per_user}")
+        for name, value in [("synthetic.interest_drift", s.interest_drift),
+                            ("synthetic.exploration", s.exploration),
+                            ("synthetic.match_probability", s.match_probability)]:
+            _require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
+        _require(s.relevance_decay > 0, "synthetic.relevance_decay", f"must be > 0, got {s.relevance_decay}")
+        _require(m.variant in VARIANTS, "model.variant", f"unknown variant {m.variant!r}; choose one of {VARIANTS}")
+        if m.variant == "twin":
+            _require(m.d_att == m.d_rep, "model.d_att",
+                     f"must equal model.d_rep ({m.d_rep}) for variant 'twin', whose attention and "
+                     f"representation share one table set; got {m.d_att}")
+        _require(m.gsu_kernel in GSU_KERNELS, "model.gsu_kernel",
+                 f"unknown kernel {m.gsu_kernel!r}; choose one of {GSU_KERNELS}")
+        _require(len(m.mlp_hidden) > 0 and all(h > 0 for h in m.mlp_hidden), "model.mlp_hidden",
+                 f"must be a non-empty list of positive sizes, got {m.mlp_hidden}")
+        _require(t.max_steps >= 0, "train.max_steps", f"must be >= 0, got {t.max_steps}")
+        _require(t.val_every >= 0, "train.val_every", f"must be >= 0, got {t.val_every}")
+        _require(t.sparse_lr > 0, "train.sparse_lr", f"must be > 0, got {t.sparse_lr}")
+        _require(t.dense_lr > 0, "train.dense_lr", f"must be > 0, got {t.dense_lr}")
+        _require(t.sparse_optimizer in SPARSE_OPTIMIZERS, "train.sparse_optimizer",
+                 f"unknown optimizer {t.sparse_optimizer!r}; choose one of {SPARSE_OPTIMIZERS}")
+        mem = self.sharding.memory_per_rank_mb
+        _require(mem is None or mem > 0, "sharding.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
+        for key, table in [("sharding.default", self.sharding.default)] + [
+            (f"sharding.tables.{n}", tc) for n, tc in self.sharding.tables.items()
+        ]:
+            _require(table.sharding_type is None or table.sharding_type in SHARDING_TYPES,
+                     f"{key}.sharding_type",
+                     f"unknown sharding type {table.sharding_type!r}; choose one of {SHARDING_TYPES} or null")
+            _require(table.compute_kernel in COMPUTE_KERNELS, f"{key}.compute_kernel",
+                     f"unknown compute kernel {table.compute_kernel!r}; choose one of {COMPUTE_KERNELS}")
+            _require(table.data_type in TABLE_DATA_TYPES, f"{key}.data_type",
+                     f"unknown data type {table.data_type!r}; choose one of {TABLE_DATA_TYPES}")
+        return self
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building configs from YAML and overrides
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
+    """Builds a Config from an optional YAML preset and ``--dotted.name value`` overrides, then validates it.
+
+    Args:
+        path: YAML file with any subset of the sections of :class:`Config`.
+        overrides: alternating ``--section.field`` / value tokens (``--a.b=v`` also accepted).
+    """
+    raw: Dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: file {str(p)!r} does not exist")
+        with open(p) as f:
+            loaded = yaml.safe_load(f)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {str(p)!r} must hold a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+    for dotted, value in parse_overrides(overrides):
+        _set_dotted(raw, dotted, value)
+    return from_dict(Config, raw, prefix="").validate()
+
+
+def parse_overrides(tokens: Sequence[str]) -> List[Tuple[str, Any]]:
+    """Turns ``["--model.d_att", "32", "--train.bf16=true"]`` into ``[("model.d_att", 32), ("train.bf16", True)]``."""
+    pairs: List[Tuple[str, Any]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or "." not in tok:
+            raise ConfigError(f"unrecognised argument {tok!r}: config overrides look like --section.field VALUE")
+        if "=" in tok:
+            key, text = tok[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"{tok[2:]}: missing value")
+            key, text = tok[2:], tokens[i + 1]
+            i += 2
+        pairs.append((key, yaml.safe_load(text)))
+    return pairs
+
+
+def _set_dotted(raw: Dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    """Builds dataclass ``cls`` from a nested mapping, type-checking every value against the annotations."""
+    where = prefix or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{_join(prefix, unknown[0])}: unknown field; known fields of {where}: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, _join(prefix, k)) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, name)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, name)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{name}: unsupported config type {tp!r}")  # a programming error, not a user error
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """The config as plain nested dicts (for YAML dumps next to checkpoints and in metrics)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> List[Tuple[str, str, Any]]:
+    """(dotted name, type, default) for every overridable leaf field, for --help output and the README."""
+    rows: List[Tuple[str, str, Any]] = []
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        name = _join(prefix, f.name)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, name))
+        elif typing.get_origin(tp) in (dict, Dict):
+            rows.append((f"{name}.<table>.<field>", "per-table TableConfig", "{}"))
+        else:
+            rows.append((name, _type_name(tp), getattr(default, f.name)))
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(inner[0])} or null"
+    if origin in (list, List):
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def config_help() -> str:
+    """An argparse epilog listing every config override with its type and default."""
+    lines = ["config overrides (--section.field VALUE; VALUE is YAML):"]
+    for name, tp, default in describe_fields():
+        lines.append(f"  --{name:<44} {tp:<18} default: {default}")
+    return "\n".join(lines)

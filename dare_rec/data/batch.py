@@ -1,0 +1,82 @@
+"""The training/evaluation batch: a TorchRec ``Pipelineable`` so the train pipelines can move and overlap it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+from dare_rec.data import schema as S
+
+# KJT keys, in this order. Histories are jagged (one length per sample); targets have length 1.
+SPARSE_KEYS = (S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE)
+
+
+@dataclass
+class Batch(Pipelineable):
+    """B samples.
+
+    Attributes:
+        sparse_features: KJT with keys ``SPARSE_KEYS``::
+
+                         sample 0        sample 1    ...
+            hist_item    [i, i, i, i]    [i, i]          lengths L_b (oldest -> newest)
+            hist_cate    [c, c, c, c]    [c, c]          same lengths as hist_item
+            target_item  [i]             [i]             length 1
+            target_cate  [c]             [c]             length 1
+
+        labels: ``[B]`` float32, 1 = clicked.
+        user_ids: ``[B]`` int64 (for GAUC by user).
+        click_probs: ``[B]`` float32 true click probability when the data carries it (synthetic), else None.
+    """
+
+    sparse_features: KeyedJaggedTensor
+    labels: torch.Tensor
+    user_ids: torch.Tensor
+    click_probs: Optional[torch.Tensor] = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.labels.numel()
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(
+            sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking),
+            labels=self.labels.to(device=device, non_blocking=non_blocking),
+            user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
+            click_probs=None if self.click_probs is None
+            else self.click_probs.to(device=device, non_blocking=non_blocking),
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        # CPU runs have no streams; the pipelines only call this with a device stream.
+        self.sparse_features.record_stream(stream)
+        self.labels.record_stream(stream)
+        self.user_ids.record_stream(stream)
+        if self.click_probs is not None:
+            self.click_probs.record_stream(stream)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(
+            sparse_features=self.sparse_features.pin_memory(),
+            labels=self.labels.pin_memory(),
+            user_ids=self.user_ids.pin_memory(),
+            click_probs=None if self.click_probs is None else self.click_probs.pin_memory(),
+        )
+
+
+def padding_batch() -> Batch:
+    """One sample with an empty history and target ids 1: what a rank feeds to a collective step after its
+    own evaluation data ran out (sharded lookups need every rank in every step); its outputs are dropped."""
+    return Batch(
+        sparse_features=KeyedJaggedTensor(
+            keys=list(SPARSE_KEYS),
+            values=torch.ones(2, dtype=torch.int64),
+            lengths=torch.tensor([0, 0, 1, 1], dtype=torch.int32),
+        ),
+        labels=torch.zeros(1),
+        user_ids=torch.zeros(1, dtype=torch.int64),
+    )

@@ -1,0 +1,151 @@
+"""The Parquet data contract (DESIGN.md §3): column names, Arrow schema, meta.json, and checks.
+
+A dataset is a folder::
+
+    <root>/meta.json
+    <root>/train/part-00000.parquet ...
+    <root>/val/part-00000.parquet
+    <root>/test/part-00000.parquet
+
+One row per sample. Histories are ``list<int64>``, oldest -> newest, variable length, never padded.
+Id 0 is reserved for padding/unknown, so real ids are >= 1 and vocabulary sizes count id 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+USER_ID = "user_id"
+TARGET_ITEM = "target_item"
+TARGET_CATE = "target_cate"
+LABEL = "label"
+HIST_ITEM = "hist_item"
+HIST_CATE = "hist_cate"
+HIST_TS = "hist_ts"
+TARGET_TS = "target_ts"
+# Synthetic data only: the true click probability of the sample (for the oracle AUC) and, per history
+# behavior, its true contribution to the click logit (the "truly relevant" behaviors).
+CLICK_PROB = "click_prob"
+HIST_RELEVANCE = "hist_relevance"
+
+REQUIRED_COLUMNS: Dict[str, pa.DataType] = {
+    USER_ID: pa.int64(),
+    TARGET_ITEM: pa.int64(),
+    TARGET_CATE: pa.int64(),
+    LABEL: pa.int8(),
+    HIST_ITEM: pa.list_(pa.int64()),
+    HIST_CATE: pa.list_(pa.int64()),
+}
+OPTIONAL_COLUMNS: Dict[str, pa.DataType] = {
+    HIST_TS: pa.list_(pa.int64()),
+    TARGET_TS: pa.int64(),
+    CLICK_PROB: pa.float32(),
+    HIST_RELEVANCE: pa.list_(pa.float32()),
+}
+
+
+def arrow_schema(optional: List[str]) -> pa.Schema:
+    """The Arrow schema of a dataset carrying the required columns plus the named optional ones."""
+    fields = [pa.field(n, t, nullable=False) for n, t in REQUIRED_COLUMNS.items()]
+    fields += [pa.field(n, OPTIONAL_COLUMNS[n], nullable=False) for n in optional]
+    return pa.schema(fields)
+
+
+class DataError(ValueError):
+    """The dataset on disk violates the contract; the message names the file (and column/row when known)."""
+
+
+@dataclass
+class DatasetMeta:
+    """Contents of meta.json."""
+
+    source: str
+    num_items: int  # item vocabulary size including padding id 0 (max item id + 1)
+    num_categories: int  # category vocabulary size including padding id 0
+    max_history: int  # longest history stored in any split
+    counts: Dict[str, int]  # samples per split
+    seed: int
+    columns: List[str]
+    files: Dict[str, Dict[str, str]] = field(default_factory=dict)  # split -> {relative file: sha256}
+    params: Dict[str, object] = field(default_factory=dict)  # everything that produced the data
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def has_click_prob(self) -> bool:
+        return CLICK_PROB in self.columns
+
+    def write(self, root: str | Path) -> None:
+        path = Path(root) / "meta.json"
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    @staticmethod
+    def read(root: str | Path) -> "DatasetMeta":
+        path = Path(root) / "meta.json"
+        if not Path(root).is_dir():
+            raise DataError(f"dataset folder {str(root)!r} does not exist (run `dare-rec prepare` first)")
+        if not path.is_file():
+            raise DataError(f"{path}: missing; a dataset folder needs meta.json (written by `dare-rec prepare`)")
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+            meta = DatasetMeta(**raw)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DataError(f"{path}: not a valid meta.json: {e}") from e
+        if meta.schema_version != SCHEMA_VERSION:
+            raise DataError(f"{path}: schema_version {meta.schema_version}, this code reads {SCHEMA_VERSION}")
+        return meta
+
+
+def split_files(root: str | Path, split: str) -> List[Path]:
+    """The Parquet files of one split, sorted; raises DataError if there are none."""
+    folder = Path(root) / split
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise DataError(f"{folder}: no Parquet files for split {split!r}")
+    return files
+
+
+def check_file_schema(path: Path) -> List[str]:
+    """Checks a file's columns and types against the contract; returns the optional columns it carries."""
+    file_schema = pq.read_schema(path)
+    for name, dtype in REQUIRED_COLUMNS.items():
+        idx = file_schema.get_field_index(name)
+        if idx < 0:
+            raise DataError(f"{path}: missing required column {name!r}")
+        if file_schema.field(idx).type != dtype:
+            raise DataError(f"{path}: column {name!r} has type {file_schema.field(idx).type}, expected {dtype}")
+    present = []
+    for name, dtype in OPTIONAL_COLUMNS.items():
+        idx = file_schema.get_field_index(name)
+        if idx >= 0:
+            if file_schema.field(idx).type != dtype:
+                raise DataError(f"{path}: column {name!r} has type {file_schema.field(idx).type}, expected {dtype}")
+            present.append(name)
+    return present
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+

@@ -1,0 +1,216 @@
+"""Synthetic long-sequence CTR data with planted structure and a known click probability per sample.
+
+The world:
+
+* ``num_items`` items, each in one of ``num_categories`` categories; item popularity is Zipf-like and every
+  item has a latent quality ``q_item ~ N(0, item_quality_std)``.
+* Each user keeps ``interests_per_user`` interest categories with Dirichlet weights. At every behavior an
+  interest is replaced by a random category with probability ``interest_drift`` (interests decay with time);
+  a behavior's category is a random category with probability ``exploration``, otherwise one of the
+  interests; its item follows popularity within the category.
+* Samples sit at target slots ``slot_gap`` behaviors apart at the end of the sequence. Every slot gets
+  ``candidates_per_slot`` candidate targets sharing its history: with probability ``match_probability`` the
+  candidate's category is one of the user's current interests, otherwise it follows global popularity.
+
+The click model (what a perfect model would know)::
+
+    relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / relevance_decay)    pos_i: 1 = most recent
+    logit       = base_logit + q_target + relevance_weight * log(1 + sum_i relevance_i)
+    click_prob  = sigmoid(logit),   label ~ Bernoulli(click_prob)
+
+so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
+stored per behavior in ``hist_relevance``. Everything is vectorised per chunk of users and seeded per chunk,
+so the same config and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from dare_rec.config import SyntheticConfig
+from dare_rec.data import schema as S
+from dare_rec.data.writer import DatasetWriter, list_array
+
+# Users generated together; part of the seeding scheme, so changing it changes the data.
+USERS_PER_CHUNK = 2048
+_SECONDS_PER_BEHAVIOR = 3600.0
+
+
+class ItemCatalog:
+    """Items, their categories, popularity and quality (ids start at 1; 0 is padding).
+
+    Attributes:
+        item_cate: ``[num_items + 1]`` category of each item id (entry 0 unused).
+        item_quality: ``[num_items + 1]`` latent quality added to the click logit.
+    """
+
+    def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator) -> None:
+        n, c = cfg.num_items, cfg.num_categories
+        cates = np.concatenate([np.arange(1, c + 1), rng.integers(1, c + 1, size=max(n - c, 0))])[:n]
+        rng.shuffle(cates)
+        self.item_cate = np.concatenate([[0], cates]).astype(np.int64)
+        popularity = 1.0 / np.arange(1, n + 1) ** 0.8
+        rng.shuffle(popularity)
+        self.item_quality = np.concatenate([[0.0], rng.normal(0.0, cfg.item_quality_std, size=n)])
+        # Items sorted by category with cumulative popularity, for vectorised sampling within a category.
+        order = np.argsort(cates, kind="stable")
+        self._items_by_cate = order + 1
+        self._cum = np.cumsum(popularity[order])
+        bounds = np.searchsorted(cates[order], np.arange(1, c + 2))
+        self._cate_lo = np.concatenate([[0.0], self._cum])[bounds[:-1]]
+        self._cate_hi = self._cum[bounds[1:] - 1]
+        cate_pop = np.bincount(cates, weights=popularity, minlength=c + 1)[1:]
+        self.cate_cum = np.cumsum(cate_pop) / cate_pop.sum()
+
+    def sample_items(self, cates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One item per entry of ``cates`` (any shape), drawn by popularity within that category."""
+        lo, hi = self._cate_lo[cates - 1], self._cate_hi[cates - 1]
+        point = lo + rng.random(cates.shape) * (hi - lo)
+        idx = np.minimum(np.searchsorted(self._cum, point, side="right"), len(self._cum) - 1)
+        return self._items_by_cate[idx]
+
+    def sample_popular_categories(self, shape, rng: np.random.Generator) -> np.ndarray:
+        return np.searchsorted(self.cate_cum, rng.random(shape), side="right").clip(max=len(self.cate_cum) - 1) + 1
+
+
+def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, rng: np.random.Generator):
+    """Behavior sequences of a chunk of users.
+
+    Returns:
+        item, cate, ts ``[U, M]`` (user u's sequence is valid up to slot_index[u, -1]); slot_index ``[U, S]``
+        (sequence index of each target slot); slot_interests ``[U, S, I]`` (interests at each slot) and
+        cumulative interest weights ``[U, I]``.
+    """
+    num_slots = cfg.train_slots + 2
+    first_slot = rng.integers(cfg.min_history, cfg.max_history + 1, size=num_users)
+    slot_index = first_slot[:, None] + cfg.slot_gap * np.arange(num_slots)[None, :]
+    max_m = int(slot_index[:, -1].max()) + 1
+    n_int = cfg.interests_per_user
+    # Distinct initial interests per user: the first n_int of a random permutation of categories.
+    interests = np.argsort(rng.random((num_users, cfg.num_categories)), axis=1)[:, :n_int] + 1
+    weights = rng.dirichlet(np.ones(n_int), size=num_users)
+    cum_weights = np.cumsum(weights, axis=1)
+    cates = np.zeros((num_users, max_m), dtype=np.int64)
+    slot_interests = np.zeros((num_users, num_slots, n_int), dtype=np.int64)
+    rows = np.arange(num_users)
+    for m in range(max_m):
+        # Snapshot interests at target slots (before the slot's own behavior happens).
+        at_slot = slot_index == m
+        if at_slot.any():
+            u, s = np.nonzero(at_slot)
+            slot_interests[u, s] = interests[u]
+        drift = rng.random(num_users) < cfg.interest_drift
+        replace_at = rng.integers(0, n_int, size=num_users)
+        new_cate = rng.integers(1, cfg.num_categories + 1, size=num_users)
+        interests[rows[drift], replace_at[drift]] = new_cate[drift]
+        pick = (rng.random(num_users)[:, None] > cum_weights).sum(axis=1).clip(max=n_int - 1)
+        explore = rng.random(num_users) < cfg.exploration
+        random_cate = rng.integers(1, cfg.num_categories + 1, size=num_users)
+        cates[:, m] = np.where(explore, random_cate, interests[rows, pick])
+    items = catalog.sample_items(np.maximum(cates, 1), rng)
+    gaps = rng.exponential(_SECONDS_PER_BEHAVIOR, size=(num_users, max_m)).astype(np.int64) + 1
+    ts = rng.integers(0, 10**6, size=num_users)[:, None] + np.cumsum(gaps, axis=1)
+    return items, cates, ts, slot_index, slot_interests, cum_weights
+
+
+def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, num_users: int,
+                rng: np.random.Generator) -> Dict[str, Dict[str, pa.Array]]:
+    """All samples of a chunk of users as Arrow columns per split (train rows shuffled)."""
+    items, cates, ts, slot_index, slot_interests, cum_weights = _simulate_users(cfg, catalog, num_users, rng)
+    num_slots = slot_index.shape[1]
+    n_cand = cfg.candidates_per_slot
+    max_m = items.shape[1]
+
+    # Candidate targets: [U, S, C].
+    shape = (num_users, num_slots, n_cand)
+    pick = (rng.random(shape)[..., None] > cum_weights[:, None, None, :]).sum(-1).clip(max=cfg.interests_per_user - 1)
+    interest_cate = np.take_along_axis(slot_interests, pick, axis=2)
+    matched = rng.random(shape) < cfg.match_probability
+    target_cate = np.where(matched, interest_cate, catalog.sample_popular_categories(shape, rng))
+    target_item = catalog.sample_items(target_cate, rng)
+
+    # One row per (user, slot, candidate); histories are the behaviors before the slot, at most max_history.
+    row_user = np.repeat(np.arange(num_users), num_slots * n_cand)
+    row_slot = np.tile(np.repeat(np.arange(num_slots), n_cand), num_users)
+    end = slot_index[row_user, row_slot]
+    start = np.maximum(end - cfg.max_history, 0)
+    lengths = end - start
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    row_of_value = np.repeat(np.arange(len(lengths)), lengths)
+    seq_pos = np.arange(offsets[-1]) - offsets[:-1][row_of_value] + start[row_of_value]
+    flat = row_user[row_of_value] * max_m + seq_pos
+    hist_item, hist_cate, hist_ts = items.ravel()[flat], cates.ravel()[flat], ts.ravel()[flat]
+
+    tgt_item, tgt_cate = target_item.ravel(), target_cate.ravel()
+    recency = end[row_of_value] - seq_pos  # 1 = most recent behavior
+    relevance = (hist_cate == tgt_cate[row_of_value]) * np.exp(-(recency - 1) / cfg.relevance_decay)
+    total_relevance = np.bincount(row_of_value, weights=relevance, minlength=len(lengths))
+    logit = cfg.base_logit + catalog.item_quality[tgt_item] + cfg.relevance_weight * np.log1p(total_relevance)
+    click_prob = 1.0 / (1.0 + np.exp(-logit))
+    label = (rng.random(len(logit)) < click_prob).astype(np.int8)
+
+    columns = {
+        S.USER_ID: pa.array(row_user.astype(np.int64) + user_offset + 1),
+        S.TARGET_ITEM: pa.array(tgt_item.astype(np.int64)),
+        S.TARGET_CATE: pa.array(tgt_cate.astype(np.int64)),
+        S.LABEL: pa.array(label),
+        S.HIST_ITEM: list_array(offsets, hist_item.astype(np.int64), pa.int64()),
+        S.HIST_CATE: list_array(offsets, hist_cate.astype(np.int64), pa.int64()),
+        S.HIST_TS: list_array(offsets, hist_ts.astype(np.int64), pa.int64()),
+        S.TARGET_TS: pa.array(ts[row_user, end].astype(np.int64)),
+        S.CLICK_PROB: pa.array(click_prob.astype(np.float32)),
+        S.HIST_RELEVANCE: list_array(offsets, relevance.astype(np.float32), pa.float32()),
+    }
+    split_of_slot = np.array(["train"] * (num_slots - 2) + ["val", "test"])
+    row_split = split_of_slot[row_slot]
+    out: Dict[str, Dict[str, pa.Array]] = {}
+    for split in S.SPLITS:
+        idx = np.nonzero(row_split == split)[0]
+        if split == "train":
+            idx = rng.permutation(idx)
+        take = pa.array(idx)
+        out[split] = {name: col.take(take) for name, col in columns.items()}
+    return out
+
+
+def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> S.DatasetMeta:
+    """Writes the synthetic dataset described by ``cfg`` to ``out_dir`` and returns its meta.json contents."""
+    started = time.perf_counter()
+    root_seq = np.random.SeedSequence(cfg.seed)
+    catalog_seed, chunks_seed = root_seq.spawn(2)
+    catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
+    optional = [S.HIST_TS, S.TARGET_TS, S.CLICK_PROB, S.HIST_RELEVANCE]
+    writer = DatasetWriter(out_dir, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size)
+    num_chunks = -(-cfg.num_users // USERS_PER_CHUNK)
+    chunk_seeds = chunks_seed.spawn(num_chunks)
+    for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
+        offset = chunk * USERS_PER_CHUNK
+        n = min(USERS_PER_CHUNK, cfg.num_users - offset)
+        rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]))
+        writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
+        writer.write("val", rows["val"])
+        writer.write("test", rows["test"])
+    files = writer.close()
+    meta = S.DatasetMeta(
+        source="synthetic",
+        num_items=cfg.num_items + 1,
+        num_categories=cfg.num_categories + 1,
+        max_history=writer.max_history,
+        counts=writer.counts,
+        seed=cfg.seed,
+        columns=[f.name for f in writer.schema],
+        files=files,
+        params=asdict(cfg),
+    )
+    meta.write(out_dir)
+    if progress:
+        print(f"wrote {sum(meta.counts.values()):,} samples {meta.counts} to {out_dir} "
+              f"in {time.perf_counter() - started:.1f}s")
+    return meta

@@ -1,0 +1,32 @@
+"""Over-arch MLP: features -> one click logit."""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+
+class OverArch(nn.Module):
+    """``Linear -> PReLU`` per hidden size, then ``Linear -> 1`` (the reference code's 200 -> 80 tower).
+
+    Args:
+        in_features: input width.
+        hidden: hidden sizes, e.g. ``[200, 80]``.
+        device: parameter device.
+    """
+
+    def __init__(self, in_features: int, hidden: List[int], device: torch.device) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size, device=device), nn.PReLU(device=device)]
+            width = size
+        layers.append(nn.Linear(width, 1, device=device))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, in_features]`` -> logits ``[B]``."""
+        return self.mlp(features).squeeze(-1)

@@ -1,0 +1,79 @@
+"""GSU top-K: the search step of long-sequence CTR models, behind one dispatcher.
+
+For every sample b with history keys ``e_1 .. e_L`` (attention space) and target query ``v``::
+
+    s_j = <e_j, v> * scale + position_bias[pos_j]        pos_j = L - j (1 = most recent)
+    idx = TopK(s, K)                                     over valid behaviors only
+
+Cost is O(L * D) for scoring plus a top-K over ``[B, N]``: everything on the N axis is cheap in D = d_att,
+which is DARE's point (a small attention dimension makes search cheap).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from dare_rec.ops.kernel import Kernel
+from dare_rec.ops.pytorch.pt_gsu_topk import pt_gsu_topk
+
+
+class GsuOutput(NamedTuple):
+    """Result of :func:`gsu_topk`.
+
+    Attributes:
+        scores: ``[B, N]`` relevance of every slot (slot j = j-th oldest behavior), differentiable w.r.t.
+            keys, query and position_bias; ``mask_value`` past a row's length.
+        top_indices: ``[B, K']`` int64 slots of the selected behaviors, K' = min(K, N). Where a row has
+            fewer than K' behaviors the surplus entries point at padding and are masked out.
+        top_mask: ``[B, K']`` bool, True where the selected slot is a real behavior.
+    """
+
+    scores: torch.Tensor
+    top_indices: torch.Tensor
+    top_mask: torch.Tensor
+
+
+def mask_value_for(dtype: torch.dtype) -> float:
+    """Score given to padding: below any real score, and softmax-safe (exp underflows to exactly 0)."""
+    return torch.finfo(dtype).min
+
+
+def gsu_topk(
+    keys: torch.Tensor,
+    offsets: torch.Tensor,
+    query: torch.Tensor,
+    position_bias: torch.Tensor,
+    k: int,
+    max_len: int,
+    scale: float,
+    kernel: Kernel = Kernel.PYTORCH,
+) -> GsuOutput:
+    """Scores every history behavior against its target and selects the top ``k`` per sample.
+
+    Args:
+        keys: ``[L, D]`` attention vectors of all behaviors of the batch (jagged values).
+        offsets: ``[B + 1]`` int64 row offsets into ``keys``; every row length must be <= ``max_len``.
+        query: ``[B, D]`` attention vector of each sample's target.
+        position_bias: ``[P]`` additive score per target-relative position, P > ``max_len``.
+        k: behaviors to select per sample (fewer are valid when a history is shorter).
+        max_len: N, the padded width of ``scores``.
+        scale: multiplies the dot product (e.g. 1 / sqrt(D)).
+        kernel: implementation.
+
+    Returns:
+        :class:`GsuOutput`. Empty histories select nothing (``top_mask`` all False), never produce NaN.
+    """
+    if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
+        torch._assert(keys.dim() == 2 and query.dim() == 2, "gsu_topk: keys [L, D] and query [B, D] expected")
+        torch._assert(keys.size(1) == query.size(1), "gsu_topk: keys and query must have the same width D")
+        torch._assert(offsets.numel() == query.size(0) + 1, "gsu_topk: offsets must have B + 1 entries")
+        torch._assert(position_bias.numel() > max_len, "gsu_topk: position_bias needs max_len + 1 entries")
+        torch._assert(k > 0, "gsu_topk: k must be positive")
+        lengths = offsets[1:] - offsets[:-1]
+        torch._assert(bool((lengths <= max_len).all()), "gsu_topk: a history is longer than max_len")
+    mask_value = mask_value_for(torch.promote_types(keys.dtype, query.dtype))
+    if kernel == Kernel.PYTORCH:
+        return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
+    raise NotImplementedError(f"gsu_topk: no {kernel} kernel")

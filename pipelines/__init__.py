@@ -1,0 +1,1 @@
+"""The jobs: each module has ``main(argv)`` and runs under ``python -m``, torchrun and torchx."""

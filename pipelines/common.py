@@ -1,0 +1,82 @@
+"""Pieces shared by the jobs: building the sharded model, the evaluation pass, CLI error handling."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from tqdm import tqdm
+
+from dare_rec.config import Config, ConfigError
+from dare_rec.data.batch import padding_batch
+from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.schema import DataError, DatasetMeta
+from dare_rec.distributed import DistEnv, gather_arrays
+from dare_rec.modules.model import build_model
+from dare_rec.optim import apply_sparse_optimizer
+from sharding.planner import shard_model
+
+
+def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> DistributedModelParallel:
+    """The model for ``cfg`` and the dataset's vocabularies, tables sharded by the planner.
+
+    Tables are built on the meta device and materialised only as shards; the dense part lives on
+    ``env.device`` and is replicated (DDP) by DistributedModelParallel.
+    """
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device)
+    apply_sparse_optimizer(model, cfg.train)
+    return shard_model(model, cfg, env.device, env.world_size, env.local_world_size)
+
+
+def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, desc: str,
+            progress: bool = True) -> Optional[Dict[str, np.ndarray]]:
+    """Runs the model over one split in eval mode; returns every sample's outputs on rank 0, None elsewhere.
+
+    Every rank takes the same number of steps (the busiest rank's); a rank whose rows ran out feeds a
+    padding batch whose outputs are dropped. Keys: logits, labels, user_ids, target_cates (+ click_probs).
+    """
+    steps = reader.max_batches_any_rank()
+    parts: Dict[str, list] = {"logits": [], "labels": [], "user_ids": [], "target_cates": []}
+    if reader.with_click_prob:
+        parts["click_probs"] = []
+    model.eval()
+    batches = reader.epoch(0)
+    try:
+        with torch.no_grad():
+            for _ in tqdm(range(steps), desc=desc, unit="batch", leave=False,
+                          disable=not (progress and env.is_main)):
+                batch = next(batches, None)
+                inputs = batch if batch is not None else padding_batch()
+                _, (_, logits, _) = model(inputs.to(env.device, non_blocking=True))
+                if batch is None:
+                    continue
+                parts["logits"].append(logits.float().cpu().numpy())
+                parts["labels"].append(batch.labels.numpy())
+                parts["user_ids"].append(batch.user_ids.numpy())
+                parts["target_cates"].append(batch.sparse_features["target_cate"].values().numpy())
+                if reader.with_click_prob:
+                    parts["click_probs"].append(batch.click_probs.numpy())
+    finally:
+        batches.close()
+        model.train()
+    local = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    return gather_arrays(local, env)
+
+
+def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Turns configuration and data errors into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (ConfigError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,176 @@
+"""Training job: ``dare-rec train`` / ``python -m pipelines.train`` / torchrun / torchx (``launch/``).
+
+One process or many (SPMD): every rank reads its own shard of the training files, the embedding tables are
+sharded by the TorchRec planner, and the TorchRec sparse-dist train pipeline overlaps the next batch's input
+distribution with the current step. Validation runs every ``train.val_every`` steps and at the end of every
+epoch; a DCP checkpoint is written at the end; rank 0 appends metrics to ``<output_dir>/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from tqdm import tqdm
+
+from dare_rec.checkpoint import save_checkpoint
+from dare_rec.config import Config, config_help, load_config, to_dict
+from dare_rec.data.batch import Batch
+from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.schema import DatasetMeta
+from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
+from dare_rec.metrics.offline import evaluation_metrics
+from dare_rec.optim import build_optimizer
+from pipelines.common import build_sharded_model, cli_errors, predict
+
+
+class MetricsLog:
+    """Appends one JSON object per event to ``metrics.jsonl`` (rank 0 only; a no-op elsewhere)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+
+
+def _batch_stream(reader: ParquetBatchReader, epochs: int) -> Iterator[Batch]:
+    for epoch in range(epochs):
+        batches = reader.epoch(epoch)
+        try:
+            yield from batches
+        finally:
+            batches.close()
+
+
+def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[int]:
+    """Steps after which to validate: every ``val_every``, every epoch end, and the last step."""
+    points = set(range(steps_per_epoch, total + 1, steps_per_epoch)) | {total}
+    if val_every:
+        points |= set(range(val_every, total + 1, val_every))
+    return sorted(points)
+
+
+def validate(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv) -> Optional[Dict[str, float]]:
+    outputs = predict(model, reader, env, desc="validate")
+    if outputs is None:
+        return None
+    return evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"], outputs["target_cates"],
+                              outputs.get("click_probs"))
+
+
+def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
+    """Trains on ``cfg.data.path`` and returns the run summary (identical on every rank but ``final_val``)."""
+    log = MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl", env.is_main)
+    model = build_sharded_model(cfg, meta, env)
+    optimizer = build_optimizer(model, cfg.train)
+    reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
+                       prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda")
+    train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                      seed=cfg.train.seed, **reader_args)
+    val_reader = ParquetBatchReader(split="val", batch_size=cfg.data.eval_batch_size, **reader_args)
+    steps_per_epoch = train_reader.num_batches()
+    total = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
+              dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
+
+    pipeline = TrainPipelineSparseDist(model, optimizer, env.device, execute_all_batches=True)
+    stream = _batch_stream(train_reader, cfg.train.epochs)
+    bar = tqdm(total=total, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
+    step, train_time, samples_total = 0, 0.0, 0.0
+    window_loss, window_samples, window_time = 0.0, 0.0, 0.0
+    val_metrics: Optional[Dict[str, float]] = None
+    try:
+        for val_step in _validation_steps(steps_per_epoch, total, cfg.train.val_every):
+            # Each segment between validations is its own iterator, so the pipeline drains completely
+            # before validation runs the plain (detached) model forward.
+            segment = itertools.islice(stream, val_step - step)
+            started = time.perf_counter()
+            for step in range(step + 1, val_step + 1):
+                loss_t, _, labels = pipeline.progress(segment)
+                loss = loss_t.item()
+                loss_sum, bad_ranks, samples = global_sum(
+                    [loss * labels.numel(), float(not math.isfinite(loss)), float(labels.numel())], env.device)
+                if bad_ranks:
+                    raise FloatingPointError(
+                        f"non-finite training loss at step {step} on {int(bad_ranks)} rank(s) "
+                        f"(rank {env.rank} loss {loss}); stopping before anything is checkpointed. "
+                        f"Lower train.sparse_lr / train.dense_lr or check the data.")
+                window_loss += loss_sum
+                window_samples += samples
+                bar.update(1)
+                if step % cfg.train.log_every == 0 or step == val_step:
+                    now = time.perf_counter()
+                    window_time += now - started
+                    train_time += now - started
+                    samples_total += window_samples
+                    rate = window_samples / max(window_time, 1e-9)
+                    bar.set_postfix(loss=f"{window_loss / window_samples:.4f}", samples_per_s=f"{rate:,.0f}")
+                    log.write("train", step=step, epoch=(step - 1) // steps_per_epoch,
+                              loss=window_loss / window_samples, samples_per_s=rate)
+                    window_loss, window_samples, window_time = 0.0, 0.0, 0.0
+                    started = now
+            pipeline.detach()
+            val_started = time.perf_counter()
+            val_metrics = validate(model, val_reader, env)
+            if env.is_main:
+                log.write("val", step=step, epoch=(step - 1) // steps_per_epoch,
+                          val_time_s=time.perf_counter() - val_started, **val_metrics)
+                bar.write(f"step {step}: val " + " ".join(
+                    f"{k}={val_metrics[k]:.4f}" for k in ("auc", "gauc_user", "logloss", "oracle_auc")
+                    if k in val_metrics))
+    finally:
+        bar.close()
+        stream.close()
+
+    state = {"step": step, "epoch": (step - 1) // steps_per_epoch, "num_items": meta.num_items,
+             "num_categories": meta.num_categories, "world_size": env.world_size, "val": val_metrics}
+    path = save_checkpoint(model, optimizer, cfg, state, env)
+    summary = {"steps": step, "train_time_s": train_time, "samples_per_s": samples_total / max(train_time, 1e-9),
+               "world_size": env.world_size, "checkpoint": str(path), "final_val": val_metrics}
+    log.write("end", **summary)
+    return summary
+
+
+def parse_args(argv: Optional[List[str]]) -> tuple[argparse.Namespace, List[str]]:
+    parser = argparse.ArgumentParser(
+        prog="dare-rec train", description=__doc__, epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML preset (configs/*.yaml); defaults apply when omitted")
+    return parser.parse_known_args(argv)
+
+
+@record
+@cli_errors
+def main(argv: Optional[List[str]] = None) -> int:
+    args, overrides = parse_args(argv)
+    cfg = load_config(args.config, overrides)
+    meta = DatasetMeta.read(cfg.data.path)  # fails here, before any process group, if the data is missing
+    env = init_distributed(cfg.train.dist_timeout_s)
+    try:
+        summary = train(cfg, meta, env)
+    finally:
+        shutdown()
+    if env.is_main:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

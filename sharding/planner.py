@@ -1,0 +1,152 @@
+"""Sharding plans for the model's embedding tables: constraints from the config, planning, explanation.
+
+Planning runs on every rank with the same inputs (so every rank gets the same plan) instead of TorchRec's
+``collective_plan``: with a collective plan, a rank-0 planner error leaves the other ranks waiting in a
+broadcast forever; planning everywhere makes an impossible plan fail on every rank with the same message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.types import ModuleSharder, ShardingPlan
+
+from dare_rec.config import Config, ConfigError
+from dare_rec.modules.embeddings import table_names
+
+_MB = 1024 * 1024
+_CUDA_ONLY_KERNELS = ("fused_uvm", "fused_uvm_caching")
+_BYTES = {"fp32": 4, "fp16": 2}
+
+
+def sharders() -> List[ModuleSharder[nn.Module]]:
+    """Sharders for the model's EmbeddingCollections. The fused optimizer comes from the parameters'
+    in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``), so no fused_params are needed."""
+    return [EmbeddingCollectionSharder()]
+
+
+def check_sharding_config(cfg: Config, compute_device: str) -> None:
+    """Rejects table names the variant does not have and kernels the device cannot run (ConfigError)."""
+    names = table_names(cfg.model.variant)
+    for name in cfg.sharding.tables:
+        if name not in names:
+            raise ConfigError(f"sharding.tables.{name}: variant {cfg.model.variant!r} has no table {name!r}; "
+                              f"its tables are {names}")
+    for name in names:
+        kernel = cfg.sharding.for_table(name).compute_kernel
+        if kernel in _CUDA_ONLY_KERNELS and compute_device != "cuda":
+            key = f"sharding.tables.{name}" if name in cfg.sharding.tables else "sharding.default"
+            raise ConfigError(f"{key}.compute_kernel: {kernel!r} needs a CUDA device; this run is on "
+                              f"{compute_device} (use 'fused')")
+
+
+def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
+    """One ParameterConstraints per table from ``cfg.sharding`` (default + per-table overrides)."""
+    out = {}
+    for name in table_names(cfg.model.variant):
+        table = cfg.sharding.for_table(name)
+        out[name] = ParameterConstraints(
+            sharding_types=[table.sharding_type] if table.sharding_type else None,
+            compute_kernels=[table.compute_kernel],
+        )
+    return out
+
+
+def topology(cfg: Config, world_size: int, local_world_size: int, compute_device: str) -> Topology:
+    cap = None if cfg.sharding.memory_per_rank_mb is None else int(cfg.sharding.memory_per_rank_mb * _MB)
+    return Topology(
+        world_size=world_size,
+        local_world_size=local_world_size,
+        compute_device=compute_device,
+        hbm_cap=cap if compute_device == "cuda" else None,
+        ddr_cap=cap if compute_device != "cuda" else None,
+    )
+
+
+def build_plan(module: nn.Module, cfg: Config, world_size: int, local_world_size: int,
+               compute_device: str) -> ShardingPlan:
+    """Plans ``module`` (its embedding parameters must already carry the in-backward optimizer).
+
+    Raises:
+        ConfigError: the constraints cannot be met for this world size / memory (names ``sharding``).
+    """
+    check_sharding_config(cfg, compute_device)
+    planner = EmbeddingShardingPlanner(
+        topology=topology(cfg, world_size, local_world_size, compute_device),
+        constraints=constraints(cfg),
+    )
+    try:
+        return planner.plan(module, sharders())
+    except PlannerError as e:
+        first_line = str(e).strip().splitlines()[0]
+        raise ConfigError(
+            f"sharding: no sharding plan satisfies the constraints for world size {world_size} on "
+            f"{compute_device} (sharding.default / sharding.tables / sharding.memory_per_rank_mb): {first_line}"
+        ) from e
+
+
+def shard_model(module: nn.Module, cfg: Config, device: torch.device, world_size: int,
+                local_world_size: int) -> DistributedModelParallel:
+    """Plans and wraps ``module`` in DistributedModelParallel (the process group must exist)."""
+    plan = build_plan(module, cfg, world_size, local_world_size, device.type)
+    return DistributedModelParallel(module=module, device=device, plan=plan, sharders=sharders())
+
+
+@dataclass
+class ShardRow:
+    module: str
+    table: str
+    sharding_type: str
+    compute_kernel: str
+    rank: int
+    rows: int
+    cols: int
+    weight_bytes: int
+    optimizer_bytes: int
+
+
+def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
+    """Every shard of every table in ``plan`` with its size and estimated weight + optimizer-state bytes."""
+    rows: List[ShardRow] = []
+    for module_path, module_plan in plan.plan.items():
+        for table, ps in module_plan.items():
+            dtype_bytes = _BYTES[cfg.sharding.for_table(table).data_type]
+            for shard in ps.sharding_spec.shards:
+                n_rows, n_cols = shard.shard_sizes
+                rank = shard.placement.rank()
+                if cfg.train.sparse_optimizer == "rowwise_adagrad":
+                    opt_bytes = n_rows * 4  # one fp32 accumulator per row
+                else:
+                    opt_bytes = 2 * n_rows * n_cols * 4  # Adam: two fp32 moments per element
+                rows.append(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, n_rows,
+                                     n_cols, n_rows * n_cols * dtype_bytes, opt_bytes))
+    return rows
+
+
+def explain_plan(plan: ShardingPlan, cfg: Config, world_size: int, dense_params: Optional[int] = None) -> str:
+    """A readable table of the plan and per-rank memory (estimates of weights + optimizer state)."""
+    rows = plan_rows(plan, cfg)
+    lines = [
+        f"{'table':<12} {'sharding':<14} {'kernel':<18} {'dtype':<5} {'rank':>4} {'rows x cols':>16} {'MB':>9}",
+    ]
+    for r in sorted(rows, key=lambda r: (r.table, r.rank)):
+        dtype = cfg.sharding.for_table(r.table).data_type
+        lines.append(f"{r.table:<12} {r.sharding_type:<14} {r.compute_kernel:<18} {dtype:<5} {r.rank:>4} "
+                     f"{f'{r.rows} x {r.cols}':>16} {(r.weight_bytes + r.optimizer_bytes) / _MB:>9.2f}")
+    lines.append("")
+    lines.append("per-rank memory (MB): sparse weights + sparse optimizer state"
+                 + (" + replicated dense params with Adam state" if dense_params is not None else ""))
+    dense_mb = 0.0 if dense_params is None else dense_params * 4 * 3 / _MB
+    for rank in range(world_size):
+        w = sum(r.weight_bytes for r in rows if r.rank == rank) / _MB
+        o = sum(r.optimizer_bytes for r in rows if r.rank == rank) / _MB
+        lines.append(f"  rank {rank}: {w:9.2f} + {o:8.2f}" + (f" + {dense_mb:7.2f}" if dense_params is not None else "")
+                     + f" = {w + o + dense_mb:9.2f}")
+    return "\n".join(lines)
