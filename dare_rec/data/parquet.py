@@ -41,7 +41,7 @@ class RowGroup:
 
 
 def list_row_groups(root: str | Path, split: str) -> List[RowGroup]:
-    """Every row group of a split, files sorted, checked against the contract."""
+    """Every non-empty row group of a split, files sorted, checked against the contract."""
     groups: List[RowGroup] = []
     for path in S.split_files(root, split):
         S.check_file_schema(path)
@@ -49,7 +49,8 @@ def list_row_groups(root: str | Path, split: str) -> List[RowGroup]:
         first = 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
-            groups.append(RowGroup(path, i, n, first))
+            if n:
+                groups.append(RowGroup(path, i, n, first))
             first += n
     return groups
 

@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (main job end to end) and `make test`.
+# Both create the virtual environment on first use (CPU stack: see requirements.txt).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+DEMO_CONFIG ?= configs/synthetic.yaml
+DEMO_RUN ?= runs/dare
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml third_party/fbgemm_gpu_alias/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# Generate the synthetic dataset, train DARE with torchx on 2 processes, evaluate the checkpoint on the
+# test split with 2 processes, and print AUC / GAUC / logloss next to the oracle AUC.
+demo: setup
+	dare-rec prepare --source synthetic --config $(DEMO_CONFIG)
+	rm -rf $(DEMO_RUN)
+	torchx run -s local_cwd launch/components.py:train -j 1x2 --config $(DEMO_CONFIG) -- --train.output_dir $(DEMO_RUN)
+	torchx run -s local_cwd launch/components.py:evaluate -j 1x2 --checkpoint $(DEMO_RUN) -- --output $(DEMO_RUN)/eval-test.json
+	@echo; cat $(DEMO_RUN)/eval-test.md
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs data .pytest_cache .hypothesis

@@ -1,0 +1,38 @@
+"""The ``dare-rec`` command: one subcommand per job, each forwarding its arguments to that job's ``main``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import List, Optional
+
+# subcommand -> (module with main(argv), one-line help). Modules are imported lazily: `dare-rec --help` and
+# `dare-rec prepare` never pay for importing torchrec's distributed stack.
+COMMANDS = {
+    "prepare": ("pipelines.prepare", "write a dataset in the Parquet contract (synthetic data)"),
+    "plan": ("sharding.cli", "print the sharding plan and per-rank memory for a world size"),
+    "train": ("pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
+    "evaluate": ("pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: dare-rec COMMAND [ARGS...]   (dare-rec COMMAND --help for details)", "", "commands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"dare-rec: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

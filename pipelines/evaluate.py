@@ -1,0 +1,112 @@
+"""Offline evaluation: ``dare-rec evaluate --checkpoint RUN_OR_CHECKPOINT [--data PATH] [--split test]``.
+
+Loads a training checkpoint into a model sharded for *this* run's world size (DCP reshards), scores every
+sample of the split exactly once, and reports exact AUC, GAUC by user and by target category (weight = group
+size, single-class groups skipped), logloss (main head only), and the oracle AUC when the data carries true
+click probabilities. Writes JSON and prints a markdown table. 1 process or many give the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from dare_rec.checkpoint import load_model_state, read_checkpoint_info, resolve_checkpoint
+from dare_rec.config import ConfigError
+from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.schema import SPLITS, DataError, DatasetMeta
+from dare_rec.distributed import init_distributed, shutdown
+from dare_rec.metrics.offline import evaluation_metrics
+from pipelines.common import build_sharded_model, cli_errors, predict
+
+_TABLE_ROWS = (("auc", "AUC"), ("gauc_user", "GAUC (by user)"), ("gauc_category", "GAUC (by category)"),
+               ("logloss", "logloss"), ("oracle_auc", "oracle AUC (true click probability)"))
+
+
+def markdown_table(metrics: Dict[str, Any], title: str) -> str:
+    lines = [f"**{title}** ({metrics['samples']:,} samples)", "", "| metric | value |", "|---|---|"]
+    for key, label in _TABLE_ROWS:
+        if key in metrics:
+            lines.append(f"| {label} | {metrics[key]:.4f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dare-rec evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint folder, or a run's output_dir (its latest checkpoint is used)")
+    parser.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--batch-size", type=int, help="samples per batch per rank (default: data.eval_batch_size)")
+    parser.add_argument("--output", help="JSON file for the metrics (default: <checkpoint>/eval-<split>.json); "
+                                         "a markdown table is written next to it (.md)")
+    return parser.parse_args(argv)
+
+
+def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", batch_size: Optional[int] = None,
+             output: Optional[str] = None, progress: bool = True) -> Optional[Dict[str, Any]]:
+    """Evaluates a checkpoint; returns the metrics on rank 0 (None on other ranks)."""
+    path = resolve_checkpoint(checkpoint)
+    cfg, state = read_checkpoint_info(path)
+    if data is not None:
+        cfg.data.path = data
+    if batch_size is not None:
+        if batch_size <= 0:
+            raise ConfigError(f"--batch-size: must be > 0, got {batch_size}")
+        cfg.data.eval_batch_size = batch_size
+    meta = DatasetMeta.read(cfg.data.path)
+    if (meta.num_items, meta.num_categories) != (state["num_items"], state["num_categories"]):
+        raise DataError(f"{cfg.data.path}: vocabulary sizes (items {meta.num_items}, categories "
+                        f"{meta.num_categories}) differ from the checkpoint's (items {state['num_items']}, "
+                        f"categories {state['num_categories']}); the ids would not mean the same things")
+    env = init_distributed(cfg.train.dist_timeout_s)
+    try:
+        model = build_sharded_model(cfg, meta, env)
+        load_model_state(model, path)
+        reader = ParquetBatchReader(cfg.data.path, split, cfg.data.eval_batch_size, cfg.data.max_len,
+                                    rank=env.rank, world_size=env.world_size,
+                                    prefetch_batches=cfg.data.prefetch_batches)
+        outputs = predict(model, reader, env, desc=f"evaluate {split}", progress=progress)
+    finally:
+        shutdown()
+    if outputs is None:
+        return None
+    metrics = evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"],
+                                 outputs["target_cates"], outputs.get("click_probs"))
+    metrics.update(checkpoint=str(path), step=state["step"], data=cfg.data.path, split=split,
+                   variant=cfg.model.variant, world_size=env.world_size)
+    out = Path(output) if output else path / f"eval-{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
+                  f, indent=2, sort_keys=True)
+        f.write("\n")
+    metrics["output"] = str(out)
+    out.with_suffix(".md").write_text(markdown_table(metrics, _title(metrics)) + "\n")
+    return metrics
+
+
+def _title(metrics: Dict[str, Any]) -> str:
+    return f"{metrics['variant']} on {metrics['split']} of {metrics['data']} (step {metrics['step']})"
+
+
+@record
+@cli_errors
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.output)
+    if metrics is not None:
+        print(markdown_table(metrics, _title(metrics)))
+        print(f"\nwrote {metrics['output']} and {Path(metrics['output']).with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
