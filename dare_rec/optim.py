@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingCollection
-from torchrec.optim import Adam, RowWiseAdagrad
+from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -14,16 +14,13 @@ from dare_rec.config import TrainConfig
 
 
 def apply_sparse_optimizer(model: nn.Module, cfg: TrainConfig) -> None:
-    """Attaches the sparse optimizer to every EmbeddingCollection parameter of ``model`` (before sharding).
+    """Attaches row-wise Adagrad to every EmbeddingCollection parameter of ``model`` (before sharding).
 
     FBGEMM then applies it inside the backward pass (no gradient tensor for the tables is ever materialised).
     Embedding gradients are averaged across ranks, like dense DDP gradients.
     """
     params = [p for m in model.modules() if isinstance(m, EmbeddingCollection) for p in m.parameters()]
-    if cfg.sparse_optimizer == "rowwise_adagrad":
-        apply_optimizer_in_backward(RowWiseAdagrad, params, {"lr": cfg.sparse_lr, "eps": 1e-8})
-    else:
-        apply_optimizer_in_backward(Adam, params, {"lr": cfg.sparse_lr})
+    apply_optimizer_in_backward(RowWiseAdagrad, params, {"lr": cfg.sparse_lr, "eps": 1e-8})
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> CombinedOptimizer:

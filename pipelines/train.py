@@ -102,7 +102,8 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
             # before validation runs the plain (detached) model forward.
             segment = itertools.islice(stream, val_step - step)
             started = time.perf_counter()
-            for step in range(step + 1, val_step + 1):
+            first = step + 1
+            for step in range(first, val_step + 1):
                 loss_t, _, labels = pipeline.progress(segment)
                 loss = loss_t.item()
                 loss_sum, bad_ranks, samples = global_sum(

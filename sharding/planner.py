@@ -55,6 +55,7 @@ def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
         out[name] = ParameterConstraints(
             sharding_types=[table.sharding_type] if table.sharding_type else None,
             compute_kernels=[table.compute_kernel],
+            min_partition=table.min_partition,
         )
     return out
 
@@ -106,6 +107,8 @@ class ShardRow:
     sharding_type: str
     compute_kernel: str
     rank: int
+    row_offset: int
+    col_offset: int
     rows: int
     cols: int
     weight_bytes: int
@@ -120,13 +123,11 @@ def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
             dtype_bytes = _BYTES[cfg.sharding.for_table(table).data_type]
             for shard in ps.sharding_spec.shards:
                 n_rows, n_cols = shard.shard_sizes
+                row_offset, col_offset = shard.shard_offsets
                 rank = shard.placement.rank()
-                if cfg.train.sparse_optimizer == "rowwise_adagrad":
-                    opt_bytes = n_rows * 4  # one fp32 accumulator per row
-                else:
-                    opt_bytes = 2 * n_rows * n_cols * 4  # Adam: two fp32 moments per element
-                rows.append(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, n_rows,
-                                     n_cols, n_rows * n_cols * dtype_bytes, opt_bytes))
+                opt_bytes = n_rows * 4  # row-wise Adagrad: one fp32 accumulator per row
+                rows.append(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, row_offset,
+                                     col_offset, n_rows, n_cols, n_rows * n_cols * dtype_bytes, opt_bytes))
     return rows
 
 

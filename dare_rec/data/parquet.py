@@ -19,7 +19,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 import numpy as np
 import pyarrow as pa
@@ -162,7 +162,8 @@ class ParquetBatchReader:
 
     def _check(self, table: pa.Table, group: RowGroup) -> None:
         """Contract checks a bad file would otherwise turn into an obscure kernel error."""
-        where = f"{group.path} (row group {group.index}, rows {group.first_row}..{group.first_row + group.num_rows - 1})"
+        last = group.first_row + group.num_rows - 1
+        where = f"{group.path} (row group {group.index}, rows {group.first_row}..{last})"
         item_len = pc.list_value_length(table.column(S.HIST_ITEM)).to_numpy(zero_copy_only=False)
         cate_len = pc.list_value_length(table.column(S.HIST_CATE)).to_numpy(zero_copy_only=False)
         if not np.array_equal(item_len, cate_len):

@@ -48,9 +48,9 @@ class DareModel(nn.Module):
         num_items: int,
         num_categories: int,
         max_len: int,
-        bf16: bool = False,
-        embedding_device: torch.device = torch.device("cpu"),
-        dense_device: torch.device = torch.device("cpu"),
+        bf16: bool,
+        embedding_device: torch.device,
+        dense_device: torch.device,
     ) -> None:
         super().__init__()
         kernel = Kernel(model.gsu_kernel)

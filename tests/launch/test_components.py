@@ -1,0 +1,29 @@
+"""torchx components: they validate as torchx components and build the intended torchrun jobs."""
+
+from __future__ import annotations
+
+from torchx.components.component_test_base import ComponentTestCase
+
+from launch import components
+
+
+class ComponentsTest(ComponentTestCase):
+    def test_components_validate(self) -> None:
+        self.validate(components, "train")
+        self.validate(components, "evaluate")
+
+    def test_train_runs_the_train_module_with_config_and_overrides(self) -> None:
+        app = components.train("--model.d_att", "32", config="configs/tiny.yaml", j="2x1", omp_threads=3)
+        (role,) = app.roles
+        assert role.num_replicas == 2
+        command = " ".join(role.args)
+        assert "-m pipelines.train --config configs/tiny.yaml --model.d_att 32" in command
+        assert "--nnodes 2" in command and "--nproc_per_node 1" in command
+        assert role.env["OMP_NUM_THREADS"] == "3"
+
+    def test_evaluate_runs_the_evaluate_module_on_a_checkpoint(self) -> None:
+        app = components.evaluate("--output", "e.json", checkpoint="runs/x", split="val", j="1x2")
+        (role,) = app.roles
+        command = " ".join(role.args)
+        assert "-m pipelines.evaluate --checkpoint runs/x --split val --output e.json" in command
+        assert "--nproc_per_node 2" in command

@@ -1,0 +1,142 @@
+"""End to end: torchx launch, train main(argv) under elastic launch, evaluation on 1 and 2 processes, failures.
+
+Every multi-process run passes ``--train.dist_timeout_s`` (the process-group timeout), so a hang fails
+within that time instead of blocking CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from dare_rec.checkpoint import resolve_checkpoint
+from pipelines import evaluate, train
+from tests.conftest import REPO, TINY_PRESET
+from tests.multiprocess import run_on_ranks
+
+TIMEOUT = ["--train.dist_timeout_s", "60"]
+
+
+def launch(entrypoint, argv, nproc=2):
+    """Runs ``entrypoint(argv)`` on ``nproc`` local processes with torch's elastic launcher."""
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          rdzv_configs={"join_timeout": 60}, start_method="spawn")
+    return elastic_launch(config, entrypoint)(argv)
+
+
+def train_args(data, out, *extra):
+    return ["--config", str(TINY_PRESET), "--data.path", str(data), "--train.output_dir", str(out), *TIMEOUT,
+            *extra]
+
+
+def events(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def torchx_run(tiny_data, tmp_path_factory):
+    """A run trained through the real launcher: torchx local_cwd, -j 1x2, the repo's component."""
+    out = tmp_path_factory.mktemp("torchx_run")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "-cfg", f"log_dir={out / 'logs'}",
+           "launch/components.py:train", "-j", "1x2", "--config", "configs/tiny.yaml", "--",
+           "--data.path", str(tiny_data), "--train.output_dir", str(out), *TIMEOUT]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SUCCEEDED" in proc.stdout + proc.stderr
+    assert list((out / "logs").rglob("stdout.log")), "torchx did not keep the job logs"
+    return out
+
+
+def test_torchx_job_trains_on_two_ranks_and_checkpoints(torchx_run):
+    log = events(torchx_run)
+    assert log[0]["event"] == "start" and log[0]["world_size"] == 2
+    assert log[-1]["event"] == "end" and log[-1]["samples_per_s"] > 0
+    ckpt = resolve_checkpoint(torchx_run)
+    assert {".metadata", "config.yaml", "train_state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
+
+
+def test_train_main_under_elastic_launch(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    results = launch(train.main, train_args(tiny_data, out, "--train.max_steps", "8", "--train.val_every", "3",
+                                            "--train.log_every", "2", "--train.bf16", "true"))
+    assert results == {0: 0, 1: 0}
+    log = events(out)
+    kinds = [e["event"] for e in log]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert [e["step"] for e in log if e["event"] == "val"] == [3, 6, 8]
+    assert [e["step"] for e in log if e["event"] == "train"] == [2, 3, 4, 6, 8]
+    val = [e for e in log if e["event"] == "val"][-1]
+    assert {"auc", "gauc_user", "gauc_category", "logloss", "oracle_auc"} <= set(val)
+    assert resolve_checkpoint(out).name == "step-00000008"
+
+
+def test_evaluation_on_one_and_two_processes_agrees(torchx_run, tmp_path):
+    one = evaluate.evaluate(str(torchx_run), output=str(tmp_path / "one.json"), progress=False)
+    assert launch(evaluate.main, ["--checkpoint", str(torchx_run), "--output", str(tmp_path / "two.json")]) \
+        == {0: 0, 1: 0}
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    for key in ("auc", "gauc_user", "gauc_category", "logloss", "oracle_auc", "samples"):
+        assert two[key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), key
+    assert "| AUC |" in (tmp_path / "two.md").read_text()
+
+
+def test_validation_does_not_change_training(tiny_data, tmp_path):
+    def losses(run, *extra):
+        train.main(train_args(tiny_data, tmp_path / run, "--train.max_steps", "10", "--train.log_every", "1",
+                              *extra))
+        return [e["loss"] for e in events(tmp_path / run) if e["event"] == "train"]
+
+    assert losses("no_val") == losses("val_every_3", "--train.val_every", "3")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--model.d_att", "0"], "model.d_att: must be > 0"),
+    (["--model.top_k", "-1"], "model.top_k: must be > 0"),
+    (["--model.variant", "sim"], "model.variant: unknown variant 'sim'"),
+    (["--data.path", "/no/such/dataset"], "'/no/such/dataset' does not exist"),
+])
+def test_bad_configuration_fails_before_training(tiny_data, tmp_path, capsys, overrides, message):
+    argv = train_args(tiny_data, tmp_path / "run") + overrides
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def _expect_plan_error(rank, world_size, argv):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world_size))
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_unsatisfiable_plan_fails_on_every_rank_without_hanging(tiny_data, tmp_path):
+    # each rank must exit with the configuration error on its own: a rank left waiting in a collective
+    # would hit run_on_ranks' timeout instead
+    run_on_ranks(_expect_plan_error, 2, train_args(tiny_data, tmp_path / "run", "--sharding.memory_per_rank_mb",
+                                                     "0.001"), timeout=90)
+
+
+def test_non_finite_loss_stops_training_before_checkpointing(tiny_data, tmp_path, monkeypatch):
+    def nan_loss(logits, labels):
+        return (logits * float("nan")).mean()
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", nan_loss)
+    with pytest.raises(FloatingPointError, match="non-finite training loss at step 1"):
+        train.main(train_args(tiny_data, tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,83 @@
+"""Plans from config constraints, explanations, and clear errors for plans that cannot be made."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dare_rec.config import ConfigError
+from dare_rec.modules.model import build_model
+from dare_rec.optim import apply_sparse_optimizer
+from sharding import cli
+from sharding.planner import build_plan, explain_plan, plan_rows
+from tests.conftest import TINY_PRESET, tiny_config
+
+META = torch.device("meta")
+
+
+def plan_for(*overrides, world_size=2, num_items=501, num_categories=21, device="cpu"):
+    cfg = tiny_config(*overrides)
+    model = build_model(cfg, num_items, num_categories, META, META)
+    apply_sparse_optimizer(model, cfg.train)
+    return build_plan(model, cfg, world_size, world_size, device), cfg
+
+
+def sharding_types(plan):
+    return {table: ps.sharding_type for module_plan in plan.plan.values() for table, ps in module_plan.items()}
+
+
+def test_constraints_from_config_are_honoured():
+    plan, _ = plan_for("--sharding.default.sharding_type", "table_wise",
+                       "--sharding.tables.item_rep.sharding_type", "row_wise",
+                       "--sharding.tables.item_att.sharding_type", "column_wise")
+    assert sharding_types(plan) == {"item_att": "column_wise", "cate_att": "table_wise",
+                                    "item_rep": "row_wise", "cate_rep": "table_wise"}
+
+
+def test_shards_cover_every_table_exactly():
+    plan, cfg = plan_for("--sharding.default.sharding_type", "row_wise", world_size=3)
+    rows = plan_rows(plan, cfg)
+    for table, (n_rows, dim) in {"item_att": (501, 8), "cate_att": (21, 8), "item_rep": (501, 16),
+                                 "cate_rep": (21, 16)}.items():
+        shards = [r for r in rows if r.table == table]
+        assert sum(r.rows for r in shards) == n_rows and all(r.cols == dim for r in shards)
+        assert {r.rank for r in shards} == {0, 1, 2}
+
+
+def test_explanation_lists_tables_and_per_rank_memory():
+    plan, cfg = plan_for("--sharding.tables.item_rep.data_type", "fp16")
+    text = explain_plan(plan, cfg, world_size=2, dense_params=1000)
+    assert "item_rep" in text and "fp16" in text and "rank 1:" in text
+    weights = sum(r.weight_bytes for r in plan_rows(plan, cfg))
+    assert weights == 501 * 8 * 4 + 21 * 8 * 4 + 501 * 16 * 2 + 21 * 16 * 4
+
+
+def test_twin_plan_has_one_table_set():
+    plan, _ = plan_for("--model.variant", "twin", "--model.d_att", "16")
+    assert set(sharding_types(plan)) == {"item_shared", "cate_shared"}
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: variant 'dare' has no"),
+    (["--sharding.default.compute_kernel", "fused_uvm_caching"], r"^sharding.default.compute_kernel: .*needs a CUDA"),
+    (["--sharding.memory_per_rank_mb", "0.001"], r"^sharding: no sharding plan satisfies .*world size 2"),
+])
+def test_impossible_plans_fail_with_the_field_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_for(*overrides)
+
+
+def test_plan_command_prints_plan_without_a_process_group(capsys):
+    assert cli.main(["--config", str(TINY_PRESET), "--world-size", "4", "--num-items", "1000",
+                     "--num-categories", "50", "--device", "cuda", "--sharding.default.sharding_type",
+                     "row_wise"]) == 0
+    out = capsys.readouterr().out
+    assert "world size 4" in out and "rank 3:" in out and "row_wise" in out
+
+
+def test_plan_command_rejects_bad_world_size(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--config", str(TINY_PRESET), "--world-size", "4", "--local-world-size", "3",
+                  "--num-items", "10", "--num-categories", "5"])
+    assert exit_info.value.code == 2
+    assert "--local-world-size: must divide --world-size" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""Config loading, overrides and validation: every bad value fails with the dotted field name."""
+
+from __future__ import annotations
+
+import pytest
+
+from dare_rec.config import Config, ConfigError, describe_fields, load_config, parse_overrides
+from tests.conftest import TINY_PRESET, tiny_config
+
+
+def test_preset_and_overrides_are_typed():
+    cfg = tiny_config("--model.d_att", "32", "--train.bf16=true", "--model.mlp_hidden", "[64, 8]",
+                      "--sharding.tables.item_rep.sharding_type", "row_wise", "--train.dense_lr", "1")
+    assert cfg.model.d_att == 32 and cfg.train.bf16 is True and cfg.model.mlp_hidden == [64, 8]
+    assert cfg.sharding.for_table("item_rep").sharding_type == "row_wise"
+    assert cfg.sharding.for_table("item_att").sharding_type is None  # falls back to sharding.default
+    assert isinstance(cfg.train.dense_lr, float)
+    assert load_config(TINY_PRESET).data.batch_size == 64  # the preset applies
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (["--model.d_att", "0"], "model.d_att"),
+    (["--model.d_rep", "-4"], "model.d_rep"),
+    (["--model.top_k", "0"], "model.top_k"),
+    (["--model.variant", "sasrec"], "model.variant"),
+    (["--model.variant", "twin", "--model.d_att", "8", "--model.d_rep", "16"], "model.d_att"),
+    (["--data.batch_size", "0"], "data.batch_size"),
+    (["--train.sparse_lr", "0"], "train.sparse_lr"),
+    (["--sharding.default.sharding_type", "diagonal"], "sharding.default.sharding_type"),
+    (["--sharding.tables.item_att.data_type", "int8"], "sharding.tables.item_att.data_type"),
+    (["--model.d_att", "abc"], "model.d_att"),
+    (["--train.bf16", "maybe"], "train.bf16"),
+    (["--model.colour", "red"], "model.colour"),
+    (["--model.mlp_hidden", "[]"], "model.mlp_hidden"),
+])
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=f"^{field.replace('.', '[.]')}"):
+        tiny_config(*overrides)
+
+
+def test_override_syntax_errors_are_clear():
+    with pytest.raises(ConfigError, match="--section.field VALUE"):
+        parse_overrides(["d_att", "3"])
+    with pytest.raises(ConfigError, match="model.d_att: missing value"):
+        parse_overrides(["--model.d_att"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no/such/preset.yaml")
+
+
+def test_every_leaf_field_is_described_for_help():
+    names = {name for name, _, _ in describe_fields()}
+    assert {"model.d_att", "train.bf16", "data.max_len", "sharding.default.data_type"} <= names
+    assert len(names) > 30
+    assert Config().validate() is not None  # defaults are valid
