@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -42,20 +45,36 @@ def events(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def torchx_run(tiny_data, tmp_path_factory):
-    """A run trained through the real launcher: torchx local_cwd, -j 1x2, the repo's component."""
-    out = tmp_path_factory.mktemp("torchx_run")
+def torchx_train(tiny_data, out, *component_args):
+    """Trains through the real launcher: torchx local_cwd with the repo's component; returns the output dir."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "-cfg", f"log_dir={out / 'logs'}",
-           "launch/components.py:train", "-j", "1x2", "--config", "configs/tiny.yaml", "--",
+           "launch/components.py:train", *component_args, "--config", "configs/tiny.yaml", "--",
            "--data.path", str(tiny_data), "--train.output_dir", str(out), *TIMEOUT]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SUCCEEDED" in proc.stdout + proc.stderr
     assert list((out / "logs").rglob("stdout.log")), "torchx did not keep the job logs"
     return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def torchx_run(tiny_data, tmp_path_factory):
+    """A run trained with ``torchx run ... -j 1x2`` (one machine, two processes)."""
+    return torchx_train(tiny_data, tmp_path_factory.mktemp("torchx_run"), "-j", "1x2")
+
+
+def test_torchx_two_simulated_nodes(tiny_data, tmp_path):
+    out = torchx_train(tiny_data, tmp_path, "-j", "2x1", "--rdzv_port", str(free_port()))
+    log = events(out)
+    assert log[0]["world_size"] == 2 and log[-1]["event"] == "end"
 
 
 def test_torchx_job_trains_on_two_ranks_and_checkpoints(torchx_run):
@@ -69,8 +88,10 @@ def test_torchx_job_trains_on_two_ranks_and_checkpoints(torchx_run):
 
 def test_train_main_under_elastic_launch(tiny_data, tmp_path):
     out = tmp_path / "run"
+    # with the precision switches on: bf16 autocast for the dense part, FP16 storage for one table
     results = launch(train.main, train_args(tiny_data, out, "--train.max_steps", "8", "--train.val_every", "3",
-                                            "--train.log_every", "2", "--train.bf16", "true"))
+                                            "--train.log_every", "2", "--train.bf16", "true",
+                                            "--sharding.tables.item_att.data_type", "fp16"))
     assert results == {0: 0, 1: 0}
     log = events(out)
     kinds = [e["event"] for e in log]
@@ -79,7 +100,13 @@ def test_train_main_under_elastic_launch(tiny_data, tmp_path):
     assert [e["step"] for e in log if e["event"] == "train"] == [2, 3, 4, 6, 8]
     val = [e for e in log if e["event"] == "val"][-1]
     assert {"auc", "gauc_user", "gauc_category", "logloss", "oracle_auc"} <= set(val)
-    assert resolve_checkpoint(out).name == "step-00000008"
+    ckpt = resolve_checkpoint(out)
+    assert ckpt.name == "step-00000008"
+    stored = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
+    dtypes = {key.rsplit(".", 2)[-2]: meta.properties.dtype for key, meta in stored.items()
+              if key.startswith("model.") and ".embeddings." in key}
+    assert dtypes == {"item_att": torch.float16, "cate_att": torch.float32, "item_rep": torch.float32,
+                      "cate_rep": torch.float32}
 
 
 def test_evaluation_on_one_and_two_processes_agrees(torchx_run, tmp_path):
