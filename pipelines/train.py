@@ -65,12 +65,55 @@ def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[
     return sorted(points)
 
 
+class ThroughputMeter:
+    """Global (all-rank) loss and samples/s over logging windows; time outside training is not counted."""
+
+    def __init__(self) -> None:
+        self.train_time = 0.0
+        self.total_samples = 0.0
+        self._loss_sum = self._samples = 0.0
+        self._started = time.perf_counter()
+
+    def resume(self) -> None:
+        """Starts timing again (after validation)."""
+        self._started = time.perf_counter()
+
+    def add(self, loss_sum: float, samples: float) -> None:
+        self._loss_sum += loss_sum
+        self._samples += samples
+
+    def flush(self) -> tuple[float, float]:
+        """Mean loss and samples/s of the window since the last flush or resume; starts a new window."""
+        now = time.perf_counter()
+        elapsed = max(now - self._started, 1e-9)
+        loss, rate = self._loss_sum / self._samples, self._samples / elapsed
+        self.train_time += elapsed
+        self.total_samples += self._samples
+        self._loss_sum = self._samples = 0.0
+        self._started = now
+        return loss, rate
+
+
 def validate(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv) -> Optional[Dict[str, float]]:
     outputs = predict(model, reader, env, desc="validate")
     if outputs is None:
         return None
     return evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"], outputs["target_cates"],
                               outputs.get("click_probs"))
+
+
+def _step(pipeline: TrainPipelineSparseDist, batches: Iterator[Batch], step: int, env: DistEnv,
+          meter: ThroughputMeter) -> None:
+    """One pipelined training step; stops every rank if any rank's loss is not finite."""
+    loss_t, _, labels = pipeline.progress(batches)
+    loss = loss_t.item()
+    loss_sum, bad_ranks, samples = global_sum(
+        [loss * labels.numel(), float(not math.isfinite(loss)), float(labels.numel())], env.device)
+    if bad_ranks:
+        raise FloatingPointError(
+            f"non-finite training loss at step {step} on {int(bad_ranks)} rank(s) (rank {env.rank} loss {loss}); "
+            f"stopping before anything is checkpointed. Lower train.sparse_lr / train.dense_lr or check the data.")
+    meter.add(loss_sum, samples)
 
 
 def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
@@ -90,49 +133,35 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
               dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
 
+    def epoch_of(step: int) -> int:
+        return (step - 1) // steps_per_epoch
+
     pipeline = TrainPipelineSparseDist(model, optimizer, env.device, execute_all_batches=True)
     stream = _batch_stream(train_reader, cfg.train.epochs)
     bar = tqdm(total=total, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
-    step, train_time, samples_total = 0, 0.0, 0.0
-    window_loss, window_samples, window_time = 0.0, 0.0, 0.0
+    meter = ThroughputMeter()
+    step = 0
     val_metrics: Optional[Dict[str, float]] = None
     try:
         for val_step in _validation_steps(steps_per_epoch, total, cfg.train.val_every):
             # Each segment between validations is its own iterator, so the pipeline drains completely
             # before validation runs the plain (detached) model forward.
             segment = itertools.islice(stream, val_step - step)
-            started = time.perf_counter()
-            first = step + 1
-            for step in range(first, val_step + 1):
-                loss_t, _, labels = pipeline.progress(segment)
-                loss = loss_t.item()
-                loss_sum, bad_ranks, samples = global_sum(
-                    [loss * labels.numel(), float(not math.isfinite(loss)), float(labels.numel())], env.device)
-                if bad_ranks:
-                    raise FloatingPointError(
-                        f"non-finite training loss at step {step} on {int(bad_ranks)} rank(s) "
-                        f"(rank {env.rank} loss {loss}); stopping before anything is checkpointed. "
-                        f"Lower train.sparse_lr / train.dense_lr or check the data.")
-                window_loss += loss_sum
-                window_samples += samples
+            meter.resume()
+            while step < val_step:
+                step += 1
+                _step(pipeline, segment, step, env, meter)
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or step == val_step:
-                    now = time.perf_counter()
-                    window_time += now - started
-                    train_time += now - started
-                    samples_total += window_samples
-                    rate = window_samples / max(window_time, 1e-9)
-                    bar.set_postfix(loss=f"{window_loss / window_samples:.4f}", samples_per_s=f"{rate:,.0f}")
-                    log.write("train", step=step, epoch=(step - 1) // steps_per_epoch,
-                              loss=window_loss / window_samples, samples_per_s=rate)
-                    window_loss, window_samples, window_time = 0.0, 0.0, 0.0
-                    started = now
+                    loss, rate = meter.flush()
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:,.0f}")
+                    log.write("train", step=step, epoch=epoch_of(step), loss=loss, samples_per_s=rate)
             pipeline.detach()
             val_started = time.perf_counter()
             val_metrics = validate(model, val_reader, env)
             if env.is_main:
-                log.write("val", step=step, epoch=(step - 1) // steps_per_epoch,
-                          val_time_s=time.perf_counter() - val_started, **val_metrics)
+                log.write("val", step=step, epoch=epoch_of(step), val_time_s=time.perf_counter() - val_started,
+                          **val_metrics)
                 bar.write(f"step {step}: val " + " ".join(
                     f"{k}={val_metrics[k]:.4f}" for k in ("auc", "gauc_user", "logloss", "oracle_auc")
                     if k in val_metrics))
@@ -140,11 +169,12 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         bar.close()
         stream.close()
 
-    state = {"step": step, "epoch": (step - 1) // steps_per_epoch, "num_items": meta.num_items,
+    state = {"step": step, "epoch": epoch_of(step), "num_items": meta.num_items,
              "num_categories": meta.num_categories, "world_size": env.world_size, "val": val_metrics}
     path = save_checkpoint(model, optimizer, cfg, state, env)
-    summary = {"steps": step, "train_time_s": train_time, "samples_per_s": samples_total / max(train_time, 1e-9),
-               "world_size": env.world_size, "checkpoint": str(path), "final_val": val_metrics}
+    summary = {"steps": step, "train_time_s": meter.train_time,
+               "samples_per_s": meter.total_samples / max(meter.train_time, 1e-9), "world_size": env.world_size,
+               "checkpoint": str(path), "final_val": val_metrics}
     log.write("end", **summary)
     return summary
 
