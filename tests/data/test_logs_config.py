@@ -22,7 +22,7 @@ def test_overrides_reach_the_logs_section():
     (["--logs.behaviors", "[]"], "logs.behaviors: must be null or a non-empty list"),
     (["--logs.behaviors", "[0]"], "logs.behaviors[0]: expected a string, got 0"),
     (["--logs.event_format", "xls"], "logs.event_format: unknown format 'xls'"),
-    (["--logs.event_delimiter", "::"], "logs.event_delimiter: must be one character"),
+    (["--logs.event_delimiter", "ab"], "logs.event_delimiter: must be one character"),
     (["--logs.event_item_col", "user_id"], "logs.event_item_col: column 'user_id' is already logs.event_user_col"),
     (["--logs.min_lenn", "3"], "logs.min_lenn: unknown field"),
 ])
