@@ -65,7 +65,7 @@ class Clicks:
         raw_user: ``[num_users]`` raw id of every remapped user id - 1 (for messages).
         item_cate: ``[num_items + 1]`` int64 category of each item id (0 for padding).
         item_freq: ``[num_items + 1]`` int64 click count of each item id over every click row.
-        num_users: distinct users with at least one click.
+        num_users, num_categories: distinct users and categories over every click row.
     """
 
     item: np.ndarray
@@ -77,14 +77,11 @@ class Clicks:
     item_cate: np.ndarray
     item_freq: np.ndarray
     num_users: int
+    num_categories: int
 
     @property
     def num_items(self) -> int:
         return len(self.item_freq) - 1
-
-    @property
-    def num_categories(self) -> int:
-        return int(self.item_cate.max()) if len(self.item_cate) > 1 else 0
 
     @property
     def lengths(self) -> np.ndarray:
@@ -155,7 +152,7 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     item, _ = remap_ids(events.item)
     events.item = None
     bar.update()
-    cate, _ = remap_ids(events.category)
+    cate, raw_cate = remap_ids(events.category)
     events.category = None
     ts = events.timestamp
     events.timestamp = None
@@ -198,7 +195,7 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     bar.close()
     return Clicks(item=item, cate=cate, ts=ts, user_start=user_start,
                   user_id=np.flatnonzero(kept).astype(np.int64), raw_user=raw_user, item_cate=item_cate,
-                  item_freq=item_freq, num_users=len(raw_user))
+                  item_freq=item_freq, num_users=len(raw_user), num_categories=len(raw_cate))
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
