@@ -97,7 +97,7 @@ class LogsConfig:
     row_group_size: int = 8192
     train_files: int = 8
     # Size of the raw CSV blocks parsed at once (bounds the reader's memory).
-    block_mb: int = 64
+    block_mb: int = 16
     # Generic event logs (--source events): file format and column names. A null category column puts every
     # item in category 1; a null behavior column keeps every row.
     event_format: str = "auto"

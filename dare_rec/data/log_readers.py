@@ -3,7 +3,7 @@
 A file is read in blocks (``logs.block_mb`` of CSV text, or Parquet record batches), so memory holds one block
 plus the columns kept so far, never a Python object per row. Each block is parsed by Arrow with explicit
 column types; rows whose behavior is not kept are dropped at once, and the remaining ids and timestamps are
-stored in the narrowest of int32/int64 that holds them.
+appended to one int32 array per column (int64 once a value needs it).
 
 Malformed rows are found without per-row Python: a block that Arrow cannot parse with the expected types is
 parsed again as text, and vectorised checks find every bad row (wrong column count, a value that is not an
@@ -217,11 +217,38 @@ class _Issues:
         return counts
 
 
-def _narrow(values: np.ndarray) -> np.ndarray:
-    """int64 -> int32 when every value fits (halves the memory of ids and unix-second timestamps)."""
-    if len(values) and values.min() >= np.iinfo(np.int32).min and values.max() <= np.iinfo(np.int32).max:
-        return values.astype(np.int32)
-    return values
+class _Column:
+    """An integer column appended block by block into one array: int32 while every value fits, else int64.
+
+    The array is allocated for an estimated capacity up front; pages never written are never committed by
+    the OS, so over-estimating is free, while joining per-block parts at the end would hold the column twice.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.data = np.empty(max(capacity, 1), dtype=np.int32)
+        self.size = 0
+
+    def append(self, values: np.ndarray) -> None:
+        """Appends ``[n]`` int64 values."""
+        n = len(values)
+        if n == 0:
+            return
+        if self.data.dtype == np.int32 and (values.min() < np.iinfo(np.int32).min
+                                            or values.max() > np.iinfo(np.int32).max):
+            self._reallocate(len(self.data), np.int64)
+        if self.size + n > len(self.data):
+            self._reallocate(max(self.size + n, len(self.data) * 3 // 2), self.data.dtype)
+        self.data[self.size:self.size + n] = values
+        self.size += n
+
+    def _reallocate(self, capacity: int, dtype) -> None:
+        data = np.empty(capacity, dtype=dtype)
+        data[:self.size] = self.data[:self.size]  # copy the used part only: the rest stays uncommitted
+        self.data = data
+
+    def result(self) -> np.ndarray:
+        data, self.data = self.data, np.empty(0, dtype=np.int32)
+        return data[:self.size]
 
 
 def _parse_int_text(text: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -272,9 +299,9 @@ def _mmdd_to_unix(mmdd: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 class _Collector:
     """Accumulates the kept columns of each block and the malformed-row bookkeeping of the whole file."""
 
-    def __init__(self, fmt: LogFormat, path: Path, skip: bool) -> None:
+    def __init__(self, fmt: LogFormat, path: Path, skip: bool, capacity: int) -> None:
         self.fmt, self.path, self.skip = fmt, path, skip
-        self.parts: Dict[str, List[np.ndarray]] = {role: [] for role in ROLES}
+        self.columns = {role: _Column(capacity) for role in ROLES}
         self.rows = 0
         self.skipped: Dict[str, int] = {}
         self.examples: Dict[str, str] = {}
@@ -332,14 +359,10 @@ class _Collector:
             good &= keep
         rows = slice(None) if good.all() else np.flatnonzero(good)
         for role in ROLES:
-            self.parts[role].append(_narrow(values[role][rows]))
+            self.columns[role].append(values[role][rows])
 
     def result(self, sha256: str, size: int) -> RawEvents:
-        columns = {}
-        for role in ROLES:
-            parts = self.parts[role]
-            columns[role] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-            parts.clear()  # free each column's blocks as soon as it is joined
+        columns = {role: column.result() for role, column in self.columns.items()}
         return RawEvents(**columns, rows=self.rows, skipped=dict(sorted(self.skipped.items())),
                          examples=dict(sorted(self.examples.items())), sha256=sha256, size_bytes=size)
 
@@ -348,8 +371,10 @@ def read_log(path: str | Path, fmt: LogFormat, cfg: LogsConfig, progress: bool =
     """Reads the clicks of a raw log (see :class:`RawEvents`); raises DataError on malformed input."""
     path = Path(path)
     _check_file(path)
-    collector = _Collector(fmt, path, cfg.skip_malformed)
     size = path.stat().st_size
+    # Capacity: a Parquet file knows its rows; a CSV line has at least ~2 bytes per column.
+    capacity = pq.ParquetFile(path).metadata.num_rows if fmt.parquet else size // (2 * len(fmt.columns)) + 1
+    collector = _Collector(fmt, path, cfg.skip_malformed, capacity)
     with tqdm(total=size, desc=f"read {path.name}", unit="B", unit_scale=True, disable=not progress) as bar:
         if fmt.parquet:
             _read_parquet(path, fmt, collector, bar)

@@ -47,6 +47,8 @@ from dare_rec.data.writer import DatasetWriter, list_array
 LOG_SOURCES = ("taobao", "tmall", "events")
 # History values (per column) materialised per write chunk: bounds the write phase's memory.
 _CHUNK_VALUES = 1 << 22
+# Rows per step of the chunked per-row passes of the index phase.
+_INDEX_CHUNK = 1 << 22
 # A user whose history holds nearly all item mass could make rejection sampling spin: fail clearly instead.
 _MAX_NEGATIVE_ROUNDS = 10_000
 _GAMMA = 0x9E3779B97F4A7C15
@@ -120,13 +122,14 @@ def remap_ids(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     if len(raw) == 0:
         return np.zeros(0, dtype=np.int32), raw[:0]
     lo, hi = int(raw.min()), int(raw.max())
-    span = hi - lo + 1
+    base = min(lo, 0)  # non-negative ids (the usual case) index the table directly, without a shifted copy
+    span = hi - base + 1
     if span <= max(4 * len(raw), 1 << 24):
-        offset = raw - raw.dtype.type(lo) if span < 2**31 else raw.astype(np.int64) - lo
+        index = raw if base == 0 else raw.astype(np.int64) - base
         present = np.zeros(span, dtype=bool)
-        present[offset] = True
-        ids = np.cumsum(present, dtype=np.int32)
-        return ids[offset], np.flatnonzero(present) + lo
+        present[index] = True
+        table = np.cumsum(present, dtype=np.int32)
+        return table[index], np.flatnonzero(present) + base
     uniques, inverse = np.unique(raw, return_inverse=True)
     return (inverse + 1).astype(np.int32), uniques
 
@@ -134,7 +137,9 @@ def remap_ids(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def _last_value(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """``[size]``: for each key, ``values`` at its last occurrence in ``keys`` ``[N]`` (0 if absent)."""
     last = np.full(size, -1, dtype=np.int64)
-    np.maximum.at(last, keys, np.arange(len(keys), dtype=np.int64))
+    for start in range(0, len(keys), _INDEX_CHUNK):  # chunks: no [N] int64 row-number array in memory
+        stop = min(start + _INDEX_CHUNK, len(keys))
+        np.maximum.at(last, keys[start:stop], np.arange(start, stop, dtype=np.int64))
     out = np.zeros(size, dtype=np.int64)
     seen = last >= 0
     out[seen] = values[last[seen]]
@@ -144,51 +149,56 @@ def _last_value(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> Clicks:
     """Remaps ids, derives item categories and frequencies, keeps users with >= min_len clicks, sorts them.
 
-    Consumes ``events`` (its arrays are released as soon as they are remapped, to bound peak memory).
+    Consumes ``events``: each raw column is released as soon as it is remapped or filtered, and no ``[N]``
+    int64 temporary is made, so this phase needs little more memory than the raw columns themselves.
     """
     bar = tqdm(total=5, desc="index", unit="step", disable=not progress)
     user, raw_user = remap_ids(events.user)
     events.user = None
-    item, _ = remap_ids(events.item)
-    events.item = None
-    bar.update()
-    cate, raw_cate = remap_ids(events.category)
-    events.category = None
-    ts = events.timestamp
-    events.timestamp = None
-    num_items = int(item.max()) if len(item) else 0
-    item_cate = _last_value(item, cate, num_items + 1)
-    item_freq = np.bincount(item, minlength=num_items + 1).astype(np.int64)
-    bar.update()
-
-    # Users with enough clicks; their rank (0..K-1) orders them like their ids.
     counts = np.bincount(user, minlength=len(raw_user) + 1)
     kept = counts >= cfg.min_len
     kept[0] = False
-    rank = np.cumsum(kept, dtype=np.int64) - 1
-    rows = np.flatnonzero(kept[user])
-    user_rank = rank[user[rows]]
+    keep_row = kept[user]
+    # Kept users' rank 0..K-1 (ordered like their ids), per kept row.
+    user_rank = (np.cumsum(kept, dtype=np.int32) - 1)[user[keep_row]]
     del user
-    item, cate, ts = item[rows], cate[rows], ts[rows]
-    del rows
+    bar.update()
+
+    item, _ = remap_ids(events.item)
+    events.item = None
+    num_items = int(item.max()) if len(item) else 0
+    item_freq = np.bincount(item, minlength=num_items + 1).astype(np.int64)
+    cate, raw_cate = remap_ids(events.category)
+    events.category = None
+    item_cate = _last_value(item, cate, num_items + 1)
+    bar.update()
+    # Only the kept users' clicks from here on (one column at a time, freeing the full one).
+    item = item[keep_row]
+    cate = cate[keep_row]
+    ts = events.timestamp[keep_row]
+    events.timestamp = None
+    del keep_row
     bar.update()
 
     # One stable sort by (user, time): a combined int64 key when it fits, else timestamps ranked first.
-    num_kept = int(kept.sum())
+    order = np.zeros(0, dtype=np.int64)
     if len(ts):
-        ts_lo = int(ts.min())
-        span = int(ts.max()) - ts_lo + 1
-        if num_kept * span < 2**62:
-            key = user_rank * span + (ts.astype(np.int64) - ts_lo)
-        else:
-            key = user_rank * len(ts) + np.unique(ts, return_inverse=True)[1]
+        ts_lo, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
+        key = user_rank.astype(np.int64)
         del user_rank
+        if int(kept.sum()) * span < 2**62:
+            key *= span
+            key += ts
+            key -= ts_lo
+        else:
+            key *= len(ts)
+            key += np.unique(ts, return_inverse=True)[1]
         order = np.argsort(key, kind="stable")
         del key
-    else:
-        order = np.zeros(0, dtype=np.int64)
     bar.update()
-    item, cate, ts = item[order], cate[order], ts[order]
+    item = item[order]
+    cate = cate[order]
+    ts = ts[order]
     del order
     user_start = np.concatenate([[0], np.cumsum(counts[kept])]).astype(np.int64)
     bar.update()
