@@ -116,22 +116,29 @@ class Samples:
 def remap_ids(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Raw ids ``[N]`` -> (ids ``[N]`` int32 in ``1..n``, in increasing raw-id order; uniques ``[n]`` raw ids).
 
-    A dense lookup table (O(N)) when the raw ids span a range not much larger than N, else a sort; both give
-    the same ids.
+    Consumes ``raw``: an int32 column is overwritten with the ids (no second ``[N]`` array). A dense lookup
+    table (O(N), chunked) when the raw ids span a range not much larger than N, else a sort; both give the
+    same ids.
     """
     if len(raw) == 0:
         return np.zeros(0, dtype=np.int32), raw[:0]
     lo, hi = int(raw.min()), int(raw.max())
     base = min(lo, 0)  # non-negative ids (the usual case) index the table directly, without a shifted copy
     span = hi - base + 1
-    if span <= max(4 * len(raw), 1 << 24):
-        index = raw if base == 0 else raw.astype(np.int64) - base
-        present = np.zeros(span, dtype=bool)
-        present[index] = True
-        table = np.cumsum(present, dtype=np.int32)
-        return table[index], np.flatnonzero(present) + base
-    uniques, inverse = np.unique(raw, return_inverse=True)
-    return (inverse + 1).astype(np.int32), uniques
+    if span > max(4 * len(raw), 1 << 24):
+        uniques, inverse = np.unique(raw, return_inverse=True)
+        return (inverse + 1).astype(np.int32), uniques
+    chunks = [slice(start, start + _INDEX_CHUNK) for start in range(0, len(raw), _INDEX_CHUNK)]
+    present = np.zeros(span, dtype=bool)
+    for chunk in chunks:
+        present[raw[chunk] if base == 0 else raw[chunk].astype(np.int64) - base] = True
+    uniques = np.flatnonzero(present) + base
+    table = np.cumsum(present, dtype=np.int32)
+    del present
+    ids = raw if raw.dtype == np.int32 else np.empty(len(raw), dtype=np.int32)
+    for chunk in chunks:
+        ids[chunk] = table[raw[chunk] if base == 0 else raw[chunk].astype(np.int64) - base]
+    return ids, uniques
 
 
 def _last_value(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
@@ -146,6 +153,25 @@ def _last_value(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _bincount(keys: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(keys, minlength=size)`` in chunks: bincount copies int32 keys to int64 first."""
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(keys), _INDEX_CHUNK):
+        counts += np.bincount(keys[start:start + _INDEX_CHUNK], minlength=size)
+    return counts
+
+
+def _compress(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values[mask]`` in chunks (a whole-array boolean index makes an ``[N]``-sized temporary)."""
+    out = np.empty(int(np.count_nonzero(mask)), dtype=values.dtype)
+    at = 0
+    for start in range(0, len(values), _INDEX_CHUNK):
+        part = values[start:start + _INDEX_CHUNK][mask[start:start + _INDEX_CHUNK]]
+        out[at:at + len(part)] = part
+        at += len(part)
+    return out
+
+
 def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> Clicks:
     """Remaps ids, derives item categories and frequencies, keeps users with >= min_len clicks, sorts them.
 
@@ -155,27 +181,27 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     bar = tqdm(total=5, desc="index", unit="step", disable=not progress)
     user, raw_user = remap_ids(events.user)
     events.user = None
-    counts = np.bincount(user, minlength=len(raw_user) + 1)
+    counts = _bincount(user, len(raw_user) + 1)
     kept = counts >= cfg.min_len
     kept[0] = False
     keep_row = kept[user]
     # Kept users' rank 0..K-1 (ordered like their ids), per kept row.
-    user_rank = (np.cumsum(kept, dtype=np.int32) - 1)[user[keep_row]]
+    user_rank = (np.cumsum(kept, dtype=np.int32) - 1)[_compress(user, keep_row)]
     del user
     bar.update()
 
     item, _ = remap_ids(events.item)
     events.item = None
     num_items = int(item.max()) if len(item) else 0
-    item_freq = np.bincount(item, minlength=num_items + 1).astype(np.int64)
+    item_freq = _bincount(item, num_items + 1)
     cate, raw_cate = remap_ids(events.category)
     events.category = None
     item_cate = _last_value(item, cate, num_items + 1)
     bar.update()
     # Only the kept users' clicks from here on (one column at a time, freeing the full one).
-    item = item[keep_row]
-    cate = cate[keep_row]
-    ts = events.timestamp[keep_row]
+    item = _compress(item, keep_row)
+    cate = _compress(cate, keep_row)
+    ts = _compress(events.timestamp, keep_row)
     events.timestamp = None
     del keep_row
     bar.update()
