@@ -46,7 +46,7 @@ from dare_rec.data.writer import DatasetWriter, list_array
 
 LOG_SOURCES = ("taobao", "tmall", "events")
 # History values (per column) materialised per write chunk: bounds the write phase's memory.
-_CHUNK_VALUES = 1 << 22
+_CHUNK_VALUES = 1 << 20
 # Rows per step of the chunked per-row passes of the index phase.
 _INDEX_CHUNK = 1 << 22
 # A user whose history holds nearly all item mass could make rejection sampling spin: fail clearly instead.
