@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from dare_rec.config import ConfigError, config_help, load_config
+from dare_rec.data.logs import format_summary, prepare_logs
+from dare_rec.data.synthetic import generate
 from pipelines.errors import cli_errors
 
 SOURCES = ("synthetic", "taobao", "tmall", "events")
@@ -47,16 +49,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.source == "synthetic":
         if args.input is not None:
             raise ConfigError("--input: only the log sources (taobao, tmall, events) read an input file")
-        from dare_rec.data.synthetic import generate
-
         generate(cfg.synthetic, out, progress=not args.quiet)
         return 0
     if args.input is None:
         raise ConfigError(f"--input: required for --source {args.source} (the raw log file)")
-    if not Path(args.input).is_file():
+    if not Path(args.input).exists():
         raise ConfigError(f"--input: file {args.input!r} does not exist")
-    from dare_rec.data.logs import format_summary, prepare_logs
-
+    if not Path(args.input).is_file():
+        raise ConfigError(f"--input: {args.input!r} is not a file")
     _, summary = prepare_logs(args.source, args.input, out, cfg.logs, progress=not args.quiet)
     print(format_summary(args.source, out, summary))
     if args.summary_json:

@@ -13,6 +13,7 @@ from dare_rec.data.raw_logs import RawLogSpec, generate_raw_log
 from pipelines import prepare
 
 FORMATS = ("taobao", "tmall")
+TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
 
 def _digests(root: Path) -> Dict[str, str]:
@@ -76,7 +77,7 @@ def test_train_and_evaluate_run_unchanged(prepared, tmp_path, fmt):
     from pipelines import evaluate, train
 
     run = tmp_path / "run"
-    assert train.main(["--config", "configs/tiny.yaml", "--data.path", str(prepared[fmt]),
+    assert train.main(["--config", str(TINY), "--data.path", str(prepared[fmt]),
                        "--train.output_dir", str(run), "--train.max_steps", "5", "--data.max_len", "32"]) == 0
     output = tmp_path / "eval.json"
     assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(output)]) == 0
