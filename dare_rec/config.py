@@ -1,8 +1,8 @@
 """Typed configuration: dataclasses, YAML presets and dotted command-line overrides.
 
-A run is described by one :class:`Config` (sections ``synthetic``, ``data``, ``model``, ``sharding``,
-``train``). Presets live in ``configs/*.yaml``; any field can be overridden on the command line as
-``--section.field value`` (``--model.d_att 32``, ``--sharding.tables.item_rep.sharding_type row_wise``).
+A run is described by one :class:`Config` (sections ``synthetic``, ``logs``, ``data``, ``model``,
+``sharding``, ``train``). Presets live in ``configs/*.yaml``; any field can be overridden on the command line
+as ``--section.field value`` (``--model.d_att 32``, ``--sharding.tables.item_rep.sharding_type row_wise``).
 Values are parsed as YAML scalars/lists (``true``, ``null``, ``[200, 80]``) and type-checked against the
 dataclass annotation, so a typo fails with the dotted name of the offending field.
 
@@ -63,6 +63,88 @@ class SyntheticConfig:
     row_group_size: int = 8192
     train_files: int = 4
     seed: int = 0
+
+
+LOG_EVENT_FORMATS = ("auto", "csv", "parquet")
+
+
+@dataclass
+class LogsConfig:
+    """Preprocessing of real event logs (``dare-rec prepare --source taobao|tmall|events``, DESIGN.md §3).
+
+    Per user sorted by time (stable: file order breaks ties), users with >= ``min_len`` kept behaviors are
+    kept. Positions count from the end (1 = last behavior): test target at ``test_position``, val at
+    ``val_position``, train at ``train_start + i * train_stride`` for i < ``train_count`` (positions deeper
+    than a user's length are skipped). A target's history is the up to ``max_len`` behaviors before it. Each
+    positive gets ``negatives`` negatives drawn with probability proportional to item frequency, never from
+    the user's history. See dare_rec.data.logs.
+    """
+
+    min_len: int = 210
+    max_len: int = 200
+    train_start: int = 3
+    train_stride: int = 5
+    train_count: int = 19
+    val_position: int = 2
+    test_position: int = 1
+    negatives: int = 2
+    # Behavior values kept as clicks; null: the source's default (taobao [pv], tmall ["0"], events: all rows).
+    behaviors: Optional[List[str]] = None
+    # Malformed input rows: false -> fail naming file, line and column; true -> skip and count them.
+    skip_malformed: bool = False
+    seed: int = 0
+    row_group_size: int = 8192
+    train_files: int = 8
+    # Size of the raw CSV blocks parsed at once (bounds the reader's memory).
+    block_mb: int = 16
+    # Generic event logs (--source events): file format and column names. A null category column puts every
+    # item in category 1; a null behavior column keeps every row.
+    event_format: str = "auto"
+    event_delimiter: str = ","
+    event_user_col: str = "user_id"
+    event_item_col: str = "item_id"
+    event_category_col: Optional[str] = "category_id"
+    event_timestamp_col: str = "timestamp"
+    event_behavior_col: Optional[str] = "behavior"
+    # Every legal behavior value (others are malformed rows); empty: any value is legal.
+    event_known_behaviors: List[str] = field(default_factory=list)
+
+    def train_positions(self) -> List[int]:
+        return [self.train_start + i * self.train_stride for i in range(self.train_count)]
+
+
+def _validate_logs(c: LogsConfig) -> None:
+    for name in ("min_len", "max_len", "train_start", "train_stride", "val_position", "test_position",
+                 "row_group_size", "train_files", "block_mb"):
+        value = getattr(c, name)
+        _require(value > 0, f"logs.{name}", f"must be > 0, got {value}")
+    for name in ("train_count", "negatives"):
+        value = getattr(c, name)
+        _require(value >= 0, f"logs.{name}", f"must be >= 0, got {value}")
+    train = c.train_positions()
+    _require(c.val_position != c.test_position, "logs.val_position",
+             f"must differ from logs.test_position ({c.test_position})")
+    for name in ("val_position", "test_position"):
+        _require(getattr(c, name) not in train, f"logs.{name}",
+                 f"{getattr(c, name)} is also a train position ({train[0]}, {train[0] + c.train_stride}, ...)")
+    deepest = max(c.val_position, c.test_position)
+    _require(c.min_len >= deepest, "logs.min_len",
+             f"must be >= logs.val_position and logs.test_position ({deepest}), got {c.min_len}")
+    _require(c.behaviors is None or len(c.behaviors) > 0, "logs.behaviors", "must be null or a non-empty list")
+    _require(c.event_format in LOG_EVENT_FORMATS, "logs.event_format",
+             f"unknown format {c.event_format!r}; choose one of {LOG_EVENT_FORMATS}")
+    _require(len(c.event_delimiter) == 1, "logs.event_delimiter",
+             f"must be one character, got {c.event_delimiter!r}")
+    columns = [("event_user_col", c.event_user_col), ("event_item_col", c.event_item_col),
+               ("event_category_col", c.event_category_col), ("event_timestamp_col", c.event_timestamp_col),
+               ("event_behavior_col", c.event_behavior_col)]
+    seen: Dict[str, str] = {}
+    for name, col in columns:
+        if col is None:  # only the optional columns can be null (from_dict enforces the types)
+            continue
+        _require(col != "", f"logs.{name}", "must be a non-empty column name")
+        _require(col not in seen, f"logs.{name}", f"column {col!r} is already logs.{seen.get(col)}")
+        seen[col] = name
 
 
 @dataclass
@@ -140,6 +222,7 @@ class TrainConfig:
 @dataclass
 class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
@@ -208,6 +291,7 @@ class Config:
                      f"unknown data type {table.data_type!r}; choose one of {TABLE_DATA_TYPES}")
             _require(table.min_partition is None or table.min_partition > 0, f"{key}.min_partition",
                      f"must be > 0 or null, got {table.min_partition}")
+        _validate_logs(self.logs)
         return self
 
 

@@ -9,7 +9,8 @@ from typing import List, Optional
 # subcommand -> (module with main(argv), one-line help). Modules are imported lazily: `dare-rec --help` and
 # `dare-rec prepare` never pay for importing torchrec's distributed stack.
 COMMANDS = {
-    "prepare": ("pipelines.prepare", "write a dataset in the Parquet contract (synthetic data)"),
+    "prepare": ("pipelines.prepare", "write a dataset in the Parquet contract (synthetic data or real logs)"),
+    "make-raw-logs": ("pipelines.make_raw_logs", "write a Taobao/Tmall/events-format raw log for scale tests"),
     "plan": ("sharding.cli", "print the sharding plan and per-rank memory for a world size"),
     "train": ("pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
     "evaluate": ("pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
@@ -18,7 +19,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: dare-rec COMMAND [ARGS...]   (dare-rec COMMAND --help for details)", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += [f"  {name:<14} {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -1,20 +1,18 @@
-"""Pieces shared by the jobs: building the sharded model, the evaluation pass, CLI error handling."""
+"""Pieces shared by the training and evaluation jobs: building the sharded model, the evaluation pass."""
 
 from __future__ import annotations
 
-import functools
-import sys
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from tqdm import tqdm
 
-from dare_rec.config import Config, ConfigError
+from dare_rec.config import Config
 from dare_rec.data.batch import padding_batch
 from dare_rec.data.parquet import ParquetBatchReader
-from dare_rec.data.schema import DataError, DatasetMeta
+from dare_rec.data.schema import DatasetMeta
 from dare_rec.distributed import DistEnv, gather_arrays
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
@@ -66,17 +64,3 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
         model.train()
     local = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     return gather_arrays(local, env)
-
-
-def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turns configuration and data errors into one clear line on stderr and exit status 2."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs) -> int:
-        try:
-            return main(*args, **kwargs)
-        except (ConfigError, DataError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper

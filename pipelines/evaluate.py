@@ -23,7 +23,8 @@ from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DataError, DatasetMeta
 from dare_rec.distributed import init_distributed, shutdown
 from dare_rec.metrics.offline import evaluation_metrics
-from pipelines.common import build_sharded_model, cli_errors, predict
+from pipelines.common import build_sharded_model, predict
+from pipelines.errors import cli_errors
 
 _TABLE_ROWS = (("auc", "AUC"), ("gauc_user", "GAUC (by user)"), ("gauc_category", "GAUC (by category)"),
                ("logloss", "logloss"), ("oracle_auc", "oracle AUC (true click probability)"))

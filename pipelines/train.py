@@ -30,7 +30,8 @@ from dare_rec.data.schema import DatasetMeta
 from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
 from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.optim import build_optimizer
-from pipelines.common import build_sharded_model, cli_errors, predict
+from pipelines.common import build_sharded_model, predict
+from pipelines.errors import cli_errors
 
 
 class MetricsLog:

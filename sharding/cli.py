@@ -17,7 +17,7 @@ from dare_rec.config import ConfigError, config_help, load_config
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
-from pipelines.common import cli_errors
+from pipelines.errors import cli_errors
 from sharding.planner import build_plan, explain_plan
 
 

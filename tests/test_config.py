@@ -52,3 +52,10 @@ def test_every_leaf_field_is_described_for_help():
     assert {"model.d_att", "train.bf16", "data.max_len", "sharding.default.data_type"} <= names
     assert len(names) > 30
     assert Config().validate() is not None  # defaults are valid
+
+
+def test_every_preset_loads_and_validates():
+    presets = sorted((TINY_PRESET.parent).glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"synthetic", "tiny", "taobao", "tmall"}
+    for preset in presets:
+        load_config(preset)
