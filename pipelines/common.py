@@ -14,6 +14,7 @@ from dare_rec.data.batch import padding_batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.distributed import DistEnv, gather_arrays
+from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
 from sharding.planner import shard_model
@@ -64,3 +65,14 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
         model.train()
     local = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     return gather_arrays(local, env)
+
+
+def evaluate_split(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, desc: str,
+                   progress: bool = True) -> Optional[Dict[str, float]]:
+    """:func:`predict` over a split, then the exact metrics of ``dare_rec.metrics.offline`` on rank 0
+    (None on other ranks)."""
+    outputs = predict(model, reader, env, desc, progress)
+    if outputs is None:
+        return None
+    return evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"], outputs["target_cates"],
+                              outputs.get("click_probs"))

@@ -22,8 +22,7 @@ from dare_rec.config import ConfigError
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DataError, DatasetMeta
 from dare_rec.distributed import init_distributed, shutdown
-from dare_rec.metrics.offline import evaluation_metrics
-from pipelines.common import build_sharded_model, predict
+from pipelines.common import build_sharded_model, evaluate_split
 from pipelines.errors import cli_errors
 
 _TABLE_ROWS = (("auc", "AUC"), ("gauc_user", "GAUC (by user)"), ("gauc_category", "GAUC (by category)"),
@@ -74,13 +73,11 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
         reader = ParquetBatchReader(cfg.data.path, split, cfg.data.eval_batch_size, cfg.data.max_len,
                                     rank=env.rank, world_size=env.world_size,
                                     prefetch_batches=cfg.data.prefetch_batches)
-        outputs = predict(model, reader, env, desc=f"evaluate {split}", progress=progress)
+        metrics = evaluate_split(model, reader, env, desc=f"evaluate {split}", progress=progress)
     finally:
         shutdown()
-    if outputs is None:
+    if metrics is None:
         return None
-    metrics = evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"],
-                                 outputs["target_cates"], outputs.get("click_probs"))
     metrics.update(checkpoint=str(path), step=state["step"], data=cfg.data.path, split=split,
                    variant=cfg.model.variant, world_size=env.world_size)
     out = Path(output) if output else path / f"eval-{split}.json"

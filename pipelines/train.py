@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
@@ -28,9 +27,8 @@ from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
-from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.optim import build_optimizer
-from pipelines.common import build_sharded_model, predict
+from pipelines.common import build_sharded_model, evaluate_split
 from pipelines.errors import cli_errors
 
 
@@ -95,14 +93,6 @@ class ThroughputMeter:
         return loss, rate
 
 
-def validate(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv) -> Optional[Dict[str, float]]:
-    outputs = predict(model, reader, env, desc="validate")
-    if outputs is None:
-        return None
-    return evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"], outputs["target_cates"],
-                              outputs.get("click_probs"))
-
-
 def _step(pipeline: TrainPipelineSparseDist, batches: Iterator[Batch], step: int, env: DistEnv,
           meter: ThroughputMeter) -> None:
     """One pipelined training step; stops every rank if any rank's loss is not finite."""
@@ -159,7 +149,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
                     log.write("train", step=step, epoch=epoch_of(step), loss=loss, samples_per_s=rate)
             pipeline.detach()
             val_started = time.perf_counter()
-            val_metrics = validate(model, val_reader, env)
+            val_metrics = evaluate_split(model, val_reader, env, desc="validate")
             if env.is_main:
                 log.write("val", step=step, epoch=epoch_of(step), val_time_s=time.perf_counter() - val_started,
                           **val_metrics)
