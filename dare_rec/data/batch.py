@@ -31,12 +31,15 @@ class Batch(Pipelineable):
         labels: ``[B]`` float32, 1 = clicked.
         user_ids: ``[B]`` int64 (for GAUC by user).
         click_probs: ``[B]`` float32 true click probability when the data carries it (synthetic), else None.
+        sample_ids: ``[B]`` int64 row number of each sample within its split (files in name order), set by
+            the Parquet reader; -1 marks padding. Used for error messages and the sample trace.
     """
 
     sparse_features: KeyedJaggedTensor
     labels: torch.Tensor
     user_ids: torch.Tensor
     click_probs: Optional[torch.Tensor] = None
+    sample_ids: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -49,6 +52,8 @@ class Batch(Pipelineable):
             user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
             click_probs=None if self.click_probs is None
             else self.click_probs.to(device=device, non_blocking=non_blocking),
+            sample_ids=None if self.sample_ids is None
+            else self.sample_ids.to(device=device, non_blocking=non_blocking),
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -58,6 +63,8 @@ class Batch(Pipelineable):
         self.user_ids.record_stream(stream)
         if self.click_probs is not None:
             self.click_probs.record_stream(stream)
+        if self.sample_ids is not None:
+            self.sample_ids.record_stream(stream)
 
     def pin_memory(self) -> "Batch":
         return Batch(
@@ -65,6 +72,7 @@ class Batch(Pipelineable):
             labels=self.labels.pin_memory(),
             user_ids=self.user_ids.pin_memory(),
             click_probs=None if self.click_probs is None else self.click_probs.pin_memory(),
+            sample_ids=None if self.sample_ids is None else self.sample_ids.pin_memory(),
         )
 
 
@@ -79,4 +87,5 @@ def padding_batch() -> Batch:
         ),
         labels=torch.zeros(1),
         user_ids=torch.zeros(1, dtype=torch.int64),
+        sample_ids=torch.full((1,), -1, dtype=torch.int64),
     )

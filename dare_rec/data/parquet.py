@@ -1,4 +1,4 @@
-"""Parquet -> :class:`Batch` reader: per-rank row-group shards, equal step counts, background prefetch.
+"""Parquet -> :class:`Batch` reader: per-rank row-group shards, equal step counts, resumable shuffles, prefetch.
 
 Sharding: all row groups of a split, in file order, are dealt round-robin to ranks; a rank only ever opens
 its own row groups. Every rank can compute every rank's row count from the file footers, so equal step
@@ -8,18 +8,29 @@ counts need no communication:
 * evaluation (``drop_last=False``): a rank yields all its rows (last batch partial);
   :meth:`ParquetBatchReader.max_batches_any_rank` tells the caller how many steps the busiest rank takes.
 
-Conversion is vectorised: Arrow list offsets become KJT lengths directly, histories longer than ``max_len``
-keep their most recent ``max_len`` behaviors, and no Python runs per row. A background thread reads,
-converts and queues the next batches while the current step runs.
+Shuffling (training) is a pure function of (seed, epoch, rank): the order of the rank's row groups comes from
+one seeded generator and the order of rows inside each group from a generator seeded by the group, so batch
+``k`` of an epoch starts at row ``k * B`` of a stream whose layout is known from the footers alone.
+:meth:`ParquetBatchReader.epoch` with ``start_batch=k`` therefore skips to batch ``k`` without reading the
+skipped row groups: a resumed run sees exactly the batches an uninterrupted one would.
+
+Every row group is checked against the contract when read (nulls, ids outside the vocabulary or 0 in a
+history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages);
+the error names the file, row group, row and column. Conversion is vectorised: Arrow list offsets become KJT
+lengths directly, histories longer than ``max_len`` keep their most recent ``max_len`` behaviors. A
+background thread reads, converts and queues the next batches while the current step runs; it is stopped and
+joined when its iterator is closed (and, at the latest, at interpreter exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +42,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dare_rec.data import schema as S
 from dare_rec.data.batch import SPARSE_KEYS, Batch
 
+# Column the reader appends to each row group: every row's sample id (its row number within the split).
+_SAMPLE_ID = "__sample_id"
+
 
 @dataclass(frozen=True)
 class RowGroup:
@@ -38,20 +52,32 @@ class RowGroup:
     index: int
     num_rows: int
     first_row: int  # row number of the group's first row within its file (for error messages)
+    split_row: int  # row number of the group's first row within the split (files in name order): sample ids
+    split_index: int  # position of the group among all row groups of the split (seeds its row shuffle)
 
 
-def list_row_groups(root: str | Path, split: str) -> List[RowGroup]:
-    """Every non-empty row group of a split, files sorted, checked against the contract."""
+def list_row_groups(root: str | Path, split: str, meta: Optional[S.DatasetMeta] = None) -> List[RowGroup]:
+    """Every non-empty row group of a split, files sorted, each file checked against the contract.
+
+    Raises DataError for an unreadable footer (truncated or corrupt file), a column set that differs from
+    meta.json's, or files that disagree with meta.json (see :func:`dare_rec.data.schema.check_split`).
+    """
+    meta = meta or S.DatasetMeta.read(root)
+    paths = S.split_files(root, split)
+    S.check_split(root, split, paths, meta)
     groups: List[RowGroup] = []
-    for path in S.split_files(root, split):
-        S.check_file_schema(path)
-        md = pq.ParquetFile(path).metadata
+    split_row = 0
+    for path in paths:
+        md = S.read_footer(path)
+        S.check_file_schema(path, meta.columns, md.schema.to_arrow_schema())
         first = 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
             if n:
-                groups.append(RowGroup(path, i, n, first))
+                groups.append(RowGroup(path, i, n, first, split_row + first, len(groups)))
             first += n
+        split_row += first
+    S.check_row_count(root, split, split_row, meta)
     return groups
 
 
@@ -73,6 +99,7 @@ class ParquetBatchReader:
         prefetch_batches: queue depth of the background reader thread.
         seed: shuffle seed.
         pin_memory: pin batches (for asynchronous host-to-GPU copies).
+        verify_hashes: compare every file of the split with its sha256 in meta.json (reads every byte).
     """
 
     def __init__(
@@ -88,8 +115,10 @@ class ParquetBatchReader:
         prefetch_batches: int = 4,
         seed: int = 0,
         pin_memory: bool = False,
+        verify_hashes: bool = False,
     ) -> None:
         self.meta = S.DatasetMeta.read(root)
+        self.root = Path(root)
         self.split = split
         self.batch_size = batch_size
         self.max_len = max_len
@@ -100,7 +129,11 @@ class ParquetBatchReader:
         self.prefetch_batches = prefetch_batches
         self.seed = seed
         self.pin_memory = pin_memory
-        self._all_groups = list_row_groups(root, split)
+        if verify_hashes:
+            S.verify_hashes(root, split, self.meta)
+        self._all_groups = list_row_groups(root, split, self.meta)
+        if not self._all_groups:
+            raise S.DataError(f"{self.root / split}: the {split!r} split has no rows")
         self.groups = self._all_groups[rank::world_size]
         self.num_rows = sum(g.num_rows for g in self.groups)
         self.with_click_prob = self.meta.has_click_prob
@@ -109,7 +142,7 @@ class ParquetBatchReader:
             self._columns.append(S.CLICK_PROB)
         if drop_last and self.num_batches() == 0:
             raise S.DataError(
-                f"{Path(root) / split}: rank {rank} of {world_size} gets fewer than data.batch_size="
+                f"{self.root / split}: rank {rank} of {world_size} gets fewer than data.batch_size="
                 f"{batch_size} rows; use a smaller batch size or fewer processes")
 
     def num_batches(self) -> int:
@@ -124,29 +157,52 @@ class ParquetBatchReader:
         return max(-(-_rows_for_rank(self._all_groups, r, self.world_size) // self.batch_size)
                    for r in range(self.world_size))
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        """The batches of one epoch, prepared by a background thread ``prefetch_batches`` ahead."""
-        return _Prefetcher(self._produce(epoch), self.prefetch_batches)
+    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
+        """The batches of one epoch from batch ``start_batch`` on, prepared by a background thread
+        ``prefetch_batches`` ahead. Close the iterator (or exhaust it) to stop the thread."""
+        if not 0 <= start_batch <= self.num_batches():
+            raise ValueError(f"start_batch {start_batch} outside [0, {self.num_batches()}]")
+        return _Prefetcher(self._produce(epoch, start_batch), self.prefetch_batches)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
 
-    def _produce(self, epoch: int) -> Iterator[Batch]:
-        rng = np.random.default_rng([self.seed, epoch, self.rank]) if self.shuffle else None
-        order = rng.permutation(len(self.groups)) if rng is not None else range(len(self.groups))
+    def locate(self, sample_id: int) -> str:
+        """``file (row group g, row r)`` of a sample id of this split (for error messages)."""
+        group = self._all_groups[int(np.searchsorted([g.split_row for g in self._all_groups], sample_id,
+                                                     side="right")) - 1]
+        return f"{group.path} (row group {group.index}, row {group.first_row + sample_id - group.split_row})"
+
+    def _epoch_order(self, epoch: int) -> Tuple[np.ndarray, Optional[List[int]]]:
+        """The order of this rank's row groups in ``epoch`` and the seed entropy of each group's row shuffle."""
+        if not self.shuffle:
+            return np.arange(len(self.groups)), None
+        order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(len(self.groups))
+        return order, [self.seed, epoch]
+
+    def _produce(self, epoch: int, start_batch: int) -> Iterator[Batch]:
+        order, shuffle_key = self._epoch_order(epoch)
         limit = self.num_batches()
-        produced = 0
+        produced = start_batch
+        skip = start_batch * self.batch_size  # rows of the epoch's stream before the first batch wanted
         pending: List[pa.Table] = []
         pending_rows = 0
         files = {}
         for gi in order:
             group = self.groups[gi]
+            if skip >= group.num_rows:  # entirely before the start: never read
+                skip -= group.num_rows
+                continue
             if group.path not in files:
-                files[group.path] = pq.ParquetFile(group.path)
-            table = files[group.path].read_row_group(group.index, columns=self._columns)
-            self._check(table, group)
-            if rng is not None:
-                table = table.take(pa.array(rng.permutation(table.num_rows)))
+                files[group.path] = S.open_parquet(group.path)
+            table = self._read(files[group.path], group)
+            rows = np.arange(group.num_rows)
+            if shuffle_key is not None:
+                rows = np.random.default_rng(shuffle_key + [group.split_index]).permutation(group.num_rows)
+                table = table.take(pa.array(rows))
+            table = table.append_column(_SAMPLE_ID, pa.array(group.split_row + rows, pa.int64()))
+            if skip:
+                table, skip = table.slice(skip), 0
             pending.append(table)
             pending_rows += table.num_rows
             while pending_rows >= self.batch_size and produced < limit:
@@ -160,37 +216,63 @@ class ParquetBatchReader:
         if pending_rows and not self.drop_last and produced < limit:
             yield self._to_batch(pa.concat_tables(pending))
 
+    def _read(self, file: pq.ParquetFile, group: RowGroup) -> pa.Table:
+        """One row group's columns, checked; an undecodable page names the file, row group and column."""
+        try:
+            table = file.read_row_group(group.index, columns=self._columns)
+        except (pa.ArrowException, OSError) as e:
+            column = next((c for c in self._columns if not _decodes(file, group.index, c)), None)
+            what = f"column {column!r} " if column else ""
+            raise S.DataError(f"{group.path} (row group {group.index}): {what}cannot be decoded "
+                              f"(corrupt or truncated file): {str(e).splitlines()[0]}") from None
+        self._check(table, group)
+        return table
+
     def _check(self, table: pa.Table, group: RowGroup) -> None:
-        """Contract checks a bad file would otherwise turn into an obscure kernel error."""
+        """Contract checks a bad file would otherwise turn into an obscure kernel error or a silent NaN."""
         last = group.first_row + group.num_rows - 1
         where = f"{group.path} (row group {group.index}, rows {group.first_row}..{last})"
+
+        def fail(row: int, message: str) -> None:
+            raise S.DataError(f"{where}: row {group.first_row + row}: {message}")
+
+        for column in self._columns:
+            col = table.column(column)
+            if col.null_count:
+                fail(_first(pc.is_null(col)), f"column {column!r} is null")
+            if pa.types.is_list(col.type):
+                flat = pc.list_flatten(col)
+                if flat.null_count:
+                    fail(_row_of(col, _first(pc.is_null(flat))), f"column {column!r} holds a null behavior")
         item_len = pc.list_value_length(table.column(S.HIST_ITEM)).to_numpy(zero_copy_only=False)
         cate_len = pc.list_value_length(table.column(S.HIST_CATE)).to_numpy(zero_copy_only=False)
         if not np.array_equal(item_len, cate_len):
             row = int(np.nonzero(item_len != cate_len)[0][0])
-            raise S.DataError(f"{where}: row {group.first_row + row}: {S.HIST_ITEM} has {item_len[row]} "
-                              f"behaviors but {S.HIST_CATE} has {cate_len[row]}")
-        bounds = [(S.TARGET_ITEM, self.meta.num_items, 1), (S.TARGET_CATE, self.meta.num_categories, 1),
-                  (S.HIST_ITEM, self.meta.num_items, 0), (S.HIST_CATE, self.meta.num_categories, 0)]
-        for column, vocab, low in bounds:
+            fail(row, f"{S.HIST_ITEM} has {item_len[row]} behaviors but {S.HIST_CATE} has {cate_len[row]}")
+        for column, vocab in [(S.TARGET_ITEM, self.meta.num_items), (S.TARGET_CATE, self.meta.num_categories),
+                              (S.HIST_ITEM, self.meta.num_items), (S.HIST_CATE, self.meta.num_categories)]:
             col = table.column(column)
-            values = pc.list_flatten(col) if pa.types.is_list(col.type) else col
+            listed = pa.types.is_list(col.type)
+            values = pc.list_flatten(col) if listed else col
             if len(values) == 0:
                 continue
             lo, hi = pc.min_max(values).values()
-            if lo.as_py() < low or hi.as_py() >= vocab:
+            if lo.as_py() < 1 or hi.as_py() >= vocab:
                 arr = values.to_numpy(zero_copy_only=False)
-                bad = int(np.nonzero((arr < low) | (arr >= vocab))[0][0])
-                if pa.types.is_list(col.type):
-                    bad = int(np.searchsorted(np.cumsum(item_len), bad, side="right"))
-                raise S.DataError(f"{where}: row {group.first_row + bad}: column {column!r} holds an id outside "
-                                  f"[{low}, {vocab - 1}] (vocabulary size {vocab} from meta.json)")
-        labels = table.column(S.LABEL)
-        lo, hi = pc.min_max(labels).values()
-        if lo.as_py() < 0 or hi.as_py() > 1:
-            arr = labels.to_numpy()
-            bad = int(np.nonzero((arr < 0) | (arr > 1))[0][0])
-            raise S.DataError(f"{where}: row {group.first_row + bad}: column {S.LABEL!r} must be 0 or 1")
+                bad = int(np.nonzero((arr < 1) | (arr >= vocab))[0][0])
+                fail(_row_of(col, bad) if listed else bad,
+                     f"column {column!r} holds id {arr[bad]} outside [1, {vocab - 1}] (vocabulary size {vocab} "
+                     f"from meta.json; id 0 is reserved for padding)")
+        labels = table.column(S.LABEL).to_numpy()
+        if ((labels != 0) & (labels != 1)).any():
+            bad = int(np.nonzero((labels != 0) & (labels != 1))[0][0])
+            fail(bad, f"column {S.LABEL!r} is {labels[bad]}, must be 0 or 1")
+        if self.with_click_prob:
+            probs = table.column(S.CLICK_PROB).to_numpy()
+            ok = np.isfinite(probs) & (probs >= 0) & (probs <= 1)
+            if not ok.all():
+                bad = int(np.nonzero(~ok)[0][0])
+                fail(bad, f"column {S.CLICK_PROB!r} is {probs[bad]}, must be a probability in [0, 1]")
 
     def _to_batch(self, table: pa.Table) -> Batch:
         hist_item = table.column(S.HIST_ITEM)
@@ -218,8 +300,28 @@ class ParquetBatchReader:
             user_ids=torch.from_numpy(table.column(S.USER_ID).to_numpy().astype(np.int64)),
             click_probs=torch.from_numpy(table.column(S.CLICK_PROB).to_numpy().astype(np.float32))
             if self.with_click_prob else None,
+            sample_ids=torch.from_numpy(table.column(_SAMPLE_ID).to_numpy().astype(np.int64)),
         )
         return batch.pin_memory() if self.pin_memory else batch
+
+
+def _first(mask: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the first true entry of a boolean Arrow array."""
+    return int(np.nonzero(mask.to_numpy(zero_copy_only=False))[0][0])
+
+
+def _row_of(list_column: pa.ChunkedArray, flat_index: int) -> int:
+    """The row of a list column that holds its ``flat_index``-th flattened value."""
+    lengths = pc.list_value_length(list_column).to_numpy(zero_copy_only=False)
+    return int(np.searchsorted(np.cumsum(lengths), flat_index, side="right"))
+
+
+def _decodes(file: pq.ParquetFile, group: int, column: str) -> bool:
+    try:
+        file.read_row_group(group, columns=[column])
+        return True
+    except (pa.ArrowException, OSError):
+        return False
 
 
 def _keep_most_recent(lengths: np.ndarray, max_len: int) -> np.ndarray:
@@ -230,42 +332,58 @@ def _keep_most_recent(lengths: np.ndarray, max_len: int) -> np.ndarray:
     return pos_in_row >= (lengths - max_len)[row]
 
 
+_DONE = object()
+_live_prefetchers: "weakref.WeakSet[_Prefetcher]" = weakref.WeakSet()
+
+
+def _put(q: "queue.Queue[object]", stop: threading.Event, item: object) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _fill(source: Iterator[Batch], q: "queue.Queue[object]", stop: threading.Event) -> None:
+    """Thread body. It holds no reference to its _Prefetcher, so an abandoned iterator is collected (and
+    its ``__del__`` stops the thread)."""
+    try:
+        for item in source:
+            if not _put(q, stop, item):
+                return
+        _put(q, stop, _DONE)
+    except BaseException as e:  # forwarded to the consumer, which re-raises it
+        _put(q, stop, e)
+
+
 class _Prefetcher(Iterator[Batch]):
-    """Runs a batch generator in a daemon thread, ``depth`` batches ahead; re-raises its errors here.
+    """Runs a batch generator in a thread, ``depth`` batches ahead; re-raises its errors in the consumer.
 
     Arrow decoding and the numpy conversion release the GIL, so the thread overlaps with the training step.
+    :meth:`close` stops the thread *and joins it*: a thread still inside a GIL-releasing Arrow or torch call
+    when the interpreter finalizes is ended by CPython with ``pthread_exit``, whose unwinding through
+    pybind11's GIL guard calls ``std::terminate`` (``terminate called without an active exception``,
+    SIGABRT) — the abort that followed runs stopped short of an epoch. Threads left open by their user are
+    closed by an ``atexit`` hook, which runs before the interpreter starts finalizing.
     """
-
-    _DONE = object()
 
     def __init__(self, source: Iterator[Batch], depth: int) -> None:
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True, name="dare-rec-reader")
+        self._closed = False
+        self._thread = threading.Thread(target=_fill, args=(source, self._queue, self._stop), daemon=True,
+                                        name="dare-rec-reader")
+        _live_prefetchers.add(self)
         self._thread.start()
 
-    def _run(self, source: Iterator[Batch]) -> None:
-        try:
-            for item in source:
-                if not self._put(item):
-                    return
-            self._put(self._DONE)
-        except BaseException as e:  # forwarded to the consumer, which re-raises it
-            self._put(e)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def __next__(self) -> Batch:
+        if self._closed:
+            raise StopIteration
         item = self._queue.get()
-        if item is self._DONE:
-            self._queue.put(item)  # stay exhausted on further calls
+        if item is _DONE:
+            self.close()
             raise StopIteration
         if isinstance(item, BaseException):
             self.close()
@@ -273,7 +391,18 @@ class _Prefetcher(Iterator[Batch]):
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Stops the thread and waits for it (at most the batch it is preparing). Idempotent."""
+        self._closed = True
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        _live_prefetchers.discard(self)
 
     def __del__(self) -> None:
         self.close()
+
+
+@atexit.register
+def _close_live_prefetchers() -> None:
+    for prefetcher in list(_live_prefetchers):
+        prefetcher.close()

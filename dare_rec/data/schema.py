@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,6 +111,14 @@ class DatasetMeta:
         return meta
 
 
+def dataset_fingerprint(meta: DatasetMeta) -> str:
+    """A short digest of what meta.json says the dataset is (file hashes, counts, vocabularies): a checkpoint
+    records it, so a run resumes only on the data it started on."""
+    identity = {"files": meta.files, "counts": meta.counts, "num_items": meta.num_items,
+                "num_categories": meta.num_categories}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def split_files(root: str | Path, split: str) -> List[Path]:
     """The Parquet files of one split, sorted; raises DataError if there are none."""
     folder = Path(root) / split
@@ -120,9 +128,31 @@ def split_files(root: str | Path, split: str) -> List[Path]:
     return files
 
 
-def check_file_schema(path: Path) -> List[str]:
-    """Checks a file's columns and types against the contract; returns the optional columns it carries."""
-    file_schema = pq.read_schema(path)
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """Opens a Parquet file; a truncated file or a corrupt footer is a DataError naming the file."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file (truncated, or a corrupt footer): "
+                        f"{str(e).splitlines()[0]}") from None
+
+
+def read_footer(path: Path) -> pq.FileMetaData:
+    """The footer of a Parquet file (row groups, schema), with :func:`open_parquet`'s errors."""
+    return open_parquet(path).metadata
+
+
+def check_file_schema(path: Path, expected: Optional[List[str]] = None,
+                      file_schema: Optional[pa.Schema] = None) -> List[str]:
+    """Checks a file's columns and types against the contract; returns the optional columns it carries.
+
+    Args:
+        expected: the dataset's columns (meta.json ``columns``); when given, the file must carry exactly
+            these, so every file of a dataset has one schema.
+        file_schema: the file's Arrow schema if already read.
+    """
+    if file_schema is None:
+        file_schema = read_footer(path).schema.to_arrow_schema()
     for name, dtype in REQUIRED_COLUMNS.items():
         idx = file_schema.get_field_index(name)
         if idx < 0:
@@ -136,7 +166,53 @@ def check_file_schema(path: Path) -> List[str]:
             if file_schema.field(idx).type != dtype:
                 raise DataError(f"{path}: column {name!r} has type {file_schema.field(idx).type}, expected {dtype}")
             present.append(name)
+    if expected is not None:
+        names = set(file_schema.names)
+        for name in expected:
+            if name not in names:
+                raise DataError(f"{path}: missing column {name!r} that meta.json lists (schema mismatch "
+                                f"between the dataset's files)")
+        for name in file_schema.names:
+            if name not in expected:
+                raise DataError(f"{path}: column {name!r} is not among meta.json's columns (schema mismatch "
+                                f"between the dataset's files)")
     return present
+
+
+def check_split(root: str | Path, split: str, paths: List[Path], meta: DatasetMeta) -> None:
+    """The split's files are the ones meta.json lists (when it lists files)."""
+    listed = meta.files.get(split)
+    if not listed:
+        return
+    found = {p.relative_to(Path(root)).as_posix() for p in paths}
+    for name in sorted(set(listed) - found):
+        raise DataError(f"{Path(root) / name}: listed in meta.json but missing")
+    for name in sorted(found - set(listed)):
+        raise DataError(f"{Path(root) / name}: not listed in meta.json (a file added after `dare-rec prepare`?)")
+
+
+def check_row_count(root: str | Path, split: str, rows: int, meta: DatasetMeta) -> None:
+    """The split's files hold as many rows as meta.json counts (a cheap check that they were not replaced)."""
+    expected = meta.counts.get(split)
+    if expected is not None and rows != expected:
+        raise DataError(f"{Path(root) / split}: the files hold {rows:,} rows but meta.json counts {expected:,}; "
+                        f"the data changed after meta.json was written (prepare it again)")
+
+
+def verify_hashes(root: str | Path, split: str, meta: DatasetMeta) -> None:
+    """Compares every file of a split with its sha256 in meta.json (``data.verify_hashes``)."""
+    listed = meta.files.get(split)
+    if not listed:
+        raise DataError(f"{Path(root) / 'meta.json'}: lists no file hashes for split {split!r}; "
+                        f"data.verify_hashes needs them")
+    for name, digest in sorted(listed.items()):
+        path = Path(root) / name
+        if not path.is_file():
+            raise DataError(f"{path}: listed in meta.json but missing")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise DataError(f"{path}: sha256 {actual[:12]}... differs from meta.json's {digest[:12]}...; "
+                            f"the file changed after `dare-rec prepare` wrote it")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
