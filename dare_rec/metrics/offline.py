@@ -6,6 +6,9 @@
   1 are skipped (their AUC is undefined). DARE's "category average AUC" is GAUC grouped by target category;
   the recommender-standard GAUC groups by user.
 * Logloss: mean binary cross-entropy of sigmoid(logit), computed from logits (numerically stable).
+
+Scores must be finite: a NaN would sort as the largest score and give a meaningless rank, so non-finite
+scores are an error, not a rank.
 """
 
 from __future__ import annotations
@@ -13,6 +16,24 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
+
+# The model-quality metrics of :func:`evaluation_metrics` and whether a larger value is better (validation
+# keeps the best checkpoint by one of them: ``train.val_metric``).
+METRIC_HIGHER_IS_BETTER = {"auc": True, "gauc_user": True, "gauc_category": True, "logloss": False}
+
+
+def is_improvement(metric: str, value: float, best: Optional[float]) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (None: nothing to beat yet). Ties do not improve."""
+    if best is None:
+        return True
+    return value > best if METRIC_HIGHER_IS_BETTER[metric] else value < best
+
+
+def _check_finite(scores: np.ndarray) -> None:
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(scores)} scores are not finite (first at index "
+                         f"{int(np.nonzero(bad)[0][0])})")
 
 
 def _average_ranks(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -49,6 +70,7 @@ def grouped_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> D
     """
     labels = np.asarray(labels).astype(np.int64)
     scores = np.asarray(scores, dtype=np.float64)
+    _check_finite(scores)
     _, gid = np.unique(np.asarray(groups), return_inverse=True)
     ranks = _average_ranks(scores, gid)
     n_groups = gid.max() + 1 if len(gid) else 0
@@ -71,6 +93,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def logloss(labels: np.ndarray, logits: np.ndarray) -> float:
     """Mean binary cross-entropy of ``sigmoid(logits)``: ``softplus(z) - y * z``."""
     z = np.asarray(logits, dtype=np.float64)
+    _check_finite(z)
     y = np.asarray(labels, dtype=np.float64)
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
@@ -83,7 +106,8 @@ def evaluation_metrics(
     click_probs: Optional[np.ndarray] = None,
 ) -> Dict[str, float]:
     """The evaluation report: ``auc``, ``gauc_user``, ``gauc_category``, ``logloss``, and ``oracle_auc``
-    (AUC of the true click probabilities) when the data carries them."""
+    (AUC of the true click probabilities) when the data carries them. Raises ValueError for non-finite
+    logits."""
     by_user = grouped_auc(labels, logits, user_ids)
     by_cate = grouped_auc(labels, logits, target_cates)
     out = {

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchmetrics.functional.classification import binary_auroc
 
-from dare_rec.metrics.offline import auc, evaluation_metrics, grouped_auc, logloss
+from dare_rec.metrics.offline import (METRIC_HIGHER_IS_BETTER, auc, evaluation_metrics, grouped_auc, is_improvement,
+                                     logloss)
 
 
 def pairwise_auc(labels, scores):
@@ -90,3 +91,22 @@ def test_evaluation_metrics_reports_oracle_when_given_click_probabilities():
     labels = np.array([1, 0, 1, 0])
     out = evaluation_metrics(labels, np.zeros(4), np.arange(4), np.zeros(4), click_probs=np.array([.9, .1, .8, .2]))
     assert out["oracle_auc"] == 1.0 and set(out) >= {"auc", "gauc_user", "gauc_category", "logloss"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_scores_are_an_error_not_a_rank(bad):
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.5, 0.1, bad, 0.2])
+    for metric in (lambda: auc(labels, scores), lambda: grouped_auc(labels, scores, np.zeros(4)),
+                   lambda: logloss(labels, scores), lambda: evaluation_metrics(labels, scores, np.arange(4), np.zeros(4))):
+        with pytest.raises(ValueError, match="1 of 4 scores are not finite \\(first at index 2\\)"):
+            metric()
+
+
+def test_improvement_follows_each_metrics_direction():
+    assert set(METRIC_HIGHER_IS_BETTER) == {"auc", "gauc_user", "gauc_category", "logloss"}
+    out = evaluation_metrics(np.array([1, 0, 1, 0]), np.array([1.0, -1.0, 0.5, 0.0]), np.arange(4), np.zeros(4))
+    assert set(METRIC_HIGHER_IS_BETTER) <= set(out)  # every selectable metric is reported
+    assert is_improvement("auc", 0.71, 0.70) and not is_improvement("auc", 0.70, 0.70)
+    assert is_improvement("logloss", 0.40, 0.41) and not is_improvement("logloss", 0.42, 0.41)
+    assert is_improvement("gauc_user", 0.5, None)
