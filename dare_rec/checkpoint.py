@@ -1,89 +1,252 @@
-"""Checkpoints: sharded model + optimizer state via torch.distributed.checkpoint (DCP), written atomically.
+"""Checkpoints: sharded model + optimizer state via torch.distributed.checkpoint (DCP), written atomically and
+durably, with ``latest`` and ``best`` pointers.
 
 Layout::
 
-    <output_dir>/checkpoints/step-00001234/   .metadata, __<rank>_0.distcp  (DCP: model + optimizer)
-                                              config.yaml       the resolved run config
-                                              train_state.json  step, epoch, vocab sizes, metrics
+    <output_dir>/checkpoints/step-00001234/   .metadata, __<rank>_0.distcp  DCP: every rank's table shards and
+                                                                           their fused optimizer state, the
+                                                                           dense weights and their Adam state
+                                              config.yaml                  the resolved run config
+                                              train_state.json             step, data position, best, ...
+                                              rank-00000.json ...          per rank: RNG states, loss window
     <output_dir>/checkpoints/latest           name of the newest complete checkpoint
+    <output_dir>/checkpoints/best             name of the checkpoint with the best validation metric
 
-Every rank writes its shards into a temporary folder; after a barrier rank 0 renames it into place and then
-rewrites ``latest``, so a killed job never leaves a half-written checkpoint behind a valid name. DCP reshards
-on load, so a checkpoint loads into any world size and sharding plan.
+Writing (every rank): the shards go into ``.tmp-step-XXXXXXXX/`` (DCP fsyncs each file); each rank adds its
+rank file; after a barrier rank 0 adds config and state, fsyncs them and the folder, renames the folder into
+place, fsyncs ``checkpoints/``, then replaces ``latest`` (and ``best``) through a fsynced temporary file and a
+rename. Only then are checkpoints beyond ``train.keep_checkpoints`` removed, never the one ``best`` names. A
+kill at any moment leaves ``latest`` naming a complete checkpoint (or no pointer at all before the first).
+DCP reshards on load, so a checkpoint loads into any world size and sharding plan.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import random
+import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import yaml
 from torch import nn
 
-from dare_rec.config import Config, ConfigError, dump_config, from_dict
+from dare_rec.config import Config, ConfigError, from_dict, to_dict
+from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
 from dare_rec.distributed import DistEnv
 
+CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "train_state.json"
+RANK_FILE = "rank-{:05d}.json"
 LATEST = "latest"
+BEST = "best"
+POINTERS = (LATEST, BEST)
+_NAME = re.compile(r"^step-(\d{8,})$")
+_TMP = ".tmp-"
 
 
-def save_checkpoint(model: nn.Module, optimizer: Any, cfg: Config, state: Dict[str, Any], env: DistEnv) -> Path:
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_checkpoint(model: nn.Module, optimizer: Any, cfg: Config, state: Dict[str, Any],
+                    rank_state: Dict[str, Any], env: DistEnv, best: bool) -> Path:
     """Saves ``model`` (a DistributedModelParallel) and ``optimizer`` under ``cfg.train.output_dir``.
 
+    Collective: every rank calls it with the same ``state`` and ``best``.
+
     Args:
-        state: JSON-serialisable training state (must hold "step").
+        state: JSON-serialisable training state (rank 0's is written; must hold "step", and "best" with the
+            name of the best checkpoint so far, which is never removed).
+        rank_state: this rank's JSON-serialisable state (RNG states, loss window).
+        best: this checkpoint is the new best: point ``best`` at it.
     Returns:
         The checkpoint folder.
     """
-    root = Path(cfg.train.output_dir) / "checkpoints"
-    name = f"step-{state['step']:08d}"
-    final, tmp = root / name, root / f".tmp-{name}"
+    root = checkpoints_dir(cfg.train.output_dir)
+    name = checkpoint_name(state["step"])
+    final, tmp = root / name, root / f"{_TMP}{name}"
     if env.is_main:
+        root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
     dist.barrier()
     dcp.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=str(tmp))
+    _write_durably(tmp / RANK_FILE.format(env.rank), json.dumps(rank_state))
     dist.barrier()
     if env.is_main:
-        dump_config(cfg, tmp / CONFIG_FILE)
-        with open(tmp / STATE_FILE, "w") as f:
-            json.dump(state, f, indent=2, sort_keys=True)
-        if final.exists():
+        _write_durably(tmp / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        _write_durably(tmp / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        _fsync_dir(tmp)
+        if final.exists():  # left by an attempt killed after this step; resume made sure no pointer names it
             shutil.rmtree(final)
         os.replace(tmp, final)
-        pointer = root / f".{LATEST}.tmp"
-        pointer.write_text(name + "\n")
-        os.replace(pointer, root / LATEST)
+        _fsync_dir(root)
+        set_pointer(root, LATEST, name)
+        if best:
+            set_pointer(root, BEST, name)
+        protect = {name} | ({state["best"]["checkpoint"]} if state.get("best") else set())
+        _prune(root, cfg.train.keep_checkpoints, protect)
     dist.barrier()
     return final
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """Accepts a checkpoint folder, a run's ``checkpoints/`` folder, or a run's output_dir."""
+def set_pointer(root: Path, pointer: str, name: str) -> None:
+    """Atomically and durably makes ``root/pointer`` name checkpoint ``name``."""
+    tmp = root / f".{pointer}.tmp"
+    _write_durably(tmp, name + "\n")
+    os.replace(tmp, root / pointer)
+    _fsync_dir(root)
+
+
+def read_pointer(root: Path, pointer: str) -> Optional[Path]:
+    """The checkpoint a pointer names, or None if there is no such pointer."""
+    path = root / pointer
+    if not path.is_file():
+        return None
+    return root / path.read_text().strip()
+
+
+def list_checkpoints(root: Path) -> List[Tuple[int, Path]]:
+    """(step, folder) of every checkpoint folder under ``root`` (complete or orphaned), by step."""
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _prune(root: Path, keep: int, protect: Iterable[str]) -> None:
+    """Removes all but the newest ``keep`` checkpoints and the protected ones, and stale temporary folders."""
+    checkpoints = list_checkpoints(root)
+    kept = {p.name for _, p in checkpoints[-keep:]} | set(protect)
+    for _, path in checkpoints:
+        if path.name not in kept:
+            shutil.rmtree(path)
+    for path in root.glob(f"{_TMP}*"):
+        shutil.rmtree(path)
+
+
+def prepare_resume(root: Path, state: Dict[str, Any]) -> None:
+    """Rank 0, before a resumed run trains: the checkpoint ``latest`` names becomes the newest one.
+
+    Folders of later steps (written after ``latest`` by an attempt that was killed before moving the
+    pointer) and temporary folders are removed, and ``best`` is set from the resumed state, so every pointer
+    agrees with the trajectory the run continues.
+    """
+    for step, path in list_checkpoints(root):
+        if step > state["step"]:
+            shutil.rmtree(path)
+    for path in root.glob(f"{_TMP}*"):
+        shutil.rmtree(path)
+    if state.get("best"):
+        set_pointer(root, BEST, state["best"]["checkpoint"])
+    elif (root / BEST).exists():
+        (root / BEST).unlink()
+        _fsync_dir(root)
+
+
+def is_complete(path: Path) -> bool:
+    return (path / ".metadata").is_file() and (path / STATE_FILE).is_file() and (path / CONFIG_FILE).is_file()
+
+
+def resolve_checkpoint(path: str | Path, pick: str = BEST) -> Tuple[Path, str]:
+    """The checkpoint to evaluate and how it was chosen.
+
+    Accepts a checkpoint folder (used as is), or a run's output_dir or its ``checkpoints/`` folder: then the
+    checkpoint the ``pick`` pointer names (``best``, falling back to ``latest`` when the run has no best
+    yet, or ``latest``). Returns (folder, "best" | "latest" | "given").
+    """
+    if pick not in POINTERS:
+        raise ConfigError(f"--pick: must be one of {POINTERS}, got {pick!r}")
     p = Path(path)
-    for candidate in (p, p / "checkpoints"):
-        if (candidate / LATEST).is_file():
-            return candidate / (candidate / LATEST).read_text().strip()
-    if (p / ".metadata").is_file() and (p / CONFIG_FILE).is_file():
-        return p
-    raise ConfigError(f"--checkpoint: {str(p)!r} is not a checkpoint (no .metadata + {CONFIG_FILE}, "
-                      f"and no {LATEST} pointer)")
+    if is_complete(p):
+        return p, "given"
+    for root in (p, p / CHECKPOINTS):
+        for pointer in ((BEST, LATEST) if pick == BEST else (LATEST,)):
+            target = read_pointer(root, pointer)
+            if target is not None:
+                if not is_complete(target):
+                    raise ConfigError(f"--checkpoint: {root / pointer} names {target.name}, which is missing or "
+                                      f"incomplete")
+                return target, pointer
+    raise ConfigError(f"--checkpoint: {str(p)!r} is not a checkpoint (no .metadata + {CONFIG_FILE} + "
+                      f"{STATE_FILE}, and no {LATEST} pointer)")
 
 
-def read_checkpoint_info(path: Path) -> tuple[Config, Dict[str, Any]]:
+def read_checkpoint_info(path: Path) -> Tuple[Config, Dict[str, Any]]:
     """The config and training state stored with a checkpoint."""
     with open(path / CONFIG_FILE) as f:
         cfg = from_dict(Config, yaml.safe_load(f), prefix="").validate()
     with open(path / STATE_FILE) as f:
         state = json.load(f)
     return cfg, state
+
+
+def read_rank_state(path: Path, rank: int) -> Optional[Dict[str, Any]]:
+    """A rank's own state from a checkpoint (None if that rank did not exist when it was written)."""
+    file = path / RANK_FILE.format(rank)
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+# Config fields a resumed run must share with its checkpoint: they define the model, the rows of every batch
+# and the shuffles. Everything else (epochs, max_steps, validation, logging, checkpoint cadence, timeouts,
+# sharding, learning rates) may change between attempts.
+RESUME_FIXED = ("model.", "data.batch_size", "data.max_len", "train.seed")
+
+
+def check_vocabulary(meta: DatasetMeta, state: Dict[str, Any], data_path: str, checkpoint: Path) -> None:
+    """The dataset's vocabulary sizes are the checkpoint's (else ids would mean other rows of the tables)."""
+    if (meta.num_items, meta.num_categories) != (state["num_items"], state["num_categories"]):
+        raise DataError(f"{data_path}: vocabulary sizes (items {meta.num_items}, categories "
+                        f"{meta.num_categories}) differ from those of checkpoint {checkpoint} (items "
+                        f"{state['num_items']}, categories {state['num_categories']}); the ids would not mean the "
+                        f"same things")
+
+
+def check_resumable(saved: Config, cfg: Config, state: Dict[str, Any], meta: DatasetMeta, world_size: int,
+                    checkpoint: Path) -> None:
+    """Refuses to continue ``checkpoint`` with a config, dataset or world size that would change the run."""
+    how = ("use another train.output_dir, or start over with --train.resume never --train.overwrite true")
+    old, new = _flatten(to_dict(saved)), _flatten(to_dict(cfg))
+    for key in sorted(new):
+        if key.startswith(RESUME_FIXED) and old.get(key) != new[key]:
+            raise ConfigError(f"{key}: {new[key]!r} differs from {old.get(key)!r} in checkpoint {checkpoint}, "
+                              f"which train.resume auto would continue; {how}")
+    check_vocabulary(meta, state, cfg.data.path, checkpoint)
+    if state["dataset"] != dataset_fingerprint(meta):
+        raise DataError(f"{cfg.data.path}: not the dataset checkpoint {checkpoint} was trained on (meta.json's "
+                        f"files, counts or vocabularies differ); {how}")
+    if state["world_size"] != world_size:
+        raise ConfigError(f"train.resume: checkpoint {checkpoint} was written by a job of {state['world_size']} "
+                          f"process(es) and this job has {world_size}; the data position (rows dealt to each "
+                          f"rank) only holds for the same number. Rerun with {state['world_size']}, or {how}")
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def load_model_state(model: nn.Module, path: Path, optimizer: Optional[Any] = None) -> None:
@@ -96,3 +259,67 @@ def load_model_state(model: nn.Module, path: Path, optimizer: Optional[Any] = No
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])
+
+
+def remove_run(output_dir: str | Path) -> None:
+    """Deletes what a training run wrote into ``output_dir`` (checkpoints, metrics, sample trace)."""
+    out = Path(output_dir)
+    for name in (CHECKPOINTS, "trace"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG states (kept per rank: each rank's generators advance on their own)
+# --------------------------------------------------------------------------------------------------
+
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
+
+
+def _unb64(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+
+def rng_states() -> Dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy's global and Python's ``random`` generator states, as JSON."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": _b64(torch.get_rng_state()),
+        "cuda": [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_states(states: Dict[str, Any]) -> None:
+    torch.set_rng_state(_unb64(states["torch"]))
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in states["cuda"]])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# --------------------------------------------------------------------------------------------------
+# Durable writes
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_durably(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

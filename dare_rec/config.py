@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from dare_rec.metrics.offline import METRIC_HIGHER_IS_BETTER
+
 # Variants of DESIGN.md §4 implemented so far. Each name maps to how its embedding tables are laid out
 # (see dare_rec.modules.embeddings.VARIANT_LAYOUTS); a variant is a config value, never a copied module.
 VARIANTS = ("dare", "twin")
@@ -28,6 +30,7 @@ GSU_KERNELS = ("pytorch",)
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
 COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
 TABLE_DATA_TYPES = ("fp32", "fp16")
+RESUME_MODES = ("auto", "never")
 
 
 class ConfigError(ValueError):
@@ -158,6 +161,9 @@ class DataConfig:
     max_len: int = 200
     # Batches the background reader prepares ahead of the training step.
     prefetch_batches: int = 4
+    # Compare every file read with its sha256 in meta.json before using it (reads every byte once). Without
+    # it the reader checks cheaply that the files and their row counts are the ones meta.json lists.
+    verify_hashes: bool = False
 
 
 @dataclass
@@ -217,6 +223,25 @@ class TrainConfig:
     output_dir: str = "runs/dare"
     seed: int = 0
     dist_timeout_s: int = 1800
+    # Checkpoints are written every checkpoint_every steps and every checkpoint_every_minutes (0 turns either
+    # off; the clock is read every log_every steps), after every validation that improves val_metric, and at
+    # the end. keep_checkpoints newest ones stay, plus the best.
+    checkpoint_every: int = 0
+    checkpoint_every_minutes: float = 30.0
+    keep_checkpoints: int = 2
+    # auto: continue from output_dir's latest checkpoint (a rerun, a torchx restart); never: refuse an
+    # output_dir that holds a run, unless overwrite deletes it first.
+    resume: str = "auto"
+    overwrite: bool = False
+    # Deterministic kernels (torch.use_deterministic_algorithms): same config, seed and process/thread count
+    # give identical metrics.
+    deterministic: bool = True
+    # Validation metric that picks the best checkpoint (direction known per metric: logloss lower is better).
+    val_metric: str = "auc"
+    # Stop after this many validations without improvement of val_metric (0: never stop early).
+    early_stop_patience: int = 0
+    # Write each rank's sample ids per step to <output_dir>/trace/ (for exact-resume checks).
+    trace_samples: bool = False
 
 
 @dataclass
@@ -277,6 +302,17 @@ class Config:
         _require(t.val_every >= 0, "train.val_every", f"must be >= 0, got {t.val_every}")
         _require(t.sparse_lr > 0, "train.sparse_lr", f"must be > 0, got {t.sparse_lr}")
         _require(t.dense_lr > 0, "train.dense_lr", f"must be > 0, got {t.dense_lr}")
+        _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+        _require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes",
+                 f"must be >= 0, got {t.checkpoint_every_minutes}")
+        _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be >= 1, got {t.keep_checkpoints}")
+        _require(t.resume in RESUME_MODES, "train.resume", f"unknown mode {t.resume!r}; choose one of {RESUME_MODES}")
+        _require(not t.overwrite or t.resume == "never", "train.overwrite",
+                 "needs train.resume never (with auto a rerun continues the run in train.output_dir)")
+        _require(t.val_metric in METRIC_HIGHER_IS_BETTER, "train.val_metric",
+                 f"unknown metric {t.val_metric!r}; choose one of {tuple(METRIC_HIGHER_IS_BETTER)}")
+        _require(t.early_stop_patience >= 0, "train.early_stop_patience",
+                 f"must be >= 0, got {t.early_stop_patience}")
         mem = self.sharding.memory_per_rank_mb
         _require(mem is None or mem > 0, "sharding.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
         for key, table in [("sharding.default", self.sharding.default)] + [

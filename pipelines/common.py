@@ -1,23 +1,43 @@
-"""Pieces shared by the training and evaluation jobs: building the sharded model, the evaluation pass."""
+"""Pieces shared by the training and evaluation jobs: determinism, the sharded model, the evaluation pass."""
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from tqdm import tqdm
 
 from dare_rec.config import Config
 from dare_rec.data.batch import padding_batch
 from dare_rec.data.parquet import ParquetBatchReader
-from dare_rec.data.schema import DatasetMeta
-from dare_rec.distributed import DistEnv, gather_arrays
+from dare_rec.data.schema import DataError, DatasetMeta
+from dare_rec.distributed import DistEnv, broadcast_object, gather_arrays
 from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
+from pipelines.errors import NonFiniteError
 from sharding.planner import shard_model
+
+
+def set_determinism(enabled: bool) -> None:
+    """``train.deterministic``: deterministic kernels everywhere in this process.
+
+    On CPU this replaces the multi-threaded atomic-add path of ``index_put_(accumulate=True)`` (the backward
+    of every gather the model does: history rows, top-K rows, position rows) with a sorted, ordered
+    reduction; with it, a run's metrics depend only on config, seed and process/thread count. Filling
+    uninitialized memory (PyTorch's default in this mode, a debugging aid) is turned off: correct kernels never
+    read it, and the fills cost about 10% of a CPU training step. On CUDA it also needs cuBLAS's fixed
+    workspace, set here before any cuBLAS call.
+    """
+    if enabled and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
 
 
 def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> DistributedModelParallel:
@@ -37,10 +57,11 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
     """Runs the model over one split in eval mode; returns every sample's outputs on rank 0, None elsewhere.
 
     Every rank takes the same number of steps (the busiest rank's); a rank whose rows ran out feeds a
-    padding batch whose outputs are dropped. Keys: logits, labels, user_ids, target_cates (+ click_probs).
+    padding batch whose outputs are dropped. Keys: logits, labels, user_ids, target_cates, sample_ids
+    (+ click_probs).
     """
     steps = reader.max_batches_any_rank()
-    parts: Dict[str, list] = {"logits": [], "labels": [], "user_ids": [], "target_cates": []}
+    parts: Dict[str, list] = {"logits": [], "labels": [], "user_ids": [], "target_cates": [], "sample_ids": []}
     if reader.with_click_prob:
         parts["click_probs"] = []
     model.eval()
@@ -58,6 +79,7 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
                 parts["labels"].append(batch.labels.numpy())
                 parts["user_ids"].append(batch.user_ids.numpy())
                 parts["target_cates"].append(batch.sparse_features["target_cate"].values().numpy())
+                parts["sample_ids"].append(batch.sample_ids.numpy())
                 if reader.with_click_prob:
                     parts["click_probs"].append(batch.click_probs.numpy())
     finally:
@@ -68,11 +90,41 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
 
 
 def evaluate_split(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, desc: str,
-                   progress: bool = True) -> Optional[Dict[str, float]]:
-    """:func:`predict` over a split, then the exact metrics of ``dare_rec.metrics.offline`` on rank 0
-    (None on other ranks)."""
-    outputs = predict(model, reader, env, desc, progress)
-    if outputs is None:
-        return None
-    return evaluation_metrics(outputs["labels"], outputs["logits"], outputs["user_ids"], outputs["target_cates"],
-                              outputs.get("click_probs"))
+                   progress: bool = True) -> Dict[str, float]:
+    """:func:`predict` over a split, then the exact metrics of ``dare_rec.metrics.offline``, on every rank.
+
+    Rank 0 computes; the metrics (or the error) are broadcast, so every rank returns the same metrics or
+    raises the same error. Non-finite logits are a :class:`NonFiniteError` naming the first such sample.
+    """
+    outcome: Dict[str, object] = {}
+    if env.is_main:
+        outputs = predict(model, reader, env, desc, progress)
+        outcome = _metrics_or_error(outputs, reader)
+    else:
+        predict(model, reader, env, desc, progress)
+    outcome = broadcast_object(outcome, env)
+    if "error" in outcome:
+        raise NonFiniteError(outcome["error"])
+    return outcome["metrics"]  # type: ignore[return-value]
+
+
+def _metrics_or_error(outputs: Dict[str, np.ndarray], reader: ParquetBatchReader) -> Dict[str, object]:
+    logits = outputs["logits"]
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        first = int(np.argmin(np.where(bad, outputs["sample_ids"], np.iinfo(np.int64).max)))
+        return {"error": f"{reader.root / reader.split}: {int(bad.sum()):,} of {len(logits):,} logits are not "
+                         f"finite, the first for the sample at {reader.locate(int(outputs['sample_ids'][first]))}; "
+                         f"the model has diverged (or its checkpoint is damaged)"}
+    return {"metrics": evaluation_metrics(outputs["labels"], logits, outputs["user_ids"], outputs["target_cates"],
+                                          outputs.get("click_probs"))}
+
+
+def require_defined(metrics: Dict[str, float], metric: str, reader: ParquetBatchReader) -> float:
+    """The value of ``metric``; a clear error when the split makes it undefined (e.g. one class only)."""
+    value = metrics[metric]
+    if not np.isfinite(value):
+        raise DataError(f"{reader.root / reader.split}: train.val_metric {metric} is undefined on this split "
+                          f"({metrics['samples']:,} samples, positive rate {metrics['positive_rate']:.3f}); "
+                          f"the split needs both classes (in some group, for a GAUC)")
+    return value

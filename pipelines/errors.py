@@ -10,14 +10,23 @@ from dare_rec.config import ConfigError
 from dare_rec.data.schema import DataError
 
 
+class NonFiniteError(FloatingPointError):
+    """A training loss or an evaluation logit is not finite; the message says where and what to change."""
+
+
+# Errors a job reports as one line on stderr with exit status 2 (no traceback): the input was refused or the
+# model diverged. Every other exception is a bug or an outside failure and keeps its traceback.
+CLEAR_ERRORS = (ConfigError, DataError, NonFiniteError)
+
+
 def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turns configuration and data errors into one clear line on stderr and exit status 2."""
+    """Turns configuration, data and non-finite errors into one clear line on stderr and exit status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
-        except (ConfigError, DataError) as e:
+        except CLEAR_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
 

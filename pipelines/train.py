@@ -3,7 +3,11 @@
 One process or many (SPMD): every rank reads its own shard of the training files, the embedding tables are
 sharded by the TorchRec planner, and the TorchRec sparse-dist train pipeline overlaps the next batch's input
 distribution with the current step. Validation runs every ``train.val_every`` steps and at the end of every
-epoch; a DCP checkpoint is written at the end; rank 0 appends metrics to ``<output_dir>/metrics.jsonl``.
+epoch and keeps the best checkpoint by ``train.val_metric``; checkpoints are also written every
+``train.checkpoint_every`` steps / ``train.checkpoint_every_minutes`` and at the end. Rerunning the same
+command (or a torchx restart) continues from the output folder's latest checkpoint (``train.resume auto``)
+and takes exactly the steps, over exactly the samples, an uninterrupted run would. Rank 0 appends metrics to
+``<output_dir>/metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -11,35 +15,45 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+import torch
+import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
-from dare_rec.checkpoint import save_checkpoint
-from dare_rec.config import Config, config_help, load_config, to_dict
+from dare_rec import checkpoint as ckpt
+from dare_rec.config import Config, ConfigError, config_help, load_config, to_dict
 from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
-from dare_rec.data.schema import DatasetMeta
-from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
+from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
+from dare_rec.distributed import (DistEnv, broadcast_object, check_shared_folder, errors_shared_across_ranks,
+                                  init_distributed, shutdown)
+from dare_rec.metrics.offline import is_improvement
 from dare_rec.optim import build_optimizer
-from pipelines.common import build_sharded_model, evaluate_split
-from pipelines.errors import cli_errors
+from pipelines.common import build_sharded_model, evaluate_split, require_defined, set_determinism
+from pipelines.errors import CLEAR_ERRORS, NonFiniteError, cli_errors
+
+METRICS_FILE = "metrics.jsonl"
+TRACE_DIR = "trace"
 
 
 class MetricsLog:
-    """Appends one JSON object per event to ``metrics.jsonl`` (rank 0 only; a no-op elsewhere)."""
+    """Appends one JSON object per event to ``metrics.jsonl`` (rank 0 only; a no-op elsewhere).
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    A resumed run first drops the events after its checkpoint's step (and earlier ``end`` events): they
+    belong to the attempt that was killed, and the resumed run writes them again.
+    """
+
+    def __init__(self, path: Path, enabled: bool, resumed_step: Optional[int]) -> None:
         self.path = path
         self.enabled = enabled
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled and resumed_step is not None:
+            _keep_lines(path, lambda e: e["event"] != "end" and e.get("step", 0) <= resumed_step)
 
     def write(self, event: str, **fields: Any) -> None:
         if self.enabled:
@@ -47,11 +61,58 @@ class MetricsLog:
                 f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
 
 
-def _batch_stream(reader: ParquetBatchReader, epochs: int) -> Iterator[Batch]:
-    for epoch in range(epochs):
-        batches = reader.epoch(epoch)
+class SampleTrace:
+    """``train.trace_samples``: this rank's sample ids per step, ``<output_dir>/trace/rank-XXXXX.jsonl``.
+
+    A line per batch the train stream hands out, written when it is handed out (before it trains), so an
+    attempt that is killed leaves lines for a few steps it never finished; a resumed run drops the lines after
+    its checkpoint's step and writes them again, so the file ends up listing the batches of the final run.
+    """
+
+    def __init__(self, output_dir: Path, rank: int, resumed_step: Optional[int]) -> None:
+        self.path = output_dir / TRACE_DIR / f"rank-{rank:05d}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_step is not None:
+            _keep_lines(self.path, lambda e: e["step"] <= resumed_step)
+        self._file = open(self.path, "a", buffering=1)
+
+    def write(self, step: int, epoch: int, batch: Batch) -> None:
+        self._file.write(json.dumps({"step": step, "epoch": epoch, "ids": batch.sample_ids.tolist()}) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _keep_lines(path: Path, keep) -> None:
+    """Rewrites a JSON-lines file atomically with the events ``keep`` accepts (a torn last line is dropped)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
         try:
-            yield from batches
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(event):
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _batch_stream(reader: ParquetBatchReader, first_step: int, epochs: int,
+                  trace: Optional[SampleTrace]) -> Iterator[Batch]:
+    """The training batches from global step ``first_step + 1`` on (epoch by epoch, resuming mid-epoch)."""
+    steps_per_epoch = reader.num_batches()
+    first_epoch, first_batch = divmod(first_step, steps_per_epoch)
+    for epoch in range(first_epoch, epochs):
+        start = first_batch if epoch == first_epoch else 0
+        batches = reader.epoch(epoch, start_batch=start)
+        try:
+            for index, batch in enumerate(batches, start=start):
+                if trace is not None:
+                    trace.write(epoch * steps_per_epoch + index + 1, epoch, batch)
+                yield batch
         finally:
             batches.close()
 
@@ -64,56 +125,138 @@ def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[
     return sorted(points)
 
 
-class ThroughputMeter:
-    """Global (all-rank) loss and samples/s over logging windows; time outside training is not counted."""
+class StepStats:
+    """Loss and health of the steps since the last log point, kept on the device.
 
-    def __init__(self) -> None:
+    :meth:`add` runs every step with no host synchronisation (no ``.item()``, no collective): the loss sum,
+    the count of non-finite losses and the first step with one accumulate in device tensors. :meth:`reduce`
+    reads and all-reduces them; the loop calls it every ``train.log_every`` steps and before every validation
+    and checkpoint, so a non-finite loss on any rank stops every rank before anything is checkpointed. Time
+    spent outside training (validation, checkpoints) is not counted in samples/s.
+    """
+
+    def __init__(self, env: DistEnv, samples_per_step: int, window: Optional[Dict[str, Any]] = None) -> None:
+        self.env = env
+        self.samples_per_step = samples_per_step  # global: batch_size * world_size
+        device = env.device
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad_step = torch.full((), float("inf"), dtype=torch.float64, device=device)
+        self.window_steps = 0
+        if window is not None:  # resumed: this rank's partial window, so the next log line is unchanged
+            self.loss_sum.fill_(window["loss_sum"])
+            self.window_steps = window["steps"]
         self.train_time = 0.0
         self.total_samples = 0.0
-        self._loss_sum = self._samples = 0.0
+        self._window_time = 0.0
         self._started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, batch_size: int, step: int) -> None:
+        bad = ~torch.isfinite(loss)
+        self.nonfinite += bad
+        self.first_bad_step = torch.where(bad, torch.clamp(self.first_bad_step, max=step), self.first_bad_step)
+        self.loss_sum += loss.detach().double() * batch_size
+        self.window_steps += 1
+
+    def pause(self) -> None:
+        """Stops the training clock (before validation or a checkpoint)."""
+        elapsed = time.perf_counter() - self._started
+        self._window_time += elapsed
+        self.train_time += elapsed
 
     def resume(self) -> None:
-        """Starts timing again (after validation)."""
         self._started = time.perf_counter()
 
-    def add(self, loss_sum: float, samples: float) -> None:
-        self._loss_sum += loss_sum
-        self._samples += samples
+    def reduce(self, step: int, time_due: bool, bf16: bool) -> tuple[float, bool]:
+        """All-reduces the window; raises NonFiniteError on every rank if any loss was not finite.
 
-    def flush(self) -> tuple[float, float]:
-        """Mean loss and samples/s of the window since the last flush or resume; starts a new window."""
+        Returns the global loss sum of the window and whether any rank's checkpoint clock is due."""
+        sums = torch.stack([self.loss_sum, self.nonfinite])
+        mins = torch.stack([self.first_bad_step, self.first_bad_step.new_tensor(-float(time_due))])
+        dist.all_reduce(sums)
+        dist.all_reduce(mins, op=dist.ReduceOp.MIN)
+        (loss_sum, bad), (first_bad, due) = sums.tolist(), mins.tolist()
+        if bad:
+            raise NonFiniteError(
+                f"non-finite training loss at step {int(first_bad)} ({int(bad)} rank-step(s) up to step {step}); "
+                f"stopped before anything was checkpointed. Every batch passed the reader's data checks, so the "
+                f"model diverged: lower train.sparse_lr / train.dense_lr"
+                + (" or turn off train.bf16" if bf16 else ""))
+        return loss_sum, due < 0
+
+    def flush(self, loss_sum: float) -> tuple[float, float]:
+        """Global mean loss (from :meth:`reduce`'s sum) and samples/s of the window; starts a new window."""
         now = time.perf_counter()
-        elapsed = max(now - self._started, 1e-9)
-        loss, rate = self._loss_sum / self._samples, self._samples / elapsed
-        self.train_time += elapsed
-        self.total_samples += self._samples
-        self._loss_sum = self._samples = 0.0
+        self._window_time += now - self._started
+        self.train_time += now - self._started
         self._started = now
+        samples = self.window_steps * self.samples_per_step
+        loss, rate = loss_sum / samples, samples / max(self._window_time, 1e-9)
+        self.total_samples += samples
+        self.loss_sum.zero_()
+        self.window_steps = 0
+        self._window_time = 0.0
         return loss, rate
 
+    def window_state(self) -> Dict[str, Any]:
+        """This rank's partial window (exact: float64 round-trips through JSON)."""
+        return {"loss_sum": self.loss_sum.item(), "steps": self.window_steps}
 
-def _step(pipeline: TrainPipelineSparseDist, batches: Iterator[Batch], step: int, env: DistEnv,
-          meter: ThroughputMeter) -> None:
-    """One pipelined training step; stops every rank if any rank's loss is not finite."""
-    loss_t, _, labels = pipeline.progress(batches)
-    loss = loss_t.item()
-    loss_sum, bad_ranks, samples = global_sum(
-        [loss * labels.numel(), float(not math.isfinite(loss)), float(labels.numel())], env.device)
-    if bad_ranks:
-        raise FloatingPointError(
-            f"non-finite training loss at step {step} on {int(bad_ranks)} rank(s) (rank {env.rank} loss {loss}); "
-            f"stopping before anything is checkpointed. Lower train.sparse_lr / train.dense_lr or check the data.")
-    meter.add(loss_sum, samples)
+
+def _prepare_output(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Optional[str]:
+    """Decides on rank 0 whether this run starts fresh or resumes (and cleans the folder accordingly); every
+    rank returns the same decision: the checkpoint to resume from, or None."""
+    decision: Dict[str, Any] = {}
+    if env.is_main:
+        try:
+            decision["checkpoint"] = _decide_start(cfg, meta, env.world_size)
+        except (ConfigError, DataError) as e:
+            decision["error"] = (type(e).__name__, str(e))
+    decision = broadcast_object(decision, env)
+    if "error" in decision:
+        kind, message = decision["error"]
+        raise (ConfigError if kind == "ConfigError" else DataError)(message)
+    return decision["checkpoint"]
+
+
+def _decide_start(cfg: Config, meta: DatasetMeta, world_size: int) -> Optional[str]:
+    out = Path(cfg.train.output_dir)
+    root = ckpt.checkpoints_dir(out)
+    holds_run = (out / METRICS_FILE).exists() or root.exists()
+    if cfg.train.resume == "never":
+        if holds_run:
+            if not cfg.train.overwrite:
+                raise ConfigError(f"train.output_dir: {str(out)!r} already holds a run ({METRICS_FILE}, "
+                                  f"{ckpt.CHECKPOINTS}/); choose another folder, continue it with --train.resume "
+                                  f"auto, or delete it with --train.overwrite true")
+            ckpt.remove_run(out)
+        return None
+    latest = ckpt.read_pointer(root, ckpt.LATEST)
+    if latest is None:  # nothing to resume (a run killed before its first checkpoint leaves only metrics)
+        ckpt.remove_run(out)
+        return None
+    if not ckpt.is_complete(latest):
+        raise ConfigError(f"train.resume: {root / ckpt.LATEST} names {latest.name}, which is missing or "
+                          f"incomplete; the folder was changed by hand. Delete it or use --train.resume never "
+                          f"--train.overwrite true")
+    saved, state = ckpt.read_checkpoint_info(latest)
+    ckpt.check_resumable(saved, cfg, state, meta, world_size, latest)
+    ckpt.prepare_resume(root, state)
+    return str(latest)
 
 
 def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
-    """Trains on ``cfg.data.path`` and returns the run summary (identical on every rank but ``final_val``)."""
-    log = MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl", env.is_main)
-    model = build_sharded_model(cfg, meta, env)
-    optimizer = build_optimizer(model, cfg.train)
+    """Trains on ``cfg.data.path`` (or continues the run in ``cfg.train.output_dir``) and returns the run
+    summary (identical on every rank)."""
+    out = Path(cfg.train.output_dir)
+    check_shared_folder(out, env, "train.output_dir")
+    resume_from = _prepare_output(cfg, meta, env)
+    state: Optional[Dict[str, Any]] = None
+    if resume_from is not None:
+        _, state = ckpt.read_checkpoint_info(Path(resume_from))
     reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
-                       prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda")
+                       prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda",
+                       verify_hashes=cfg.data.verify_hashes)
     train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                       seed=cfg.train.seed, **reader_args)
     val_reader = ParquetBatchReader(split="val", batch_size=cfg.data.eval_batch_size, **reader_args)
@@ -121,53 +264,124 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
-              dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
+    step = state["step"] if state else 0
+    if state and (state["stopped_early"] or step >= total):
+        return {**state["summary"], "already_finished": True}
 
-    def epoch_of(step: int) -> int:
-        return (step - 1) // steps_per_epoch
+    model = build_sharded_model(cfg, meta, env)
+    optimizer = build_optimizer(model, cfg.train)
+    rank_state = None
+    if resume_from is not None:
+        ckpt.load_model_state(model, Path(resume_from), optimizer)
+        rank_state = ckpt.read_rank_state(Path(resume_from), env.rank)
+        ckpt.set_rng_states(rank_state["rng"])
+    log = MetricsLog(out / METRICS_FILE, env.is_main, step if state else None)
+    if state:
+        log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size)
+    else:
+        log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
+                  dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
+    trace = SampleTrace(out, env.rank, step if state else None) if cfg.train.trace_samples else None
+
+    metric = cfg.train.val_metric
+    best: Optional[Dict[str, Any]] = state["best"] if state else None
+    since_best = state["validations_since_best"] if state else 0
+    val_metrics: Optional[Dict[str, float]] = state["val"] if state else None
+    stats = StepStats(env, cfg.data.batch_size * env.world_size, rank_state["window"] if rank_state else None)
+    if state:
+        stats.train_time, stats.total_samples = state["train_time_s"], state["samples"]
+    stopped_early = False
+    latest = Path(resume_from) if resume_from else None
+    last_checkpoint_time = time.monotonic()
+
+    def save(at_val: Optional[Dict[str, float]], improved: bool, finished: bool) -> Path:
+        summary = _summary(step, stats, env, best, val_metrics, stopped_early,
+                           str(ckpt.checkpoints_dir(out) / ckpt.checkpoint_name(step)))
+        train_state = {
+            "step": step, "data_position": dict(zip(("epoch", "batches"), divmod(step, steps_per_epoch))),
+            "steps_per_epoch": steps_per_epoch, "total_steps": total, "world_size": env.world_size,
+            "batch_size": cfg.data.batch_size, "num_items": meta.num_items, "num_categories": meta.num_categories,
+            "dataset": dataset_fingerprint(meta), "val": at_val, "best": best,
+            "validations_since_best": since_best, "finished": finished, "stopped_early": stopped_early,
+            "train_time_s": stats.train_time, "samples": stats.total_samples, "summary": summary}
+        own = {"rank": env.rank, "rng": ckpt.rng_states(), "window": stats.window_state()}
+        started = time.perf_counter()
+        path = ckpt.save_checkpoint(model, optimizer, cfg, train_state, own, env, best=improved)
+        log.write("checkpoint", step=step, checkpoint=path.name, best=improved, seconds=time.perf_counter() - started)
+        return path
 
     pipeline = TrainPipelineSparseDist(model, optimizer, env.device, execute_all_batches=True)
-    stream = _batch_stream(train_reader, cfg.train.epochs)
-    bar = tqdm(total=total, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
-    meter = ThroughputMeter()
-    step = 0
-    val_metrics: Optional[Dict[str, float]] = None
+    stream = _batch_stream(train_reader, step, cfg.train.epochs, trace)
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
+    every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_every_minutes
     try:
-        for val_step in _validation_steps(steps_per_epoch, total, cfg.train.val_every):
+        for val_step in [s for s in _validation_steps(steps_per_epoch, total, cfg.train.val_every) if s > step]:
             # Each segment between validations is its own iterator, so the pipeline drains completely
             # before validation runs the plain (detached) model forward.
             segment = itertools.islice(stream, val_step - step)
-            meter.resume()
+            stats.resume()
+            clock_due = False
             while step < val_step:
+                loss_t, _, labels = pipeline.progress(segment)
                 step += 1
-                _step(pipeline, segment, step, env, meter)
+                stats.add(loss_t, labels.numel(), step)
                 bar.update(1)
-                if step % cfg.train.log_every == 0 or step == val_step:
-                    loss, rate = meter.flush()
-                    bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:,.0f}")
-                    log.write("train", step=step, epoch=epoch_of(step), loss=loss, samples_per_s=rate)
+                log_now = step % cfg.train.log_every == 0 or step == val_step
+                count_due = bool(every) and step % every == 0
+                if log_now or count_due:
+                    loss_sum, clock_due = stats.reduce(
+                        step, bool(minutes) and time.monotonic() - last_checkpoint_time >= 60 * minutes,
+                        cfg.train.bf16)
+                    if log_now:
+                        loss, rate = stats.flush(loss_sum)
+                        bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:,.0f}")
+                        log.write("train", step=step, epoch=(step - 1) // steps_per_epoch, loss=loss,
+                                  samples_per_s=rate)
+                    if step < val_step and (count_due or clock_due):
+                        stats.pause()
+                        latest = save(None, improved=False, finished=False)
+                        last_checkpoint_time = time.monotonic()
+                        stats.resume()
+            stats.pause()
             pipeline.detach()
             val_started = time.perf_counter()
             val_metrics = evaluate_split(model, val_reader, env, desc="validate")
-            if env.is_main:
-                log.write("val", step=step, epoch=epoch_of(step), val_time_s=time.perf_counter() - val_started,
-                          **val_metrics)
-                bar.write(f"step {step}: val " + " ".join(
-                    f"{k}={val_metrics[k]:.4f}" for k in ("auc", "gauc_user", "logloss", "oracle_auc")
-                    if k in val_metrics))
+            value = require_defined(val_metrics, metric, val_reader)
+            improved = is_improvement(metric, value, best["value"] if best else None)
+            if improved:
+                best = {"step": step, "checkpoint": ckpt.checkpoint_name(step), "metric": metric, "value": value}
+                since_best = 0
+            else:
+                since_best += 1
+            stopped_early = bool(cfg.train.early_stop_patience) and since_best >= cfg.train.early_stop_patience
+            finished = step == total or stopped_early
+            log.write("val", step=step, epoch=(step - 1) // steps_per_epoch,
+                      val_time_s=time.perf_counter() - val_started, best=best, **val_metrics)
+            bar.write(f"step {step}: val " + " ".join(
+                f"{k}={val_metrics[k]:.4f}" for k in ("auc", "gauc_user", "logloss", "oracle_auc") if k in val_metrics)
+                + (" (best)" if improved else f" (best {metric} {best['value']:.4f} at step {best['step']})"))
+            if improved or finished or clock_due or (bool(every) and step % every == 0):
+                latest = save(val_metrics, improved=improved, finished=finished)
+                last_checkpoint_time = time.monotonic()
+            if stopped_early:
+                bar.write(f"early stop: {since_best} validations without a better {metric}")
+                break
     finally:
         bar.close()
         stream.close()
+        if trace is not None:
+            trace.close()
 
-    state = {"step": step, "epoch": epoch_of(step), "num_items": meta.num_items,
-             "num_categories": meta.num_categories, "world_size": env.world_size, "val": val_metrics}
-    path = save_checkpoint(model, optimizer, cfg, state, env)
-    summary = {"steps": step, "train_time_s": meter.train_time,
-               "samples_per_s": meter.total_samples / max(meter.train_time, 1e-9), "world_size": env.world_size,
-               "checkpoint": str(path), "final_val": val_metrics}
+    summary = _summary(step, stats, env, best, val_metrics, stopped_early, str(latest) if latest else None)
     log.write("end", **summary)
     return summary
+
+
+def _summary(step: int, stats: StepStats, env: DistEnv, best: Optional[Dict[str, Any]],
+             val_metrics: Optional[Dict[str, float]], stopped_early: bool, checkpoint: Optional[str]) -> Dict[str, Any]:
+    return {"steps": step, "train_time_s": stats.train_time,
+            "samples_per_s": stats.total_samples / max(stats.train_time, 1e-9), "world_size": env.world_size,
+            "checkpoint": checkpoint, "final_val": val_metrics, "best": best, "stopped_early": stopped_early}
 
 
 def parse_args(argv: Optional[List[str]]) -> tuple[argparse.Namespace, List[str]]:
@@ -186,7 +400,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = DatasetMeta.read(cfg.data.path)  # fails here, before any process group, if the data is missing
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
-        summary = train(cfg, meta, env)
+        with errors_shared_across_ranks(env, CLEAR_ERRORS):
+            set_determinism(cfg.train.deterministic)
+            summary = train(cfg, meta, env)
     finally:
         shutdown()
     if env.is_main:

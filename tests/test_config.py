@@ -32,6 +32,14 @@ def test_preset_and_overrides_are_typed():
     (["--train.bf16", "maybe"], "train.bf16"),
     (["--model.colour", "red"], "model.colour"),
     (["--model.mlp_hidden", "[]"], "model.mlp_hidden"),
+    (["--train.checkpoint_every", "-1"], "train.checkpoint_every"),
+    (["--train.checkpoint_every_minutes", "-0.5"], "train.checkpoint_every_minutes"),
+    (["--train.keep_checkpoints", "0"], "train.keep_checkpoints"),
+    (["--train.resume", "always"], "train.resume"),
+    (["--train.overwrite", "true"], "train.overwrite"),  # only with train.resume never
+    (["--train.val_metric", "accuracy"], "train.val_metric"),
+    (["--train.early_stop_patience", "-2"], "train.early_stop_patience"),
+    (["--data.verify_hashes", "2"], "data.verify_hashes"),
 ])
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=f"^{field.replace('.', '[.]')}"):

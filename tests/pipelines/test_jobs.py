@@ -81,7 +81,7 @@ def test_torchx_job_trains_on_two_ranks_and_checkpoints(torchx_run):
     log = events(torchx_run)
     assert log[0]["event"] == "start" and log[0]["world_size"] == 2
     assert log[-1]["event"] == "end" and log[-1]["samples_per_s"] > 0
-    ckpt = resolve_checkpoint(torchx_run)
+    ckpt, _ = resolve_checkpoint(torchx_run)
     assert {".metadata", "config.yaml", "train_state.json"} <= {p.name for p in ckpt.iterdir()}
     assert len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
 
@@ -100,7 +100,7 @@ def test_train_main_under_elastic_launch(tiny_data, tmp_path):
     assert [e["step"] for e in log if e["event"] == "train"] == [2, 3, 4, 6, 8]
     val = [e for e in log if e["event"] == "val"][-1]
     assert {"auc", "gauc_user", "gauc_category", "logloss", "oracle_auc"} <= set(val)
-    ckpt = resolve_checkpoint(out)
+    ckpt, _ = resolve_checkpoint(out, "latest")
     assert ckpt.name == "step-00000008"
     stored = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
     dtypes = {key.rsplit(".", 2)[-2]: meta.properties.dtype for key, meta in stored.items()
@@ -159,11 +159,17 @@ def test_unsatisfiable_plan_fails_on_every_rank_without_hanging(tiny_data, tmp_p
                                                      "0.001"), timeout=90)
 
 
-def test_non_finite_loss_stops_training_before_checkpointing(tiny_data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_training_before_checkpointing(tiny_data, tmp_path, monkeypatch, capsys):
     def nan_loss(logits, labels):
         return (logits * float("nan")).mean()
 
     monkeypatch.setattr(F, "binary_cross_entropy_with_logits", nan_loss)
-    with pytest.raises(FloatingPointError, match="non-finite training loss at step 1"):
-        train.main(train_args(tiny_data, tmp_path / "run"))
+    # a checkpoint is due at every step, so the check must come before each one
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(train_args(tiny_data, tmp_path / "run", "--train.checkpoint_every", "1"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: non-finite training loss at step 1 (1 rank-step(s) up to step 1); stopped before anything was " \
+           "checkpointed" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,86 @@
+"""Checkpoint folder rules without a model: pointers, retention, resume clean-up, choosing what to evaluate,
+RNG states (the DCP save/load itself runs in the training tests)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from dare_rec import checkpoint as ckpt
+from dare_rec.config import ConfigError
+
+
+def fake_checkpoint(root, step, complete=True):
+    path = root / ckpt.checkpoint_name(step)
+    path.mkdir(parents=True)
+    for name in (".metadata", ckpt.CONFIG_FILE) + ((ckpt.STATE_FILE,) if complete else ()):
+        (path / name).write_text("{}")
+    return path
+
+
+def names(root):
+    return [p.name for _, p in ckpt.list_checkpoints(root)]
+
+
+def test_pointers_are_replaced_whole(tmp_path):
+    fake_checkpoint(tmp_path, 3)
+    ckpt.set_pointer(tmp_path, ckpt.LATEST, "step-00000003")
+    assert ckpt.read_pointer(tmp_path, ckpt.LATEST) == tmp_path / "step-00000003"
+    assert ckpt.read_pointer(tmp_path, ckpt.BEST) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000003"]  # no temporary file left
+
+
+def test_retention_keeps_the_newest_and_the_best(tmp_path):
+    for step in (2, 4, 6, 8, 10):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / ".tmp-step-00000012").mkdir()
+    ckpt._prune(tmp_path, keep=2, protect={"step-00000004"})
+    assert names(tmp_path) == ["step-00000004", "step-00000008", "step-00000010"]
+    assert not (tmp_path / ".tmp-step-00000012").exists()
+
+
+def test_resume_clean_up_makes_latest_the_newest(tmp_path):
+    for step in (5, 10, 15):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / ".tmp-step-00000020").mkdir()
+    ckpt.set_pointer(tmp_path, ckpt.LATEST, "step-00000010")
+    ckpt.set_pointer(tmp_path, ckpt.BEST, "step-00000015")  # written by the killed attempt after `latest`
+    ckpt.prepare_resume(tmp_path, {"step": 10, "best": {"checkpoint": "step-00000005"}})
+    assert names(tmp_path) == ["step-00000005", "step-00000010"]
+    assert ckpt.read_pointer(tmp_path, ckpt.BEST).name == "step-00000005"
+    ckpt.prepare_resume(tmp_path, {"step": 10, "best": None})
+    assert ckpt.read_pointer(tmp_path, ckpt.BEST) is None
+
+
+def test_evaluation_picks_best_then_latest_and_says_which(tmp_path):
+    run, root = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    fake_checkpoint(root, 10)
+    fake_checkpoint(root, 20)
+    ckpt.set_pointer(root, ckpt.LATEST, "step-00000020")
+    assert ckpt.resolve_checkpoint(run) == (root / "step-00000020", "latest")  # no validation yet: no best
+    ckpt.set_pointer(root, ckpt.BEST, "step-00000010")
+    assert ckpt.resolve_checkpoint(run) == (root / "step-00000010", "best")
+    assert ckpt.resolve_checkpoint(root, "latest") == (root / "step-00000020", "latest")
+    assert ckpt.resolve_checkpoint(root / "step-00000020", "best") == (root / "step-00000020", "given")
+    with pytest.raises(ConfigError, match="--pick: must be one of"):
+        ckpt.resolve_checkpoint(run, "first")
+    fake_checkpoint(root, 30, complete=False)
+    ckpt.set_pointer(root, ckpt.LATEST, "step-00000030")
+    with pytest.raises(ConfigError, match="names step-00000030, which is missing or incomplete"):
+        ckpt.resolve_checkpoint(run, "latest")
+    with pytest.raises(ConfigError, match="is not a checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path / "elsewhere")
+
+
+def test_rng_states_round_trip_through_json():
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    saved = ckpt.rng_states()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    ckpt.set_rng_states(json.loads(json.dumps(saved)))
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
