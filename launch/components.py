@@ -11,10 +11,12 @@ import torchx.specs as specs
 from torchx.components import dist
 
 
-def _env(omp_threads: int) -> Dict[str, str]:
+def _env(omp_threads: int, max_retries: int = 0) -> Dict[str, str]:
     # torchrun sets OMP_NUM_THREADS=1 only when it starts several processes per node; -j Nx1 would let every
-    # process use every core, so the thread count is always explicit.
-    return {"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1"}
+    # process use every core, so the thread count is always explicit. PET_MAX_RESTARTS is torchrun's
+    # --max-restarts: it restarts the worker group in place when a worker dies (the scheduler's own retries,
+    # max_retries on the role, only cover what the scheduler sees, and local_cwd has none).
+    return {"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_retries)}
 
 
 def train(
@@ -42,17 +44,21 @@ def train(
         gpu: GPUs per replica
         memMB: memory per replica in MB
         omp_threads: OMP_NUM_THREADS of every process
-        max_retries: scheduler retries of a failed job
+        max_retries: restarts after a failure (a dead worker: torchrun restarts the worker group; a lost node:
+            the scheduler reruns the job, where it supports retries); each restart resumes from the output
+            folder's latest checkpoint (train.resume auto)
         rdzv_port: rendezvous port on the rank-0 host for multi-node jobs (single-node jobs pick a free one)
     """
     return dist.ddp("--config", config, *script_args, m="pipelines.train", name=name, h=h, cpu=cpu, gpu=gpu,
-                    memMB=memMB, j=j, env=_env(omp_threads), max_retries=max_retries, rdzv_port=rdzv_port)
+                    memMB=memMB, j=j, env=_env(omp_threads, max_retries), max_retries=max_retries,
+                    rdzv_port=rdzv_port)
 
 
 def evaluate(
     *script_args: str,
     checkpoint: str,
     split: str = "test",
+    pick: str = "best",
     j: str = "1x2",
     name: str = "dare-rec-evaluate",
     h: Optional[str] = None,
@@ -66,8 +72,9 @@ def evaluate(
 
     Args:
         script_args: extra job arguments after ``--`` (e.g. ``-- --data data/other --output eval.json``)
-        checkpoint: checkpoint folder, or a training run's output_dir (its latest checkpoint)
+        checkpoint: checkpoint folder, or a training run's output_dir (then pick chooses its checkpoint)
         split: train, val or test
+        pick: for a run's output_dir: best (by validation) or latest
         j: NODESxPROCS_PER_NODE
         name: job name
         h: named resource of the scheduler (overrides cpu/gpu/memMB)
@@ -77,6 +84,6 @@ def evaluate(
         omp_threads: OMP_NUM_THREADS of every process
         rdzv_port: rendezvous port on the rank-0 host for multi-node jobs
     """
-    return dist.ddp("--checkpoint", checkpoint, "--split", split, *script_args, m="pipelines.evaluate",
-                    name=name, h=h, cpu=cpu, gpu=gpu, memMB=memMB, j=j, env=_env(omp_threads),
+    return dist.ddp("--checkpoint", checkpoint, "--split", split, "--pick", pick, *script_args,
+                    m="pipelines.evaluate", name=name, h=h, cpu=cpu, gpu=gpu, memMB=memMB, j=j, env=_env(omp_threads),
                     rdzv_port=rdzv_port)

@@ -21,9 +21,18 @@ class ComponentsTest(ComponentTestCase):
         assert "--nnodes 2" in command and "--nproc_per_node 1" in command
         assert role.env["OMP_NUM_THREADS"] == "3"
 
+    def test_max_retries_restarts_workers_in_place_and_through_the_scheduler(self) -> None:
+        # a restarted job reruns the same command, which resumes from the latest checkpoint (train.resume auto);
+        # a worker killed in a real job and resumed this way: tests/pipelines/test_rank_failures.py
+        (role,) = components.train(config="configs/tiny.yaml", max_retries=3).roles
+        assert role.env["PET_MAX_RESTARTS"] == "3"  # torchrun --max-restarts
+        assert role.max_retries == 3
+        (role,) = components.train(config="configs/tiny.yaml").roles
+        assert role.env["PET_MAX_RESTARTS"] == "0" and role.max_retries == 0
+
     def test_evaluate_runs_the_evaluate_module_on_a_checkpoint(self) -> None:
         app = components.evaluate("--output", "e.json", checkpoint="runs/x", split="val", j="1x2")
         (role,) = app.roles
         command = " ".join(role.args)
-        assert "-m pipelines.evaluate --checkpoint runs/x --split val --output e.json" in command
+        assert "-m pipelines.evaluate --checkpoint runs/x --split val --pick best --output e.json" in command
         assert "--nproc_per_node 2" in command
