@@ -1,7 +1,7 @@
 """Fault drill: a 2-process training job killed with SIGKILL at chosen moments resumes exactly.
 
 Launches the real job the way users do (``torchx run -s local_cwd launch/components.py:train -j 1x2``) twice
-on the same data: once undisturbed (the reference), once under fire. For each planned kill it waits for a
+on the same data, at the same time: once undisturbed (the reference), once under fire. For each planned kill it waits for a
 moment of the given kind in the job's own files, then sends SIGKILL:
 
 * moments: ``step`` (training, between checkpoints), ``checkpoint`` (a ``.tmp-step-*`` folder is being
@@ -160,22 +160,36 @@ def _kill_all(run_dir: Path, job: subprocess.Popen) -> None:
 def drill(data: Path, workdir: Path, kills: List[Kill], config: str, epochs: int, seed: int,
           timeout_s: float = 300.0) -> Dict[str, Any]:
     """Runs the reference and the drilled job in ``workdir``; returns the comparison (see the module doc)."""
-    rng = random.Random(seed)
-    started = time.perf_counter()
-    reference = workdir / "reference"
-    ref_job = launch(reference, data, config, epochs, 0, workdir / "reference.log")
-    if ref_job.wait(timeout=timeout_s) != 0:
-        raise RuntimeError(f"the reference job failed; see {workdir / 'reference.log'}")
-    reference_s = time.perf_counter() - started
+    jobs: List[tuple] = []
+    try:
+        return _drill(data, workdir, kills, config, epochs, random.Random(seed), timeout_s, jobs)
+    finally:  # leave no process behind, whatever happened
+        for run_dir, job in jobs:
+            if job.poll() is None or job_processes(run_dir):
+                _kill_all(run_dir, job)
 
+
+def _drill(data: Path, workdir: Path, kills: List[Kill], config: str, epochs: int, rng: random.Random,
+           timeout_s: float, jobs: List[tuple]) -> Dict[str, Any]:
+    started = time.perf_counter()
+    reference = workdir / "reference"  # runs at the same time as the drilled job
+    ref_job = launch(reference, data, config, epochs, 0, workdir / "reference.log")
+    jobs.append((reference, ref_job))
     run = workdir / "drill"
     log = workdir / "drill.log"
     restarts = sum(k.victim == "rank" for k in kills)
     job = launch(run, data, config, epochs, restarts, log)
+    jobs.append((run, job))
     records = []
     launched = time.time()
-    for kill in kills:
+    start = _wait(lambda: next((e for e in _events(run) if e["event"] == "start"), None), "the job's start", job,
+                  timeout_s)
+    total = start["total_steps"]
+    for i, kill in enumerate(kills):
+        # kill i comes after step ~(i + 1) / (kills + 1) of the run, so the kills spread over the epochs
+        target = total * (i + 1) // (len(kills) + 1) + rng.randint(-2, 2)
         _wait(lambda: _attempt_started_after(run, launched), "a running attempt", job, timeout_s)
+        _wait(lambda: _trace_max_step(run) >= target, f"step {target}", job, timeout_s)
         if kill.moment == "checkpoint":
             _wait(lambda: _writing_checkpoint(run), "a checkpoint write", job, timeout_s)
             time.sleep(rng.uniform(0, 0.01))
@@ -183,7 +197,7 @@ def drill(data: Path, workdir: Path, kills: List[Kill], config: str, epochs: int
             _wait(lambda: _validating(run), "a validation", job, timeout_s)
             time.sleep(rng.uniform(0, 0.05))
         else:
-            target = _trace_max_step(run) + rng.randint(2, 5)
+            target = _trace_max_step(run) + rng.randint(1, 3)
             _wait(lambda: _trace_max_step(run) >= target and not _writing_checkpoint(run)
                   and not _validating(run), f"step {target}", job, timeout_s)
             time.sleep(rng.uniform(0, 0.05))
@@ -211,10 +225,12 @@ def drill(data: Path, workdir: Path, kills: List[Kill], config: str, epochs: int
         launched = time.time()
         if kill.victim == "job":
             job = launch(run, data, config, epochs, restarts, log)
+            jobs.append((run, job))
     if job.wait(timeout=timeout_s) != 0:
         raise RuntimeError(f"the drilled job failed; see {log}")
-    return {"reference_wall_s": reference_s, "total_wall_s": time.perf_counter() - started,
-            "kills": records, **compare(reference, run, records)}
+    if ref_job.wait(timeout=timeout_s) != 0:
+        raise RuntimeError(f"the reference job failed; see {workdir / 'reference.log'}")
+    return {"total_wall_s": time.perf_counter() - started, "kills": records, **compare(reference, run, records)}
 
 
 def _trace(run: Path) -> Dict[int, Counter]:

@@ -114,7 +114,8 @@ def check_shared_folder(path: Path, env: DistEnv, field: str) -> None:
                           f"nodes it must be on a filesystem every node mounts at the same path")
 
 
-_ERROR_KEY = "dare_rec_error_rank_{}"
+# One key per rank and job attempt (a restarted worker group may see the store of the attempt before it).
+_ERROR_KEY = "dare_rec_error_attempt_{}_rank_{}"
 
 
 @contextlib.contextmanager
@@ -144,9 +145,13 @@ def errors_shared_across_ranks(env: DistEnv, clear_errors: Tuple[Type[Exception]
         raise
 
 
+def _error_key(rank: int) -> str:
+    return _ERROR_KEY.format(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"), rank)
+
+
 def _publish(store: dist.Store, env: DistEnv, error: Exception) -> None:
     try:
-        store.set(_ERROR_KEY.format(env.rank), json.dumps({"type": type(error).__name__, "message": str(error)}))
+        store.set(_error_key(env.rank), json.dumps({"type": type(error).__name__, "message": str(error)}))
     except Exception:  # the store may be gone with the rank that hosted it; the error still leaves this rank
         pass
 
@@ -155,7 +160,7 @@ def _published_error(store: dist.Store, env: DistEnv, clear_errors: Tuple[Type[E
                      wait_s: float = 5.0) -> Optional[Exception]:
     """The error another rank published (waiting up to ``wait_s`` for it), rebuilt as an exception."""
     deadline = time.monotonic() + wait_s
-    keys = [_ERROR_KEY.format(r) for r in range(env.world_size) if r != env.rank]
+    keys = [_error_key(r) for r in range(env.world_size) if r != env.rank]
     while True:
         try:
             found = [k for k in keys if store.check([k])]

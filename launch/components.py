@@ -15,8 +15,12 @@ def _env(omp_threads: int, max_retries: int = 0) -> Dict[str, str]:
     # torchrun sets OMP_NUM_THREADS=1 only when it starts several processes per node; -j Nx1 would let every
     # process use every core, so the thread count is always explicit. PET_MAX_RESTARTS is torchrun's
     # --max-restarts: it restarts the worker group in place when a worker dies (the scheduler's own retries,
-    # max_retries on the role, only cover what the scheduler sees, and local_cwd has none).
-    return {"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_retries)}
+    # max_retries on the role, only cover what the scheduler sees, and local_cwd has none). Restarted workers
+    # must not share the agent's rendezvous store: gloo's rank addresses of the dead attempt stay in it, and
+    # the new attempt then often connects to them and times out (pytorch/pytorch#135712; 2 restarts out of 3
+    # failed that way here with torch 2.13).
+    return {"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_retries),
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 def train(

@@ -26,6 +26,7 @@ class ComponentsTest(ComponentTestCase):
         # a worker killed in a real job and resumed this way: tests/pipelines/test_rank_failures.py
         (role,) = components.train(config="configs/tiny.yaml", max_retries=3).roles
         assert role.env["PET_MAX_RESTARTS"] == "3"  # torchrun --max-restarts
+        assert role.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # restarted workers can connect
         assert role.max_retries == 3
         (role,) = components.train(config="configs/tiny.yaml").roles
         assert role.env["PET_MAX_RESTARTS"] == "0" and role.max_retries == 0
