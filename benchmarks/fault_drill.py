@@ -1,8 +1,8 @@
 """Fault drill: a 2-process training job killed with SIGKILL at chosen moments resumes exactly.
 
 Launches the real job the way users do (``torchx run -s local_cwd launch/components.py:train -j 1x2``) twice
-on the same data, at the same time: once undisturbed (the reference), once under fire. For each planned kill it waits for a
-moment of the given kind in the job's own files, then sends SIGKILL:
+on the same data, at the same time: once undisturbed (the reference), once under fire. For each planned kill
+it waits for a moment of the given kind in the job's own files, then sends SIGKILL:
 
 * moments: ``step`` (training, between checkpoints), ``checkpoint`` (a ``.tmp-step-*`` folder is being
   written), ``validation`` (the ``train`` event of a validation step is logged and its ``val`` event is not);

@@ -203,6 +203,39 @@ class StepStats:
         return {"loss_sum": self.loss_sum.item(), "steps": self.window_steps}
 
 
+class BestValidation:
+    """The best validation so far by ``train.val_metric`` and the validations since (early stopping).
+
+    Both are part of every checkpoint, so a resumed run keeps choosing and stopping as an uninterrupted one.
+    """
+
+    def __init__(self, metric: str, patience: int, state: Optional[Dict[str, Any]] = None) -> None:
+        self.metric = metric
+        self.patience = patience
+        self.best: Optional[Dict[str, Any]] = state["best"] if state else None
+        self.since_best: int = state["validations_since_best"] if state else 0
+
+    def update(self, step: int, value: float) -> bool:
+        """Records a validation; returns whether it is the new best."""
+        improved = is_improvement(self.metric, value, self.best["value"] if self.best else None)
+        if improved:
+            self.best = {"step": step, "checkpoint": ckpt.checkpoint_name(step), "metric": self.metric,
+                         "value": value}
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return improved
+
+    @property
+    def stop(self) -> bool:
+        """Early stop: ``patience`` validations in a row without a better value."""
+        return bool(self.patience) and self.since_best >= self.patience
+
+    def describe(self, improved: bool) -> str:
+        best = self.best
+        return "(best)" if improved else f"(best {self.metric} {best['value']:.4f} at step {best['step']})"
+
+
 def _prepare_output(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Optional[str]:
     """Decides on rank 0 whether this run starts fresh or resumes (and cleans the folder accordingly); every
     rank returns the same decision: the checkpoint to resume from, or None."""
@@ -283,9 +316,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
                   dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
     trace = SampleTrace(out, env.rank, step if state else None) if cfg.train.trace_samples else None
 
-    metric = cfg.train.val_metric
-    best: Optional[Dict[str, Any]] = state["best"] if state else None
-    since_best = state["validations_since_best"] if state else 0
+    tracker = BestValidation(cfg.train.val_metric, cfg.train.early_stop_patience, state)
     val_metrics: Optional[Dict[str, float]] = state["val"] if state else None
     stats = StepStats(env, cfg.data.batch_size * env.world_size, rank_state["window"] if rank_state else None)
     if state:
@@ -295,14 +326,14 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     last_checkpoint_time = time.monotonic()
 
     def save(at_val: Optional[Dict[str, float]], improved: bool, finished: bool) -> Path:
-        summary = _summary(step, stats, env, best, val_metrics, stopped_early,
+        summary = _summary(step, stats, env, tracker.best, val_metrics, stopped_early,
                            str(ckpt.checkpoints_dir(out) / ckpt.checkpoint_name(step)))
         train_state = {
             "step": step, "data_position": dict(zip(("epoch", "batches"), divmod(step, steps_per_epoch))),
             "steps_per_epoch": steps_per_epoch, "total_steps": total, "world_size": env.world_size,
             "batch_size": cfg.data.batch_size, "num_items": meta.num_items, "num_categories": meta.num_categories,
-            "dataset": dataset_fingerprint(meta), "val": at_val, "best": best,
-            "validations_since_best": since_best, "finished": finished, "stopped_early": stopped_early,
+            "dataset": dataset_fingerprint(meta), "val": at_val, "best": tracker.best,
+            "validations_since_best": tracker.since_best, "finished": finished, "stopped_early": stopped_early,
             "train_time_s": stats.train_time, "samples": stats.total_samples, "summary": summary}
         own = {"rank": env.rank, "rng": ckpt.rng_states(), "window": stats.window_state()}
         started = time.perf_counter()
@@ -346,25 +377,19 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
             pipeline.detach()
             val_started = time.perf_counter()
             val_metrics = evaluate_split(model, val_reader, env, desc="validate")
-            value = require_defined(val_metrics, metric, val_reader)
-            improved = is_improvement(metric, value, best["value"] if best else None)
-            if improved:
-                best = {"step": step, "checkpoint": ckpt.checkpoint_name(step), "metric": metric, "value": value}
-                since_best = 0
-            else:
-                since_best += 1
-            stopped_early = bool(cfg.train.early_stop_patience) and since_best >= cfg.train.early_stop_patience
+            improved = tracker.update(step, require_defined(val_metrics, cfg.train.val_metric, val_reader))
+            stopped_early = tracker.stop
             finished = step == total or stopped_early
             log.write("val", step=step, epoch=(step - 1) // steps_per_epoch,
-                      val_time_s=time.perf_counter() - val_started, best=best, **val_metrics)
+                      val_time_s=time.perf_counter() - val_started, best=tracker.best, **val_metrics)
             bar.write(f"step {step}: val " + " ".join(
                 f"{k}={val_metrics[k]:.4f}" for k in ("auc", "gauc_user", "logloss", "oracle_auc") if k in val_metrics)
-                + (" (best)" if improved else f" (best {metric} {best['value']:.4f} at step {best['step']})"))
+                + " " + tracker.describe(improved))
             if improved or finished or clock_due or (bool(every) and step % every == 0):
                 latest = save(val_metrics, improved=improved, finished=finished)
                 last_checkpoint_time = time.monotonic()
             if stopped_early:
-                bar.write(f"early stop: {since_best} validations without a better {metric}")
+                bar.write(f"early stop: {tracker.since_best} validations without a better {cfg.train.val_metric}")
                 break
     finally:
         bar.close()
@@ -372,7 +397,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         if trace is not None:
             trace.close()
 
-    summary = _summary(step, stats, env, best, val_metrics, stopped_early, str(latest) if latest else None)
+    summary = _summary(step, stats, env, tracker.best, val_metrics, stopped_early, str(latest) if latest else None)
     log.write("end", **summary)
     return summary
 

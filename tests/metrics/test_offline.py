@@ -98,7 +98,8 @@ def test_non_finite_scores_are_an_error_not_a_rank(bad):
     labels = np.array([1, 0, 1, 0])
     scores = np.array([0.5, 0.1, bad, 0.2])
     for metric in (lambda: auc(labels, scores), lambda: grouped_auc(labels, scores, np.zeros(4)),
-                   lambda: logloss(labels, scores), lambda: evaluation_metrics(labels, scores, np.arange(4), np.zeros(4))):
+                   lambda: logloss(labels, scores),
+                   lambda: evaluation_metrics(labels, scores, np.arange(4), np.zeros(4))):
         with pytest.raises(ValueError, match="1 of 4 scores are not finite \\(first at index 2\\)"):
             metric()
 
