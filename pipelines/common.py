@@ -28,7 +28,7 @@ def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Distrib
     """
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device)
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, env.device)
     return shard_model(model, cfg, env.device, env.world_size, env.local_world_size)
 
 

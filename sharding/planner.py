@@ -26,6 +26,13 @@ _CUDA_ONLY_KERNELS = ("fused_uvm", "fused_uvm_caching")
 _BYTES = {"fp32": 4, "fp16": 2}
 
 
+def optimizer_state_bytes(optimizer: str, rows: int, cols: int) -> int:
+    """fp32 optimizer state of a table shard: row-wise Adagrad keeps one value per row, Adagrad one per
+    weight, Adam two per weight, partial row-wise Adam one per weight plus one per row, SGD none."""
+    per_row = {"rowwise_adagrad": 1, "adagrad": cols, "sgd": 0, "adam": 2 * cols, "rowwise_adam": cols + 1}
+    return rows * per_row[optimizer] * 4
+
+
 def sharders() -> List[ModuleSharder[nn.Module]]:
     """Sharders for the model's EmbeddingCollections. The fused optimizer comes from the parameters'
     in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``), so no fused_params are needed."""
@@ -34,11 +41,11 @@ def sharders() -> List[ModuleSharder[nn.Module]]:
 
 def check_sharding_config(cfg: Config, compute_device: str) -> None:
     """Rejects table names the variant does not have and kernels the device cannot run (ConfigError)."""
-    names = table_names(cfg.model.variant)
+    names = table_names(cfg.model)
     for name in cfg.sharding.tables:
         if name not in names:
-            raise ConfigError(f"sharding.tables.{name}: variant {cfg.model.variant!r} has no table {name!r}; "
-                              f"its tables are {names}")
+            raise ConfigError(f"sharding.tables.{name}: the model ({cfg.model.variant!r}, layout "
+                              f"{cfg.model.spec().layout!r}) has no table {name!r}; its tables are {names}")
     for name in names:
         kernel = cfg.sharding.for_table(name).compute_kernel
         if kernel in _CUDA_ONLY_KERNELS and compute_device != "cuda":
@@ -50,7 +57,7 @@ def check_sharding_config(cfg: Config, compute_device: str) -> None:
 def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
     """One ParameterConstraints per table from ``cfg.sharding`` (default + per-table overrides)."""
     out = {}
-    for name in table_names(cfg.model.variant):
+    for name in table_names(cfg.model):
         table = cfg.sharding.for_table(name)
         out[name] = ParameterConstraints(
             sharding_types=[table.sharding_type] if table.sharding_type else None,
@@ -125,7 +132,7 @@ def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
                 n_rows, n_cols = shard.shard_sizes
                 row_offset, col_offset = shard.shard_offsets
                 rank = shard.placement.rank()
-                opt_bytes = n_rows * 4  # row-wise Adagrad: one fp32 accumulator per row
+                opt_bytes = optimizer_state_bytes(cfg.train.sparse_optimizer, n_rows, n_cols)
                 rows.append(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, row_offset,
                                      col_offset, n_rows, n_cols, n_rows * n_cols * dtype_bytes, opt_bytes))
     return rows

@@ -1,16 +1,31 @@
-"""Embedding tables of the model: TorchRec EmbeddingCollections (sharded) plus small position tables.
+"""Embedding tables of the model: TorchRec EmbeddingCollections (sharded), small position tables, projections.
 
-A variant decides which *table sets* exist. DARE has two sets, attention (dim ``d_att``) and representation
-(dim ``d_rep``); TWIN has one set used for both roles. One EmbeddingCollection requires one embedding dim,
-so every set is its own EmbeddingCollection. In every set each table is shared by the history feature and
-the target feature (``item_<set>`` serves ``hist_item`` and ``target_item``).
+The spec's ``layout`` decides which *table sets* exist (dare_rec/modules/variants.py) and which set serves
+each (role, side) pair, role = attention (``att``) or representation (``rep``), side = history behaviors
+(``hist``) or the target (``target``):
+
+==========  ====================================================  =============================
+layout      sets (each: one item table, one category table)       set of (role, side)
+==========  ====================================================  =============================
+shared      ``shared`` (d_rep)                                     always ``shared``
+decoupled   ``att`` (d_att), ``rep`` (d_rep)                       ``role``
+four        ``att_hist``, ``att_target`` (d_att), ``rep_hist``,    ``role_side``
+            ``rep_target`` (d_rep)
+==========  ====================================================  =============================
+
+A set that serves both sides has each table shared by the history feature and the target feature
+(``item_att`` serves ``hist_item`` and ``target_item``). One EmbeddingCollection requires one embedding dim,
+so the sets of each role live in one collection per role (``shared`` in one). Every set also has a dense
+position table (row p = p behaviors before the target; row 0 = the target), replicated, not sharded (a
+target-only set of the ``four`` layout reads only its row 0).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple
+from functools import partial
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -23,50 +38,77 @@ from dare_rec.data import schema as S
 
 ATTENTION = "att"
 REPRESENTATION = "rep"
+HIST = "hist"
+TARGET = "target"
+ROLES = (ATTENTION, REPRESENTATION)
+SIDES = (HIST, TARGET)
 
-
-@dataclass(frozen=True)
-class VariantLayout:
-    """Which table set serves each role. Two names: decoupled (DARE); one name: shared (TWIN)."""
-
-    attention_set: str
-    representation_set: str
-
-    @property
-    def sets(self) -> List[str]:
-        return list(dict.fromkeys([self.attention_set, self.representation_set]))
-
-
-VARIANT_LAYOUTS: Dict[str, VariantLayout] = {
-    "dare": VariantLayout(attention_set="att", representation_set="rep"),
-    "twin": VariantLayout(attention_set="shared", representation_set="shared"),
+# field -> its feature on each side
+_FIELDS: Dict[str, Dict[str, str]] = {
+    "item": {HIST: S.HIST_ITEM, TARGET: S.TARGET_ITEM},
+    "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE},
 }
-
-# (table prefix, history feature, target feature)
-_FEATURES = (("item", S.HIST_ITEM, S.TARGET_ITEM), ("cate", S.HIST_CATE, S.TARGET_CATE))
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
 
-def table_names(variant: str) -> List[str]:
-    """Embedding table names of a variant, e.g. ``['item_att', 'cate_att', 'item_rep', 'cate_rep']``."""
-    return [f"{prefix}_{s}" for s in VARIANT_LAYOUTS[variant].sets for prefix, _, _ in _FEATURES]
+@dataclass(frozen=True)
+class TableSet:
+    """One item and one category table (``item_<name>``, ``cate_<name>``) plus a position table.
+
+    Attributes:
+        name: set name (table-name suffix).
+        collection: the EmbeddingCollection holding its tables.
+        dim: embedding dim of its tables.
+        position_dim: dim of its position table.
+        sides: the sides it serves (its tables' features).
+    """
+
+    name: str
+    collection: str
+    dim: int
+    position_dim: int
+    sides: Tuple[str, ...]
 
 
-def set_dim(model: ModelConfig, set_name: str) -> int:
-    layout = VARIANT_LAYOUTS[model.variant]
-    return model.d_att if set_name == layout.attention_set and set_name != layout.representation_set \
-        else model.d_rep
+def table_sets(model: ModelConfig) -> List[TableSet]:
+    """The table sets of ``model``'s layout (see the module docstring)."""
+    layout = model.spec().layout
+    att = dict(dim=model.attention_dim, position_dim=model.attention_position_dim)
+    rep = dict(dim=model.d_rep, position_dim=model.d_pos)
+    if layout == "shared":
+        return [TableSet("shared", "shared", sides=SIDES, **rep)]
+    if layout == "decoupled":
+        return [TableSet(ATTENTION, ATTENTION, sides=SIDES, **att), TableSet(REPRESENTATION, REPRESENTATION,
+                                                                              sides=SIDES, **rep)]
+    return [TableSet(f"{role}_{side}", role, sides=(side,), **(att if role == ATTENTION else rep))
+            for role in ROLES for side in SIDES]
+
+
+def set_name(layout: str, role: str, side: str) -> str:
+    """The set that serves ``role`` on ``side`` in ``layout``."""
+    if layout == "shared":
+        return "shared"
+    return role if layout == "decoupled" else f"{role}_{side}"
+
+
+def table_names(model: ModelConfig) -> List[str]:
+    """Sharded table names of ``model``, e.g. ``['item_att', 'cate_att', 'item_rep', 'cate_rep']``."""
+    return [f"{field}_{s.name}" for s in table_sets(model) for field in _FIELDS]
 
 
 class SequenceEmbeddings(NamedTuple):
-    """Looked-up vectors of a batch (B samples, L = total history behaviors).
+    """Role vectors of a batch (B samples, L = total history behaviors, P = max_len + 1 positions).
 
     Attributes:
-        att_hist: ``[L, 2 * d_att]`` [item; cate] attention vectors of every behavior.
-        att_target: ``[B, 2 * d_att]`` attention vectors of the targets.
-        rep_hist: ``[L, 2 * d_rep]`` [item; cate] representation vectors of every behavior.
-        rep_target: ``[B, 2 * d_rep]`` representation vectors of the targets.
+        att_hist: ``[L, 2 * d_a]`` [item; cate] attention vectors of every behavior (keys).
+        att_target: ``[B, 2 * d_a]`` attention vectors of the targets (queries).
+        rep_hist: ``[L, 2 * d_r]`` [item; cate] representation vectors of every behavior (values).
+        rep_target: ``[B, 2 * d_r]`` representation vectors of the targets.
         offsets: ``[B + 1]`` int64 row offsets of the history.
+        att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions).
+        att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
+        rep_positions: ``[P, d_p]`` representation position vectors.
+        rep_target_position: ``[d_p]``.
     """
 
     att_hist: torch.Tensor
@@ -74,19 +116,32 @@ class SequenceEmbeddings(NamedTuple):
     rep_hist: torch.Tensor
     rep_target: torch.Tensor
     offsets: torch.Tensor
+    att_positions: Optional[torch.Tensor]
+    att_target_position: Optional[torch.Tensor]
+    rep_positions: Optional[torch.Tensor]
+    rep_target_position: Optional[torch.Tensor]
+
+
+class FieldProjections(nn.Module):
+    """Square linear maps without bias, one per field (item, category, position), for one (role, side)."""
+
+    def __init__(self, dim: int, position_dim: Optional[int], device: torch.device) -> None:
+        super().__init__()
+        self.fields = nn.ModuleDict({f: nn.Linear(dim, dim, bias=False, device=device) for f in _FIELDS})
+        self.position = nn.Linear(position_dim, position_dim, bias=False, device=device) if position_dim else None
 
 
 class SparseArch(nn.Module):
-    """Looks up every table set; also owns the position tables of each role.
+    """Looks up every table set and turns the lookups into the role vectors of :class:`SequenceEmbeddings`.
 
     Args:
-        model: variant and dims.
+        model: spec and dims.
         sharding: per-table storage data type (fp32/fp16).
         num_items, num_categories: vocabulary sizes including padding id 0.
-        max_len: longest history (N); position tables have ``max_len + 1`` rows (0 = the target).
+        max_len: longest history (N); history-side position tables have ``max_len + 1`` rows.
         embedding_device: device of the EmbeddingCollections ("meta" when DistributedModelParallel
             materialises them sharded).
-        dense_device: device of the position tables.
+        dense_device: device of the position tables and projections.
     """
 
     def __init__(
@@ -100,40 +155,74 @@ class SparseArch(nn.Module):
         dense_device: torch.device,
     ) -> None:
         super().__init__()
-        self.layout = VARIANT_LAYOUTS[model.variant]
+        spec = model.spec()
+        self.layout = spec.layout
+        self.sets = {s.name: s for s in table_sets(model)}
         vocab = {"item": num_items, "cate": num_categories}
-        self.collections = nn.ModuleDict()
-        for set_name in self.layout.sets:
-            dim = set_dim(model, set_name)
-            tables = [
+        init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
+        tables: Dict[str, List[EmbeddingConfig]] = {}
+        for s in self.sets.values():
+            tables.setdefault(s.collection, []).extend(
                 EmbeddingConfig(
-                    name=f"{prefix}_{set_name}",
-                    num_embeddings=vocab[prefix],
-                    embedding_dim=dim,
-                    feature_names=[hist, target],
-                    data_type=_DATA_TYPES[sharding.for_table(f"{prefix}_{set_name}").data_type],
+                    name=f"{field}_{s.name}",
+                    num_embeddings=vocab[field],
+                    embedding_dim=s.dim,
+                    feature_names=[features[side] for side in s.sides],
+                    data_type=_DATA_TYPES[sharding.for_table(f"{field}_{s.name}").data_type],
+                    init_fn=init_fn,
                 )
-                for prefix, hist, target in _FEATURES
-            ]
-            self.collections[set_name] = EmbeddingCollection(tables=tables, device=embedding_device)
-        self.positions = nn.ModuleDict({
-            set_name: PositionTable(max_len + 1, model.d_pos, dense_device) for set_name in self.layout.sets
+                for field, features in _FIELDS.items()
+            )
+        self.collections = nn.ModuleDict({
+            name: EmbeddingCollection(tables=configs, device=embedding_device) for name, configs in tables.items()
         })
-
-    def position_table(self, role: str) -> "PositionTable":
-        return self.positions[self.layout.attention_set if role == ATTENTION else self.layout.representation_set]
+        self.positions = nn.ModuleDict({
+            s.name: PositionTable(max_len + 1, s.position_dim, dense_device)
+            for s in self.sets.values()
+        }) if spec.positions else None
+        self.projections = nn.ModuleDict({
+            f"{role}_{side}": FieldProjections(
+                self.sets[set_name(self.layout, role, side)].dim,
+                self.sets[set_name(self.layout, role, side)].position_dim if spec.positions else None,
+                dense_device)
+            for role in ROLES for side in SIDES
+        }) if spec.projection == "linear" else None
 
     def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
         looked_up = {name: ec(features) for name, ec in self.collections.items()}
-        att = looked_up[self.layout.attention_set]
-        rep = looked_up[self.layout.representation_set]
-        hist = att[S.HIST_ITEM]
+        # Without projections a set that serves two roles gives both the same vectors: build them once.
+        built: Dict[Tuple[str, str], torch.Tensor] = {}
+
+        def vectors(role: str, side: str) -> torch.Tensor:
+            s = self.sets[set_name(self.layout, role, side)]
+            key = (f"{role}_{side}" if self.projections is not None else s.name, side)
+            if key not in built:
+                parts = [looked_up[s.collection][by_side[side]].values() for by_side in _FIELDS.values()]
+                if self.projections is not None:
+                    maps = self.projections[f"{role}_{side}"].fields
+                    parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
+                built[key] = torch.cat(parts, dim=1)
+            return built[key]
+
+        def positions(role: str, side: str) -> Optional[torch.Tensor]:
+            if self.positions is None:
+                return None
+            table = self.positions[set_name(self.layout, role, side)].weight
+            if self.projections is not None:
+                table = self.projections[f"{role}_{side}"].position(table)
+            return table if side == HIST else table[0]
+
+        any_collection = looked_up[next(iter(self.collections))]
         return SequenceEmbeddings(
-            att_hist=torch.cat([att[S.HIST_ITEM].values(), att[S.HIST_CATE].values()], dim=1),
-            att_target=torch.cat([att[S.TARGET_ITEM].values(), att[S.TARGET_CATE].values()], dim=1),
-            rep_hist=torch.cat([rep[S.HIST_ITEM].values(), rep[S.HIST_CATE].values()], dim=1),
-            rep_target=torch.cat([rep[S.TARGET_ITEM].values(), rep[S.TARGET_CATE].values()], dim=1),
-            offsets=hist.offsets().long(),
+            att_hist=vectors(ATTENTION, HIST),
+            att_target=vectors(ATTENTION, TARGET),
+            rep_hist=vectors(REPRESENTATION, HIST),
+            rep_target=vectors(REPRESENTATION, TARGET),
+            offsets=any_collection[S.HIST_ITEM].offsets().long(),
+            att_positions=positions(ATTENTION, HIST),
+            att_target_position=positions(ATTENTION, TARGET),
+            rep_positions=positions(REPRESENTATION, HIST),
+            rep_target_position=positions(REPRESENTATION, TARGET),
         )
 
 
@@ -149,7 +238,8 @@ class PositionTable(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = math.sqrt(1.0 / self.weight.size(0))  # the same rule TorchRec uses for its tables
+        # The same rule TorchRec uses for its tables (the reference code's N(0, 0.01) comes from init_std).
+        bound = math.sqrt(1.0 / self.weight.size(0))
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ META = torch.device("meta")
 def plan_for(*overrides, world_size=2, num_items=501, num_categories=21, device="cpu"):
     cfg = tiny_config(*overrides)
     model = build_model(cfg, num_items, num_categories, META, META)
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, torch.device(device))
     return build_plan(model, cfg, world_size, world_size, device), cfg
 
 
@@ -52,13 +52,30 @@ def test_explanation_lists_tables_and_per_rank_memory():
     assert weights == 501 * 8 * 4 + 21 * 8 * 4 + 501 * 16 * 2 + 21 * 16 * 4
 
 
-def test_twin_plan_has_one_table_set():
-    plan, _ = plan_for("--model.variant", "twin", "--model.d_att", "16")
-    assert set(sharding_types(plan)) == {"item_shared", "cate_shared"}
+@pytest.mark.parametrize("variant,tables", [
+    ("twin", {"item_shared", "cate_shared"}),
+    ("twin_4e", {f"{field}_{role}_{side}" for field in ("item", "cate") for role in ("att", "rep")
+                 for side in ("hist", "target")}),
+])
+def test_plan_follows_the_layout_tables(variant, tables):
+    plan, _ = plan_for("--model.variant", variant)
+    assert set(sharding_types(plan)) == tables
+
+
+@pytest.mark.parametrize("optimizer,per_row", [("rowwise_adagrad", 1), ("adagrad", 16), ("sgd", 0)])
+def test_explanation_counts_the_sparse_optimizer_state(optimizer, per_row):
+    plan, cfg = plan_for("--sharding.default.sharding_type", "table_wise", "--train.sparse_optimizer", optimizer)
+    item_rep = next(r for r in plan_rows(plan, cfg) if r.table == "item_rep")
+    assert item_rep.optimizer_bytes == 501 * per_row * 4
+
+
+def test_adam_for_the_tables_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match=r"^train.sparse_optimizer: 'adam' needs a CUDA device"):
+        plan_for("--train.sparse_optimizer", "adam")
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: variant 'dare' has no"),
+    (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: the model \('dare'"),
     (["--sharding.default.compute_kernel", "fused_uvm_caching"], r"^sharding.default.compute_kernel: .*needs a CUDA"),
     (["--sharding.memory_per_rank_mb", "0.001"], r"^sharding: no sharding plan satisfies .*world size 2"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
+from dare_rec.ops.pytorch.pt_jagged_topk import pt_jagged_topk
 
 
 def pt_gsu_topk(
@@ -25,8 +26,4 @@ def pt_gsu_topk(
     rows, slots, lengths = pt_jagged_layout(offsets)
     positions = lengths[rows] - slots
     jagged_scores = (keys * query[rows]).sum(-1) * scale + position_bias[positions]
-    scores = jagged_scores.new_full((query.size(0), max_len), mask_value)
-    scores = scores.index_put((rows, slots), jagged_scores)
-    top_indices = scores.topk(min(k, max_len), dim=1).indices
-    top_mask = top_indices < lengths.unsqueeze(1)
-    return scores, top_indices, top_mask
+    return pt_jagged_topk(jagged_scores, offsets, k, max_len, mask_value)
