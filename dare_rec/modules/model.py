@@ -13,7 +13,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dare_rec.config import Config, ModelConfig, ShardingConfig
 from dare_rec.data import schema as S
 from dare_rec.data.batch import Batch
-from dare_rec.modules.embeddings import SparseArch
+from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
 from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, target_vector
 from dare_rec.ops import Kernel
@@ -92,7 +92,11 @@ class DareModel(nn.Module):
         TorchRec's train pipeline fx-traces this method (submodules without sharded tables are leaves), so
         it must stay free of data-dependent Python; such code belongs inside a submodule.
         """
-        emb = self.sparse_arch(features)
+        return self.dense_forward(self.sparse_arch(features), features)
+
+    def dense_forward(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> ModelOutput:
+        """Everything after the table lookups: search, aggregation, heads. Separate from :meth:`forward` so
+        analyses can feed role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             gsu = self.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
             target = target_vector(emb)
