@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from dare_rec.config import ModelConfig, ShardingConfig
 from dare_rec.data import schema as S
@@ -102,8 +102,9 @@ class SequenceEmbeddings(NamedTuple):
     Attributes:
         att_hist: ``[L, 2 * d_a]`` [item; cate] attention vectors of every behavior (keys).
         att_target: ``[B, 2 * d_a]`` attention vectors of the targets (queries).
-        rep_hist: ``[L, 2 * d_r]`` [item; cate] representation vectors of every behavior (values).
-        rep_target: ``[B, 2 * d_r]`` representation vectors of the targets.
+        rep_hist: ``[L, 2 * d_r]`` [item; cate] representation vectors of every behavior (values); None when
+            only the selected behaviors are looked up (:meth:`SparseArch.lookup_selected`).
+        rep_target: ``[B, 2 * d_r]`` representation vectors of the targets (None likewise).
         offsets: ``[B + 1]`` int64 row offsets of the history.
         att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions).
         att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
@@ -113,8 +114,8 @@ class SequenceEmbeddings(NamedTuple):
 
     att_hist: torch.Tensor
     att_target: torch.Tensor
-    rep_hist: torch.Tensor
-    rep_target: torch.Tensor
+    rep_hist: Optional[torch.Tensor]
+    rep_target: Optional[torch.Tensor]
     offsets: torch.Tensor
     att_positions: Optional[torch.Tensor]
     att_target_position: Optional[torch.Tensor]
@@ -188,42 +189,102 @@ class SparseArch(nn.Module):
             for role in ROLES for side in SIDES
         }) if spec.projection == "linear" else None
 
-    def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
-        looked_up = {name: ec(features) for name, ec in self.collections.items()}
+    @property
+    def selects_representation_lookups(self) -> bool:
+        """Whether representation vectors can be looked up for the selected behaviors only: true when
+        representation has tables of its own (a shared layout looks every behavior up for attention anyway)."""
+        return self.layout != "shared"
+
+    def forward(self, features: KeyedJaggedTensor, representation: bool = True) -> SequenceEmbeddings:
+        """Looks up the batch. With ``representation=False`` (only when
+        :attr:`selects_representation_lookups`) only the attention tables are read: ``rep_hist`` and
+        ``rep_target`` are None and come later from :meth:`lookup_selected`, after the search."""
+        names = self.collections if representation else [ATTENTION]
+        looked_up = {name: self.collections[name](features) for name in names}
         # Without projections a set that serves two roles gives both the same vectors: build them once.
         built: Dict[Tuple[str, str], torch.Tensor] = {}
 
-        def vectors(role: str, side: str) -> torch.Tensor:
+        def vectors(role: str, side: str) -> Optional[torch.Tensor]:
             s = self.sets[set_name(self.layout, role, side)]
+            if s.collection not in looked_up:
+                return None
             key = (f"{role}_{side}" if self.projections is not None else s.name, side)
             if key not in built:
-                parts = [looked_up[s.collection][by_side[side]].values() for by_side in _FIELDS.values()]
-                if self.projections is not None:
-                    maps = self.projections[f"{role}_{side}"].fields
-                    parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
-                built[key] = torch.cat(parts, dim=1)
+                built[key] = self._role_vectors(looked_up[s.collection], role, side)
             return built[key]
 
-        def positions(role: str, side: str) -> Optional[torch.Tensor]:
-            if self.positions is None:
-                return None
-            table = self.positions[set_name(self.layout, role, side)].weight
-            if self.projections is not None:
-                table = self.projections[f"{role}_{side}"].position(table)
-            return table if side == HIST else table[0]
-
-        any_collection = looked_up[next(iter(self.collections))]
+        any_collection = looked_up[next(iter(looked_up))]
         return SequenceEmbeddings(
             att_hist=vectors(ATTENTION, HIST),
             att_target=vectors(ATTENTION, TARGET),
             rep_hist=vectors(REPRESENTATION, HIST),
             rep_target=vectors(REPRESENTATION, TARGET),
             offsets=any_collection[S.HIST_ITEM].offsets().long(),
-            att_positions=positions(ATTENTION, HIST),
-            att_target_position=positions(ATTENTION, TARGET),
-            rep_positions=positions(REPRESENTATION, HIST),
-            rep_target_position=positions(REPRESENTATION, TARGET),
+            att_positions=self._positions(ATTENTION, HIST),
+            att_target_position=self._positions(ATTENTION, TARGET),
+            rep_positions=self._positions(REPRESENTATION, HIST),
+            rep_target_position=self._positions(REPRESENTATION, TARGET),
         )
+
+    def lookup_selected(self, features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                        top_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Representation vectors of the selected behaviors and of the targets, from one lookup of
+        ``B * K'`` + ``B`` rows instead of ``L`` + ``B`` (the ESU reads only the selected behaviors).
+
+        Args:
+            features: the batch KJT; offsets ``[B + 1]`` of its histories.
+            top_indices, top_mask: ``[B, K']`` the search's selection (slots within each history).
+
+        Returns:
+            selected ``[B, K', 2 * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, 2 * d_rep]``.
+        """
+        collection = self.sets[set_name(self.layout, REPRESENTATION, HIST)].collection
+        looked_up = self.collections[collection](selected_features(features, offsets, top_indices, top_mask))
+        selected = self._role_vectors(looked_up, REPRESENTATION, HIST)
+        return pad_selected(selected, top_mask), self._role_vectors(looked_up, REPRESENTATION, TARGET)
+
+    def _role_vectors(self, looked_up: Dict[str, JaggedTensor], role: str, side: str) -> torch.Tensor:
+        """``[item; cate]`` vectors of ``role`` on ``side`` from one collection's lookup (projected when the
+        spec has projections)."""
+        parts = [looked_up[by_side[side]].values() for by_side in _FIELDS.values()]
+        if self.projections is not None:
+            maps = self.projections[f"{role}_{side}"].fields
+            parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
+        return torch.cat(parts, dim=1)
+
+    def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
+        """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``."""
+        if self.positions is None:
+            return None
+        table = self.positions[set_name(self.layout, role, side)].weight
+        if self.projections is not None:
+            table = self.projections[f"{role}_{side}"].position(table)
+        return table if side == HIST else table[0]
+
+
+@torch.fx.wrap
+def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                      top_mask: torch.Tensor) -> KeyedJaggedTensor:
+    """The batch KJT reduced to the selected behaviors: histories of ``top_mask.sum(1)`` ids (in selection
+    order), targets unchanged. Data-dependent shapes, so fx-wrapped (TorchRec's train pipeline traces the
+    model; the module reading this KJT then runs without input-distribution overlap)."""
+    flat = (offsets[:-1].unsqueeze(1) + top_indices)[top_mask]
+    lengths = top_mask.sum(1).to(torch.int32)
+    ones = torch.ones_like(lengths)
+    return KeyedJaggedTensor(
+        keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
+        values=torch.cat([features[S.HIST_ITEM].values()[flat], features[S.HIST_CATE].values()[flat],
+                          features[S.TARGET_ITEM].values(), features[S.TARGET_CATE].values()]),
+        lengths=torch.cat([lengths, lengths, ones, ones]),
+    )
+
+
+@torch.fx.wrap
+def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
+    """``[S, D]`` vectors of the selected behaviors (row-major over ``top_mask``) -> ``[B, K', D]``, zeros
+    where nothing was selected."""
+    out = values.new_zeros(top_mask.shape + values.shape[1:])
+    return out.index_put((top_mask,), values)
 
 
 class PositionTable(nn.Module):

@@ -92,15 +92,25 @@ class DareModel(nn.Module):
         TorchRec's train pipeline fx-traces this method (submodules without sharded tables are leaves), so
         it must stay free of data-dependent Python; such code belongs inside a submodule.
         """
-        return self.dense_forward(self.sparse_arch(features), features)
+        # Representation vectors of every behavior are needed only by the aux head, in training; otherwise
+        # (evaluation, serving, aux-free training) only the K selected ones are looked up, after the search.
+        every_behavior = self.aux_over_arch is not None and self.training
+        representation = every_behavior or not self.sparse_arch.selects_representation_lookups
+        return self.dense_forward(self.sparse_arch(features, representation=representation), features)
 
     def dense_forward(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> ModelOutput:
-        """Everything after the table lookups: search, aggregation, heads. Separate from :meth:`forward` so
-        analyses can feed role vectors of their own (e.g. detached copies to split the gradient paths)."""
+        """Everything after the table lookups: search, aggregation, heads (and the lookup of the selected
+        behaviors' representations when ``emb`` has none). Separate from :meth:`forward` so analyses can feed
+        role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             gsu = self.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
+            selected = None
+            if emb.rep_hist is None:
+                selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets, gsu.top_indices,
+                                                                        gsu.top_mask)
+                emb = emb._replace(rep_target=rep_target)
             target = target_vector(emb)
-            h = self.esu(gsu, emb)
+            h = self.esu(gsu, emb, selected)
             logits = self.over_arch(self.interaction(target, h)).float()
             aux_logits = None
             if self.aux_over_arch is not None and self.training:

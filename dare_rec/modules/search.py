@@ -7,6 +7,7 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -120,17 +121,22 @@ class ExactSearchUnit(nn.Module):
         super().__init__()
         self.kernel = kernel
 
-    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings) -> torch.Tensor:
+    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``).
-            emb: role vectors (``rep_hist [L, 2 * d_rep]`` and the representation position vectors are read).
+            emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
+                ``selected`` is not given).
+            selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
+                looked up on their own; else they are gathered from ``emb.rep_hist``.
 
         Returns:
             h ``[B, 2 * d_rep (+ d_pos)]``.
         """
         weights = masked_softmax(gsu.scores.gather(1, gsu.top_indices), gsu.top_mask)
-        selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
+        if selected is None:
+            selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
         h = (weights.unsqueeze(-1) * selected).sum(1)
         if emb.rep_positions is None:
             return h

@@ -80,8 +80,15 @@ def _parity(rank, world_size, data_root, variant, sharding_type, sparse_optimize
         for key, r, c, block in local_shards(dmp.state_dict()):
             block.copy_(full_block(ref_state[key], r, c, block))
 
-    # forward: this rank's logits equal the reference's logits of the same samples
+    # eval forward (decoupled layouts look up representations of the selected behaviors only, through a
+    # KJT built in forward) and training forward: this rank's logits equal the reference's on its samples
     mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+    dmp.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dmp(local)[1][1], reference(whole)[1][1][mine], atol=1e-5, rtol=1e-5)
+    dmp.train()
+    reference.train()
     loss, (_, logits, _) = dmp(local)
     ref_loss, (_, ref_logits, _) = reference(whole)
     torch.testing.assert_close(logits, ref_logits[mine], atol=1e-5, rtol=1e-5)

@@ -196,3 +196,31 @@ def test_bf16_autocast_keeps_float32_logits_close_to_fp32(tiny_data, variant):
     a, b = fp32.model(batch.sparse_features).logits, bf16.model(batch.sparse_features).logits
     assert b.dtype == torch.float32
     torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("variant", ["dare", "twin_4e"])
+def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, variant):
+    """Evaluation and aux-free training look representation vectors up for the K selected behaviors only;
+    logits, loss and every gradient are those of the full lookup."""
+    batch = first_batch(tiny_data)
+    features = batch.sparse_features
+    for overrides, training in ((("--model.aux_loss", "true"), False), (("--model.aux_loss", "false"), True)):
+        train, _ = model_for("--model.variant", variant, *overrides)
+        model = train.model
+        model.train(training)
+        assert model.sparse_arch.selects_representation_lookups
+        seen = {}
+        model.sparse_arch.register_forward_hook(lambda m, i, o: seen.update(emb=o))
+        selected_only = model(features).logits
+        assert seen["emb"].rep_hist is None  # the forward really took the selected-only path
+        grads = {}
+        selected_only.sum().backward()
+        grads["selected"] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        full = model.dense_forward(model.sparse_arch(features, representation=True), features).logits
+        full.sum().backward()
+        torch.testing.assert_close(selected_only, full)
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(grads["selected"][name], p.grad, msg=name)
+        assert set(grads["selected"]) == {n for n, p in model.named_parameters() if p.grad is not None}
