@@ -111,11 +111,11 @@ class DareModel(nn.Module):
                 emb = emb._replace(rep_target=rep_target)
             target = target_vector(emb)
             h = self.esu(gsu, emb, selected)
-            logits = self.over_arch(self.interaction(target, h)).float()
+            logits = self.over_arch(self.interaction(target, h))
             aux_logits = None
             if self.aux_over_arch is not None and self.training:
                 h_all = self.full_sequence_attention(gsu.scores, emb)
-                aux_logits = self.aux_over_arch(self.interaction(target, h_all)).float()
+                aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
 
 

@@ -91,7 +91,7 @@ def test_empty_history_gives_zero_aggregation():
 
 def test_over_arch_by_hand():
     arch = OverArch(in_features=2, hidden=[2], batch_norm=False, device=CPU)
-    first, prelu, last = arch.mlp
+    (first, prelu), last = arch.mlp, arch.final
     with torch.no_grad():
         first.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
         first.bias.zero_()
