@@ -31,6 +31,9 @@ TABLE_DATA_TYPES = ("fp32", "fp16")
 # first three; Adam and partial row-wise Adam (one second-moment value per row) are CUDA-only there.
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam")
 CUDA_ONLY_SPARSE_OPTIMIZERS = ("adam", "rowwise_adam")
+# TorchRec train pipelines: sparse_dist overlaps the next batch's input distribution with the step; prefetch
+# (CUDA only, for fused_uvm_caching tables) also prefetches the next batch's cache rows on a side stream.
+TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 
 
 class ConfigError(ValueError):
@@ -223,6 +226,8 @@ class TableConfig:
     data_type: str = "fp32"
     # Column-wise shards are at least this wide (TorchRec's min_partition; null: the planner's default).
     min_partition: Optional[int] = None
+    # fused_uvm_caching: share of the table's rows cached in GPU memory (null: TorchRec's default, 0.2).
+    cache_load_factor: Optional[float] = None
 
 
 @dataclass
@@ -256,6 +261,8 @@ class TrainConfig:
     dense_l2: float = 0.0
     # bf16 autocast around the dense part (GSU scoring, ESU, MLP); tables keep their own data_type.
     bf16: bool = False
+    # TRAIN_PIPELINES: sparse_dist, or prefetch (CUDA, fused_uvm_caching tables with cache prefetch).
+    pipeline: str = "sparse_dist"
     # Validate every this many steps (0: only at the end of each epoch).
     val_every: int = 0
     log_every: int = 50
@@ -342,6 +349,10 @@ class Config:
                      f"unknown data type {table.data_type!r}; choose one of {TABLE_DATA_TYPES}")
             _require(table.min_partition is None or table.min_partition > 0, f"{key}.min_partition",
                      f"must be > 0 or null, got {table.min_partition}")
+            _require(table.cache_load_factor is None or 0 < table.cache_load_factor <= 1,
+                     f"{key}.cache_load_factor", f"must be in (0, 1] or null, got {table.cache_load_factor}")
+        _require(t.pipeline in TRAIN_PIPELINES, "train.pipeline",
+                 f"unknown pipeline {t.pipeline!r}; choose one of {TRAIN_PIPELINES}")
         _validate_logs(self.logs)
         return self
 

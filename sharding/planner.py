@@ -16,7 +16,8 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import ModuleSharder, ShardingPlan
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import CacheAlgorithm
+from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
 from dare_rec.config import Config, ConfigError
 from dare_rec.modules.embeddings import table_names
@@ -48,10 +49,16 @@ def check_sharding_config(cfg: Config, compute_device: str) -> None:
                               f"{cfg.model.spec().layout!r}) has no table {name!r}; its tables are {names}")
     for name in names:
         kernel = cfg.sharding.for_table(name).compute_kernel
+        key = f"sharding.tables.{name}" if name in cfg.sharding.tables else "sharding.default"
         if kernel in _CUDA_ONLY_KERNELS and compute_device != "cuda":
-            key = f"sharding.tables.{name}" if name in cfg.sharding.tables else "sharding.default"
             raise ConfigError(f"{key}.compute_kernel: {kernel!r} needs a CUDA device; this run is on "
                               f"{compute_device} (use 'fused')")
+        if cfg.train.pipeline == "prefetch" and kernel != "fused_uvm_caching":
+            raise ConfigError(f"{key}.compute_kernel: train.pipeline 'prefetch' prefetches cache rows and needs "
+                              f"'fused_uvm_caching' tables; {name} uses {kernel!r}")
+    if cfg.train.pipeline == "prefetch" and compute_device != "cuda":
+        raise ConfigError(f"train.pipeline: 'prefetch' needs a CUDA device (its prefetch runs on a CUDA "
+                          f"stream); this run is on {compute_device} (use 'sparse_dist')")
 
 
 def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
@@ -59,10 +66,16 @@ def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
     out = {}
     for name in table_names(cfg.model):
         table = cfg.sharding.for_table(name)
+        cache = None
+        if table.compute_kernel == "fused_uvm_caching":
+            # LRU is the one cache algorithm FBGEMM supports with pipelined prefetch.
+            cache = CacheParams(algorithm=CacheAlgorithm.LRU, load_factor=table.cache_load_factor,
+                                prefetch_pipeline=cfg.train.pipeline == "prefetch")
         out[name] = ParameterConstraints(
             sharding_types=[table.sharding_type] if table.sharding_type else None,
             compute_kernels=[table.compute_kernel],
             min_partition=table.min_partition,
+            cache_params=cache,
         )
     return out
 

@@ -98,3 +98,21 @@ def test_plan_command_rejects_bad_world_size(capsys):
                   "--num-items", "10", "--num-categories", "5"])
     assert exit_info.value.code == 2
     assert "--local-world-size: must divide --world-size" in capsys.readouterr().err
+
+
+def test_prefetch_pipeline_plans_uvm_caching_tables_with_cache_prefetch():
+    plan, _ = plan_for("--sharding.default.compute_kernel", "fused_uvm_caching", "--train.pipeline", "prefetch",
+                       "--sharding.default.cache_load_factor", "0.5", device="cuda")
+    params = [ps for module_plan in plan.plan.values() for ps in module_plan.values()]
+    assert len(params) == 4 and all(ps.compute_kernel == "fused_uvm_caching" for ps in params)
+    assert all(ps.cache_params.prefetch_pipeline and ps.cache_params.load_factor == 0.5 for ps in params)
+
+
+@pytest.mark.parametrize("overrides,device,match", [
+    (["--train.pipeline", "prefetch"], "cuda", r"^sharding.default.compute_kernel: train.pipeline 'prefetch'"),
+    (["--train.pipeline", "prefetch", "--sharding.default.compute_kernel", "fused_uvm_caching"], "cpu",
+     r"^sharding.default.compute_kernel: 'fused_uvm_caching' needs a CUDA device"),
+])
+def test_prefetch_pipeline_needs_cuda_caching_tables(overrides, device, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_for(*overrides, device=device)
