@@ -15,6 +15,7 @@ def test_preset_and_overrides_are_typed():
     assert cfg.sharding.for_table("item_rep").sharding_type == "row_wise"
     assert cfg.sharding.for_table("item_att").sharding_type is None  # falls back to sharding.default
     assert isinstance(cfg.train.dense_lr, float)
+    assert tiny_config("--train.dense_l2", "1e-6").train.dense_l2 == 1e-6  # YAML 1.1 reads this as a string
     assert load_config(TINY_PRESET).data.batch_size == 64  # the preset applies
 
 
