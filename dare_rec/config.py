@@ -22,8 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from dare_rec.modules.variants import AXES, VARIANTS, ModelSpec
+from dare_rec.ops.kernel import Kernel
 
-GSU_KERNELS = ("pytorch",)
+GSU_KERNELS = tuple(kernel.value for kernel in Kernel)
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
 COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
 TABLE_DATA_TYPES = ("fp32", "fp16")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dare_rec.ops import gsu_topk
-from dare_rec.ops.gsu_topk import mask_value_for
+from dare_rec.ops.gsu import mask_value_for
 
 
 def make_inputs(lengths: List[int], dim: int, max_len: int, seed: int):
@@ -90,7 +90,22 @@ def test_gradients_reach_scored_keys_query_and_position_bias():
     assert query.grad.abs().sum() > 0 and bias.grad.abs().sum() > 0
 
 
-def test_rejects_history_longer_than_max_len():
-    keys, offsets, query, bias = make_inputs([7], 4, max_len=7, seed=0)
-    with pytest.raises(AssertionError, match="longer than max_len"):
-        gsu_topk(keys, offsets, query, bias[:6], k=2, max_len=5, scale=1.0)
+def test_full_rows_use_the_same_math_as_ragged_rows():
+    """Every row full (the reference's zero-copy [B, N, D] layout) vs the same rows inside a ragged batch."""
+    keys, offsets, query, bias = make_inputs([6, 6, 6], 4, max_len=6, seed=2)
+    full = gsu_topk(keys, offsets, query, bias, k=3, max_len=6, scale=0.5)
+    ragged_keys = torch.cat([keys, keys[:2]])  # a fourth, shorter row makes the batch ragged
+    ragged = gsu_topk(ragged_keys, torch.cat([offsets, offsets[-1:] + 2]), torch.cat([query, query[:1]]), bias,
+                      k=3, max_len=6, scale=0.5)
+    torch.testing.assert_close(full.scores, ragged.scores[:3])
+    assert torch.equal(full.top_indices, ragged.top_indices[:3])
+
+
+def test_rejects_inconsistent_shapes():
+    keys, offsets, query, bias = make_inputs([5, 2], 4, max_len=6, seed=0)
+    with pytest.raises(AssertionError, match="position_bias"):
+        gsu_topk(keys, offsets, query, bias[:6], k=2, max_len=6, scale=1.0)
+    with pytest.raises(AssertionError, match="same width"):
+        gsu_topk(keys, offsets, query[:, :3], bias, k=2, max_len=6, scale=1.0)
+    with pytest.raises(AssertionError, match="B \\* max_len"):
+        gsu_topk(keys, offsets, query, bias[:4], k=2, max_len=3, scale=1.0)

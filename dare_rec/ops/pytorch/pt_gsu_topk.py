@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
-from dare_rec.ops.pytorch.pt_jagged_topk import pt_jagged_topk
+from dare_rec.ops.pytorch.pt_jagged import exact_precision, pt_full_rows_view, pt_jagged_layout
 
 
 def pt_gsu_topk(
@@ -18,12 +17,28 @@ def pt_gsu_topk(
     scale: float,
     mask_value: float,
 ):
-    """See :func:`dare_rec.ops.gsu_topk.gsu_topk` for the contract.
+    """See :func:`dare_rec.ops.gsu.gsu_topk` for the contract.
 
-    Scores are computed on the jagged values (cost O(L * D), no padded ``[B, N, D]`` tensor) and only the
-    scalar scores are scattered into the padded ``[B, N]`` view that top-K runs on.
+    The dot products ``<e_j, v>`` cost O(L * D) and are the only part that reads the keys: with every row
+    full they are one batched matrix-vector product on the zero-copy ``[B, N, D]`` view of the keys; otherwise
+    they are computed per behavior and only the scalars are scattered into the padded ``[B, N]`` view. Scale,
+    position bias, padding mask and top-K then run on ``[B, N]``.
     """
-    rows, slots, lengths = pt_jagged_layout(offsets)
-    positions = lengths[rows] - slots
-    jagged_scores = (keys * query[rows]).sum(-1) * scale + position_bias[positions]
-    return pt_jagged_topk(jagged_scores, offsets, k, max_len, mask_value)
+    num_rows = query.size(0)
+    lengths = offsets[1:] - offsets[:-1]
+    slots = torch.arange(max_len, device=keys.device)
+    dtype = torch.promote_types(keys.dtype, query.dtype)
+    full = pt_full_rows_view(keys, num_rows, max_len)
+    with exact_precision(keys.device):
+        if full is not None:
+            dots = torch.bmm(query.to(dtype).unsqueeze(1), full.to(dtype).transpose(1, 2)).squeeze(1)
+        else:
+            rows, jagged_slots, _ = pt_jagged_layout(offsets, keys.size(0))
+            jagged_dots = (keys * query[rows]).sum(-1)
+            dots = jagged_dots.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), jagged_dots)
+    valid = slots < lengths.unsqueeze(1)
+    positions = (lengths.unsqueeze(1) - slots).clamp(min=0)
+    scores = (dots * scale + position_bias[positions]).masked_fill(~valid, mask_value)
+    top_indices = scores.topk(min(k, max_len), dim=1).indices
+    top_mask = top_indices < lengths.unsqueeze(1)
+    return scores, top_indices, top_mask
