@@ -78,4 +78,7 @@ def jagged_topk(
     if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
         torch._assert(jagged_scores.dim() == 1, "jagged_topk: jagged_scores [L] expected")
         torch._assert(k > 0, "jagged_topk: k must be positive")
-    return GsuOutput(*pt_jagged_topk(jagged_scores, offsets, k, max_len, mask_value_for(jagged_scores.dtype)))
+    mask_value = mask_value_for(jagged_scores.dtype)
+    if resolve_kernel(kernel, jagged_scores.device.type) == Kernel.TRITON:
+        return GsuOutput(*triton_ops().triton_jagged_topk(jagged_scores, offsets, k, max_len, mask_value))
+    return GsuOutput(*pt_jagged_topk(jagged_scores, offsets, k, max_len, mask_value))

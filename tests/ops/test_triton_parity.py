@@ -15,7 +15,7 @@ from typing import List
 import pytest
 import torch
 
-from dare_rec.ops import Kernel, gsu_topk, jagged_gather, jagged_weighted_sum
+from dare_rec.ops import Kernel, gsu_topk, jagged_gather, jagged_topk, jagged_weighted_sum
 from dare_rec.ops.gsu import mask_value_for
 from dare_rec.ops.kernel import triton_available
 from tests.conftest import tiny_config
@@ -105,6 +105,29 @@ def test_gsu_topk_random_floats_and_selected_score_gradients():
         torch.testing.assert_close(tri_grad, ref_grad)
 
 
+@pytest.mark.parametrize("lengths,max_len,k", [
+    ([0, 3, 9, 1, 9, 4], 9, 5),       # empty rows, rows shorter than K
+    ([300, 0, 77, 250], 300, 20),     # several chunks per row
+    ([4, 2], 4, 8),                   # K > N
+])
+def test_jagged_topk_matches_reference(lengths, max_len, k):
+    g = torch.Generator().manual_seed(max_len)
+    offsets = offsets_for(lengths)
+    jagged_scores = torch.randperm(sum(lengths), generator=g).float() / 7 - 20  # distinct, exact, negative too
+    upstream = torch.randn(len(lengths), max_len, generator=g).to(DEVICE)
+    results = []
+    for kernel in (Kernel.PYTORCH, Kernel.TRITON):
+        scores_in = jagged_scores.to(DEVICE).requires_grad_()
+        out = jagged_topk(scores_in, offsets, k, max_len, kernel)
+        out.scores.backward(upstream)
+        results.append((out, scores_in.grad))
+    (ref, ref_grad), (tri, tri_grad) = results
+    assert torch.equal(tri.scores, ref.scores)
+    assert torch.equal(tri.top_mask, ref.top_mask)
+    assert torch.equal(tri.top_indices[tri.top_mask], ref.top_indices[ref.top_mask])
+    assert torch.equal(tri_grad, ref_grad)
+
+
 @pytest.mark.parametrize("lengths,dim,k", [
     ([0, 3, 6, 1, 6], 3, 4),
     ([20, 20, 20], 64, 8),
@@ -152,8 +175,9 @@ def test_jagged_weighted_sum_matches_reference(lengths, dim, max_len):
         torch.testing.assert_close(tri, ref)
 
 
-def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data):
-    """The whole model (DARE with the aux head, unsharded, fp32): outputs and every parameter gradient of one
+@pytest.mark.parametrize("variant", ["dare", "twin_hard", "din"])  # gsu_topk; + jagged_topk (hard, DIN MLP)
+def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, variant):
+    """The whole model (with the aux head, unsharded, fp32): outputs and every parameter gradient of one
     training step agree between ``model.gsu_kernel: triton`` and ``pytorch``; evaluation outputs too."""
     from dare_rec.data.parquet import ParquetBatchReader
     from dare_rec.modules.model import build_model
@@ -170,7 +194,8 @@ def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data):
     runs = {}
     for kernel in ("pytorch", "triton"):
         torch.manual_seed(0)
-        train = build_model(tiny_config("--model.gsu_kernel", kernel), 501, 21, DEVICE, DEVICE)
+        train = build_model(tiny_config("--model.variant", variant, "--model.gsu_kernel", kernel), 501, 21, DEVICE,
+                            DEVICE)
         loss, (_, logits, _) = train(batch)
         loss.backward()
         train.eval()

@@ -6,7 +6,7 @@ the Triton kernel is chosen (see ``dare_rec.ops.kernel``). On CPU the kernels ru
 (``TRITON_INTERPRET=1`` set before this package is first imported): slow, used for the parity tests.
 """
 
-from dare_rec.ops.triton.triton_gsu_topk import triton_gsu_topk
+from dare_rec.ops.triton.triton_gsu_topk import triton_gsu_topk, triton_jagged_topk
 from dare_rec.ops.triton.triton_jagged import triton_jagged_gather, triton_jagged_weighted_sum
 
-__all__ = ["triton_gsu_topk", "triton_jagged_gather", "triton_jagged_weighted_sum"]
+__all__ = ["triton_gsu_topk", "triton_jagged_gather", "triton_jagged_topk", "triton_jagged_weighted_sum"]

@@ -1,5 +1,6 @@
 """Triton GSU: one fused pass per history row scores every behavior, adds the position bias, writes the
-``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton kernel per row as well.
+``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton kernel per row as well. The same
+running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP, hard search).
 
 Layout and contract: :func:`dare_rec.ops.gsu.gsu_topk` and ``ops/pytorch/pt_jagged.py``. One program handles
 one row: it walks the row in chunks of ``BLOCK_N`` slots, so registers stay bounded for any N.
@@ -35,6 +36,39 @@ def _sort_keys(scores, slots):
 
 
 @triton.jit
+def _empty_top_set(lanes, k):
+    """Distinct sentinels below every real key; lanes past k hold the maximum and never leave the set."""
+    return tl.where(lanes < k, _INT64_MIN + lanes.to(tl.int64), _INT64_MAX)
+
+
+@triton.jit
+def _keep_top(best, candidates):
+    """Inserts ``candidates`` (one chunk's keys) into the top set ``best``, largest first, while they beat
+    the set's minimum."""
+    largest = tl.max(candidates, axis=0)
+    smallest_kept = tl.min(best, axis=0)
+    while largest > smallest_kept:
+        best = tl.where(best == smallest_kept, largest, best)
+        candidates = tl.where(candidates == largest, _INT64_MIN, candidates)
+        largest = tl.max(candidates, axis=0)
+        smallest_kept = tl.min(best, axis=0)
+    return best
+
+
+@triton.jit
+def _store_top_slots(best, lanes, k, top_ptr):
+    """Writes the slots of the top set's k keys to ``top_ptr[0:k]``, highest score first."""
+    best = tl.where(lanes < k, best, _INT64_MIN)
+    ordered = tl.zeros(best.shape, tl.int64)
+    for i in range(0, k):
+        largest = tl.max(best, axis=0)
+        ordered = tl.where(lanes == i, largest, ordered)
+        best = tl.where(best == largest, _INT64_MIN, best)
+    top = 2147483647 - (ordered - ((ordered >> 32) << 32))  # low 32 bits (>> is arithmetic: floor)
+    tl.store(top_ptr + lanes, top, mask=lanes < k)
+
+
+@triton.jit
 def _gsu_forward_kernel(
     keys_ptr, offsets_ptr, query_ptr, bias_ptr, scores_ptr, top_ptr,
     dim, max_len, k, scale, mask_value,
@@ -46,8 +80,7 @@ def _gsu_forward_kernel(
     cols = tl.arange(0, BLOCK_D)
     query = tl.load(query_ptr + row * dim + cols, mask=cols < dim, other=0.0).to(tl.float32)
     lanes = tl.arange(0, BLOCK_K)
-    # distinct sentinels below every real key; lanes past k never leave the set (never its minimum)
-    best = tl.where(lanes < k, _INT64_MIN + lanes.to(tl.int64), _INT64_MAX)
+    best = _empty_top_set(lanes, k)
     for chunk_start in range(0, max_len, BLOCK_N):
         slots = chunk_start + tl.arange(0, BLOCK_N)
         valid = slots < length
@@ -58,23 +91,40 @@ def _gsu_forward_kernel(
         stored = scores.to(scores_ptr.dtype.element_ty)
         tl.store(scores_ptr + row * max_len + slots, stored, mask=slots < max_len)
         # rank by the stored value, as the reference ranks its stored scores
-        candidates = tl.where(slots < max_len, _sort_keys(stored.to(tl.float32), slots), _INT64_MIN)
-        largest = tl.max(candidates, axis=0)
-        smallest_kept = tl.min(best, axis=0)
-        while largest > smallest_kept:
-            best = tl.where(best == smallest_kept, largest, best)
-            candidates = tl.where(candidates == largest, _INT64_MIN, candidates)
-            largest = tl.max(candidates, axis=0)
-            smallest_kept = tl.min(best, axis=0)
-    # emit the set in descending order
-    best = tl.where(lanes < k, best, _INT64_MIN)
-    ordered = tl.zeros([BLOCK_K], tl.int64)
-    for i in range(0, k):
-        largest = tl.max(best, axis=0)
-        ordered = tl.where(lanes == i, largest, ordered)
-        best = tl.where(best == largest, _INT64_MIN, best)
-    top = 2147483647 - (ordered - ((ordered >> 32) << 32))  # low 32 bits (>> is arithmetic: floor)
-    tl.store(top_ptr + row * k + lanes, top, mask=lanes < k)
+        best = _keep_top(best, tl.where(slots < max_len, _sort_keys(stored.to(tl.float32), slots), _INT64_MIN))
+    _store_top_slots(best, lanes, k, top_ptr + row * k)
+
+
+@triton.jit
+def _jagged_topk_forward_kernel(
+    jagged_scores_ptr, offsets_ptr, scores_ptr, top_ptr, max_len, k, mask_value,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    row = tl.program_id(0)
+    start = tl.load(offsets_ptr + row)
+    length = tl.load(offsets_ptr + row + 1) - start
+    lanes = tl.arange(0, BLOCK_K)
+    best = _empty_top_set(lanes, k)
+    for chunk_start in range(0, max_len, BLOCK_N):
+        slots = chunk_start + tl.arange(0, BLOCK_N)
+        valid = slots < length
+        scores = tl.load(jagged_scores_ptr + start + slots, mask=valid, other=0.0)
+        stored = tl.where(valid, scores.to(scores_ptr.dtype.element_ty), mask_value)
+        tl.store(scores_ptr + row * max_len + slots, stored, mask=slots < max_len)
+        best = _keep_top(best, tl.where(slots < max_len, _sort_keys(stored.to(tl.float32), slots), _INT64_MIN))
+    _store_top_slots(best, lanes, k, top_ptr + row * k)
+
+
+@triton.jit
+def _jagged_topk_backward_kernel(grad_scores_ptr, offsets_ptr, grad_jagged_ptr, max_len, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0)
+    start = tl.load(offsets_ptr + row)
+    length = tl.load(offsets_ptr + row + 1) - start
+    for chunk_start in range(0, length, BLOCK_N):
+        slots = chunk_start + tl.arange(0, BLOCK_N)
+        valid = slots < length
+        grad = tl.load(grad_scores_ptr + row * max_len + slots, mask=valid, other=0.0)
+        tl.store(grad_jagged_ptr + start + slots, grad.to(grad_jagged_ptr.dtype.element_ty), mask=valid)
 
 
 @triton.jit
@@ -162,3 +212,43 @@ def triton_gsu_topk(
     """Triton version of :func:`dare_rec.ops.pytorch.pt_gsu_topk.pt_gsu_topk` (same contract and outputs;
     top indices come sorted by descending score, ties broken towards the older slot)."""
     return _TritonGsu.apply(keys, offsets, query, position_bias, k, max_len, scale, mask_value)
+
+
+class _TritonJaggedTopk(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, jagged_scores, offsets, k, max_len, mask_value):
+        jagged_scores, offsets = contiguous(jagged_scores, offsets)
+        num_rows = offsets.numel() - 1
+        k = min(k, max_len)
+        scores = torch.empty(num_rows, max_len, dtype=jagged_scores.dtype, device=jagged_scores.device)
+        top_indices = torch.empty(num_rows, k, dtype=torch.int64, device=jagged_scores.device)
+        if num_rows > 0:
+            _jagged_topk_forward_kernel[(num_rows,)](
+                jagged_scores, offsets, scores, top_indices, max_len, k, mask_value,
+                BLOCK_N=num_slots_block(1, max_len), BLOCK_K=block_size(k))
+        top_mask = top_indices < (offsets[1:] - offsets[:-1]).unsqueeze(1)
+        ctx.save_for_backward(offsets)
+        ctx.total, ctx.max_len = jagged_scores.size(0), max_len
+        ctx.mark_non_differentiable(top_indices, top_mask)
+        return scores, top_indices, top_mask
+
+    @staticmethod
+    def backward(ctx, grad_scores, _grad_top, _grad_mask):
+        (offsets,) = ctx.saved_tensors
+        grad_jagged = torch.empty(ctx.total, dtype=grad_scores.dtype, device=grad_scores.device)
+        if offsets.numel() > 1:
+            _jagged_topk_backward_kernel[(offsets.numel() - 1,)](
+                grad_scores.contiguous(), offsets, grad_jagged, ctx.max_len, BLOCK_N=num_slots_block(1, ctx.max_len))
+        return grad_jagged, None, None, None, None
+
+
+def triton_jagged_topk(
+    jagged_scores: torch.Tensor,
+    offsets: torch.Tensor,
+    k: int,
+    max_len: int,
+    mask_value: float,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton version of :func:`dare_rec.ops.pytorch.pt_jagged_topk.pt_jagged_topk` (top indices sorted by
+    descending score, ties broken towards the older slot)."""
+    return _TritonJaggedTopk.apply(jagged_scores, offsets, k, max_len, mask_value)
