@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
 from dare_rec.ops.pytorch.pt_jagged import exact_precision, pt_full_rows_view, pt_jagged_layout
+
+
+class _JaggedRowDots(torch.autograd.Function):
+    """``out[l] = <keys[l], query[rows[l]]>`` for jagged ``keys [L, D]`` (row ``rows[l]``) -> ``[L]``.
+
+    Forward is FBGEMM's jagged batched matmul (a loop over each row's keys, no ``[L, D]`` temporary; the
+    obvious ``(keys * query[rows]).sum(-1)`` builds two); backward is two ``[L, D]`` passes in plain torch.
+    """
+
+    @staticmethod
+    def forward(ctx, keys: torch.Tensor, offsets: torch.Tensor, query: torch.Tensor, rows: torch.Tensor,
+                max_len: int) -> torch.Tensor:
+        ctx.save_for_backward(keys, query, rows)
+        return torch.ops.fbgemm.jagged_dense_bmm(keys, offsets, query.unsqueeze(2), max_len)[0].squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        keys, query, rows = ctx.saved_tensors
+        grad_keys = query.index_select(0, rows).mul_(grad.unsqueeze(1))
+        grad_query = torch.zeros_like(query).index_add_(0, rows, keys * grad.unsqueeze(1))
+        return grad_keys, None, grad_query, None, None
 
 
 class _RowDots(torch.autograd.Function):
@@ -53,7 +75,7 @@ def pt_gsu_topk(
             dots = _RowDots.apply(full.to(dtype), query.to(dtype))
         else:
             rows, jagged_slots, _ = pt_jagged_layout(offsets, keys.size(0))
-            jagged_dots = (keys * query[rows]).sum(-1)
+            jagged_dots = _JaggedRowDots.apply(keys.to(dtype), offsets, query.to(dtype), rows, max_len)
             dots = jagged_dots.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), jagged_dots)
     valid = slots < lengths.unsqueeze(1)
     positions = (lengths.unsqueeze(1) - slots).clamp(min=0)
