@@ -12,14 +12,21 @@ ragged (``--lengths ragged``: lengths uniform in [1, N]). Each measurement is pa
 * bandwidth: bytes / time for both (for the memcpy: bytes copied per second, the usual memcpy figure), so
   ``op / memcpy`` = memcpy time / op time of the same bytes.
 
+Parts ``infer`` and ``train``: the whole model (``dare_rec.modules.model.build_model`` in
+DistributedModelParallel with world size 1, fused sparse optimizer, Adam for the dense part, as the training
+job builds it) on random batches of full histories (item ids Zipf-distributed, a = 1.1), samples/s of an
+evaluation forward and of a training step (forward, backward, optimizer), DARE for every d_att next to TWIN
+at the same d_rep (TWIN has no d_att: one value per N), and peak device memory on CUDA.
+
 Configurations are interleaved (each round visits every configuration; within a configuration the op and its
 memcpy alternate) and repeated; the JSON keeps the median and the interquartile range of every timing and of
-the per-pair op/memcpy ratio. The model-level parts of the issue (inference and training samples/s, DARE next
-to TWIN at the same d_rep, peak memory) are further ``--parts`` over the same configuration grid.
+the per-pair op/memcpy ratio.
 
-    python -m benchmarks.attention_dims                          # CPU, results/attention_dims_cpu.{json,png}
-    python -m benchmarks.attention_dims --quick                  # a smaller grid, 1 round
-    python -m benchmarks.attention_dims --device cuda            # GPU: PyTorch and Triton kernels
+    python -m benchmarks.attention_dims --parts op               # CPU, results/attention_dims_cpu.{json,png}
+    python -m benchmarks.attention_dims --parts infer train --max-len 200 1000 --output \
+        benchmarks/results/attention_dims_cpu_model.json         # model-level parts on CPU (N = 5000 is slow)
+    python -m benchmarks.attention_dims --quick                  # every part on a smaller grid, 1 round
+    python -m benchmarks.attention_dims --device cuda            # GPU: PyTorch and Triton kernels, every part
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +48,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from dare_rec.ops import Kernel, gsu_topk
+
+MODEL_PARTS = ("infer", "train")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 D_ATTS = (8, 16, 32, 64, 128)
@@ -184,6 +194,142 @@ def run_op_part(configs: List[OpConfig], args: argparse.Namespace, device: torch
     return rows
 
 
+@dataclass(frozen=True)
+class ModelCase:
+    variant: str  # "dare" or "twin"
+    kernel: str
+    max_len: int
+    d_att: Optional[int]  # None for TWIN (one table set of dim d_rep)
+
+
+def zipf_ids(n: int, vocab: int, g: torch.Generator, exponent: float = 1.1) -> torch.Tensor:
+    """``n`` ids in [1, vocab) with popularity ~ rank^-exponent (id 0 is padding)."""
+    weights = torch.arange(1, vocab, dtype=torch.float64) ** -exponent
+    cdf = weights.cumsum(0)
+    return torch.searchsorted(cdf / cdf[-1], torch.rand(n, generator=g, dtype=torch.float64)).clamp(max=vocab - 2) + 1
+
+
+def random_batch(batch: int, max_len: int, num_items: int, num_categories: int, g: torch.Generator):
+    """A training batch of full histories (the dataset contract's KJT keys)."""
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from dare_rec.data.batch import SPARSE_KEYS, Batch
+
+    hist = torch.full((batch,), max_len)
+    target = torch.ones(batch, dtype=torch.long)
+    values = torch.cat([zipf_ids(batch * max_len, num_items, g), zipf_ids(batch * max_len, num_categories, g),
+                        zipf_ids(batch, num_items, g), zipf_ids(batch, num_categories, g)])
+    features = KeyedJaggedTensor.from_lengths_sync(list(SPARSE_KEYS), values, torch.cat([hist, hist, target, target]))
+    return Batch(sparse_features=features, labels=torch.randint(0, 2, (batch,), generator=g).float(),
+                 user_ids=torch.arange(batch))
+
+
+class ModelRun:
+    """One sharded model (DMP, world size 1) with its optimizer and a few batches on ``device``."""
+
+    def __init__(self, case: ModelCase, args: argparse.Namespace, device: torch.device) -> None:
+        from dare_rec.config import load_config
+        from dare_rec.modules.model import build_model
+        from dare_rec.optim import apply_sparse_optimizer, build_optimizer
+        from sharding.planner import shard_model
+
+        d_att = case.d_att if case.d_att is not None else args.d_rep
+        cfg = load_config(None, ["--model.variant", case.variant, "--model.d_att", str(d_att),
+                                 "--model.d_rep", str(args.d_rep), "--model.top_k", str(TOP_K),
+                                 "--model.gsu_kernel", case.kernel, "--data.max_len", str(case.max_len)])
+        torch.manual_seed(0)
+        model = build_model(cfg, args.num_items, args.num_categories, torch.device("meta"), device)
+        apply_sparse_optimizer(model, cfg.train, device)
+        self.model = shard_model(model, cfg, device, world_size=1, local_world_size=1)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        g = torch.Generator().manual_seed(1)
+        self.batches = [random_batch(args.model_batch_size, case.max_len, args.num_items, args.num_categories, g)
+                        .to(device) for _ in range(2)]
+        self.step_index = 0
+
+    def next_batch(self):
+        self.step_index += 1
+        return self.batches[self.step_index % len(self.batches)]
+
+    def train_step(self) -> None:
+        self.optimizer.zero_grad()
+        loss, _ = self.model(self.next_batch())
+        loss.backward()
+        self.optimizer.step()
+
+    def infer_step(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.next_batch())
+        self.model.train()
+
+
+def run_model_parts(cases: List[ModelCase], parts: List[str], args: argparse.Namespace,
+                    device: torch.device) -> List[dict]:
+    """Per N: every case built once, then rounds x cases x inner steps of each part (interleaved)."""
+    from dare_rec.distributed import init_distributed
+
+    init_distributed(timeout_s=600)
+    rows = []
+    for max_len in sorted({c.max_len for c in cases}):
+        runs = {c: ModelRun(c, args, device) for c in cases if c.max_len == max_len}
+        times: Dict[ModelCase, Dict[str, List[float]]] = {c: {p: [] for p in parts} for c in runs}
+        peak: Dict[ModelCase, int] = {}
+        for round_index in range(args.rounds):
+            for case, run in runs.items():
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                for part in parts:
+                    step = run.train_step if part == "train" else run.infer_step
+                    step()  # warm-up
+                    times[case][part].extend(timed(step, device) for _ in range(args.inner))
+                if device.type == "cuda":
+                    peak[case] = max(peak.get(case, 0), torch.cuda.max_memory_allocated(device))
+                print(f"round {round_index + 1}/{args.rounds} {case.variant} N={max_len} d_att={case.d_att}: " +
+                      ", ".join(f"{p} {args.model_batch_size / statistics.median(times[case][p]):,.0f} samples/s"
+                                for p in parts), flush=True)
+        for case in runs:
+            row = {**asdict(case), "d_rep": args.d_rep, "batch_size": args.model_batch_size}
+            for part in parts:
+                summary = Timing(times[case][part]).summary()
+                row[part] = {"step_time_s": summary, "samples_per_s": args.model_batch_size / summary["median"]}
+            row["peak_memory_bytes"] = peak.get(case)
+            rows.append(row)
+        del runs
+    return rows
+
+
+def plot_model(rows: List[dict], parts: List[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4.6), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        for n in sorted({r["max_len"] for r in rows}):
+            for kernel in sorted({r["kernel"] for r in rows}):
+                dare = sorted((r for r in rows if r["variant"] == "dare" and r["max_len"] == n
+                               and r["kernel"] == kernel), key=lambda r: r["d_att"])
+                if not dare:
+                    continue
+                line, = ax.plot([r["d_att"] for r in dare], [r[part]["samples_per_s"] for r in dare], marker="o",
+                                label=f"DARE N={n} {kernel}")
+                for twin in (r for r in rows if r["variant"] == "twin" and r["max_len"] == n and r["kernel"] == kernel):
+                    ax.axhline(twin[part]["samples_per_s"], color=line.get_color(), ls="--", lw=1,
+                               label=f"TWIN N={n} {kernel} (d {twin['d_rep']})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("d_att")
+        ax.set_title(f"{'inference' if part == 'infer' else 'training'} samples/s")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def acceptance(rows: List[dict]) -> Dict[str, dict]:
     """The issue's op-level acceptance numbers, per kernel: forward time ratio d_att 32 / 128 at the largest N,
     and the forward's fraction of the memcpy bandwidth at d_att 64 and the largest N."""
@@ -250,13 +396,17 @@ def default_kernels(device: torch.device) -> List[str]:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", nargs="+", default=["op"], choices=["op"])
+    parser.add_argument("--parts", nargs="+", default=["op", *MODEL_PARTS], choices=["op", *MODEL_PARTS])
     parser.add_argument("--d-att", type=int, nargs="+", default=list(D_ATTS))
     parser.add_argument("--max-len", type=int, nargs="+", default=list(MAX_LENS))
     parser.add_argument("--kernels", nargs="+", choices=[k.value for k in Kernel if k != Kernel.AUTO],
                         help="default: pytorch on CPU, pytorch and triton on CUDA")
     parser.add_argument("--batch-size", type=int, default=64, help="B of the op part")
-    parser.add_argument("--lengths", choices=["full", "ragged"], default="full")
+    parser.add_argument("--lengths", choices=["full", "ragged"], default="full", help="histories of the op part")
+    parser.add_argument("--model-batch-size", type=int, default=256, help="B of the model parts")
+    parser.add_argument("--d-rep", type=int, default=64, help="representation dim of DARE and TWIN")
+    parser.add_argument("--num-items", type=int, default=100_000)
+    parser.add_argument("--num-categories", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="passes over every configuration")
     parser.add_argument("--inner", type=int, default=3, help="op/memcpy pairs per configuration and round")
     parser.add_argument("--quick", action="store_true", help="d_att 8/32/128, N 200/1000, 1 round")
@@ -264,40 +414,56 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.d_att, args.max_len, args.rounds, args.inner = [8, 32, 128], [200, 1000], 1, 2
+        args.model_batch_size = min(args.model_batch_size, 64)
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # TorchRec planner / DDP deprecation notices
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
     kernels = args.kernels or default_kernels(device)
-    configs = [OpConfig(k, n, d) for k in kernels for n in args.max_len for d in args.d_att]
-    rows = run_op_part(configs, args, device)
+    model_parts = [p for p in args.parts if p in MODEL_PARTS]
     suffix = device.type + ("" if args.lengths == "full" else f"_{args.lengths}")
     output = Path(args.output) if args.output else RESULTS_DIR / f"attention_dims_{suffix}.json"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    result = {
+    threads = f"{torch.get_num_threads()} thread(s)"
+    result: dict = {
         "benchmark": "attention_dims",
         "command": " ".join(["python -m benchmarks.attention_dims", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d"),
         "device": {"type": device.type, "name": device_name, "cpus": os.cpu_count(),
                    "threads": torch.get_num_threads(), "platform": platform.platform()},
         "versions": {name: metadata.version(name) for name in ("torch", "torchrec")},
-        "op": {"batch_size": args.batch_size, "top_k": TOP_K, "lengths": args.lengths, "rounds": args.rounds,
-               "inner": args.inner, "key_width": "2 * d_att", "dtype": "float32", "results": rows},
-        "acceptance": acceptance(rows),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
+    if "op" in args.parts:
+        rows = run_op_part([OpConfig(k, n, d) for k in kernels for n in args.max_len for d in args.d_att],
+                           args, device)
+        result["op"] = {"batch_size": args.batch_size, "top_k": TOP_K, "lengths": args.lengths,
+                        "rounds": args.rounds, "inner": args.inner, "key_width": "2 * d_att", "dtype": "float32",
+                        "results": rows}
+        result["acceptance"] = acceptance(rows)
+        plot(rows, output.with_suffix(".png"),
+             f"GSU op, B={args.batch_size}, K={TOP_K}, {args.lengths} histories, {device_name}, {threads}")
+        for kernel, entry in result["acceptance"].items():
+            print(f"{kernel}: {entry}")
+    if model_parts:
+        cases = [ModelCase(variant, k, n, d) for k in kernels for n in args.max_len
+                 for variant, d in [*(("dare", d) for d in args.d_att), ("twin", None)]]
+        rows = run_model_parts(cases, model_parts, args, device)
+        result["model"] = {"batch_size": args.model_batch_size, "d_rep": args.d_rep, "num_items": args.num_items,
+                           "num_categories": args.num_categories, "top_k": TOP_K, "rounds": args.rounds,
+                           "inner": args.inner, "histories": "full, item ids Zipf(1.1)", "results": rows}
+        model_png = output.with_name(output.stem + "_model.png") if "op" in args.parts else output.with_suffix(".png")
+        plot_model(rows, model_parts, model_png,
+                   f"DARE vs TWIN (d_rep {args.d_rep}), B={args.model_batch_size}, {args.num_items:,} items, "
+                   f"{device_name}, {threads}")
     output.write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, output.with_suffix(".png"),
-         f"GSU op, B={args.batch_size}, K={TOP_K}, {args.lengths} histories, {device_name}, "
-         f"{torch.get_num_threads()} thread(s)")
-    for kernel, entry in result["acceptance"].items():
-        print(f"{kernel}: {entry}")
-    print(f"wrote {output} and {output.with_suffix('.png')}")
+    print(f"wrote {output} (+ PNG)")
     return 0
 
 
