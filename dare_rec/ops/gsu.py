@@ -76,6 +76,6 @@ def gsu_topk(
         torch._assert(keys.size(0) <= query.size(0) * max_len, "gsu_topk: more keys than B * max_len")
     mask_value = mask_value_for(torch.promote_types(keys.dtype, query.dtype))
     if resolve_kernel(kernel, keys.device.type) == Kernel.TRITON:
-        return GsuOutput(*triton_ops().triton_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale,
-                                                        mask_value))
+        triton = triton_ops(keys.device.type)
+        return GsuOutput(*triton.triton_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
     return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))

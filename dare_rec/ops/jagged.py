@@ -30,7 +30,7 @@ def jagged_gather(
         ``[B, K, D]``; gradients flow to the gathered rows of ``values``.
     """
     if resolve_kernel(kernel, values.device.type) == Kernel.TRITON:
-        return triton_ops().triton_jagged_gather(values, offsets, indices, mask)
+        return triton_ops(values.device.type).triton_jagged_gather(values, offsets, indices, mask)
     return pt_jagged_gather(values, offsets, indices, mask)
 
 
@@ -51,7 +51,7 @@ def jagged_weighted_sum(
         ``[B, D]``; empty rows give zeros.
     """
     if resolve_kernel(kernel, values.device.type) == Kernel.TRITON:
-        return triton_ops().triton_jagged_weighted_sum(values, offsets, weights)
+        return triton_ops(values.device.type).triton_jagged_weighted_sum(values, offsets, weights)
     return pt_jagged_weighted_sum(values, offsets, weights)
 
 
@@ -80,5 +80,6 @@ def jagged_topk(
         torch._assert(k > 0, "jagged_topk: k must be positive")
     mask_value = mask_value_for(jagged_scores.dtype)
     if resolve_kernel(kernel, jagged_scores.device.type) == Kernel.TRITON:
-        return GsuOutput(*triton_ops().triton_jagged_topk(jagged_scores, offsets, k, max_len, mask_value))
+        triton = triton_ops(jagged_scores.device.type)
+        return GsuOutput(*triton.triton_jagged_topk(jagged_scores, offsets, k, max_len, mask_value))
     return GsuOutput(*pt_jagged_topk(jagged_scores, offsets, k, max_len, mask_value))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
+import os
 
 TRITON_MODULE = "dare_rec.ops.triton"
 
@@ -16,10 +17,11 @@ TRITON_MODULE = "dare_rec.ops.triton"
 class Kernel(str, enum.Enum):
     """Implementation of an op.
 
-    * PYTORCH: the reference, plain autograd-able torch ops (CPU and GPU); the default.
+    * PYTORCH: the reference, autograd-able torch (and FBGEMM jagged) ops, CPU and GPU; the default.
     * TRITON: fused Triton kernels with Triton backward passes (``dare_rec.ops.triton``), parity-tested against
       PYTORCH forward and backward. Needs the optional ``triton`` package and CUDA tensors, or the Triton
-      interpreter on CPU (``TRITON_INTERPRET=1`` in the environment before the kernels are first used).
+      interpreter on CPU (``TRITON_INTERPRET=1`` in the environment before triton is first imported; torchrec
+      imports it, so in practice before torchrec).
     * AUTO: TRITON for CUDA tensors when triton can be imported, PYTORCH otherwise; resolved per call from
       the inputs' device by :func:`resolve_kernel`.
     """
@@ -47,8 +49,17 @@ def resolve_kernel(kernel: Kernel, device_type: str) -> Kernel:
     return Kernel.TRITON if device_type == "cuda" and triton_available() else Kernel.PYTORCH
 
 
-def triton_ops():
-    """The ``dare_rec.ops.triton`` module; raises ImportError with the install command if triton is missing."""
+def triton_ops(device_type: str):
+    """The ``dare_rec.ops.triton`` module for inputs on ``device_type``.
+
+    Raises:
+        ImportError: triton is missing (the message names the install command).
+        RuntimeError: the inputs are not on CUDA and the Triton interpreter is off.
+    """
+    if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"the 'triton' kernel runs on CUDA tensors (these are on {device_type}); set "
+                           "TRITON_INTERPRET=1 before triton is imported to run it in Triton's CPU interpreter, "
+                           "or use model.gsu_kernel 'pytorch' / 'auto'")
     try:
         return importlib.import_module(TRITON_MODULE)
     except ImportError as e:

@@ -31,6 +31,23 @@ def test_explicit_kernels_are_not_resolved():
     assert resolve_kernel(Kernel.TRITON, "cpu") == Kernel.TRITON
 
 
+def test_triton_kernel_on_cpu_without_the_interpreter_fails_clearly():
+    result = run_python("""
+        import os
+        os.environ['TRITON_INTERPRET'] = '0'
+        import torch
+        from dare_rec.ops import Kernel, gsu_topk
+        args = (torch.randn(3, 2), torch.tensor([0, 3]), torch.randn(1, 2), torch.randn(5), 2, 4, 1.0)
+        try:
+            gsu_topk(*args, kernel=Kernel.TRITON)
+        except RuntimeError as e:
+            assert 'TRITON_INTERPRET=1' in str(e) and "'auto'" in str(e), e
+        else:
+            raise AssertionError('no error')
+    """)
+    assert result.returncode == 0, result.stderr
+
+
 def test_config_does_not_import_torch():
     """``dare-rec prepare`` validates the config without loading torch (ops/__init__ resolves names lazily)."""
     result = run_python("""
