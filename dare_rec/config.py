@@ -32,6 +32,20 @@ TABLE_DATA_TYPES = ("fp32", "fp16")
 # first three; Adam and partial row-wise Adam (one second-moment value per row) are CUDA-only there.
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam")
 CUDA_ONLY_SPARSE_OPTIMIZERS = ("adam", "rowwise_adam")
+# How the sharded tables are read (dare_rec/modules/embeddings.py): EmbeddingCollections (FBGEMM sequence
+# kernels) or EmbeddingBagCollections with one bag per id (pooled kernels; ~7x faster backward on CPU).
+SEQUENCE_LOOKUP = "sequence"
+SINGLETON_BAGS = "singleton_bags"
+LOOKUPS = ("auto", SEQUENCE_LOOKUP, SINGLETON_BAGS)
+
+
+def resolve_lookup(lookup: str, device_type: str) -> str:
+    """``auto`` -> singleton_bags on CPU, sequence on CUDA (where FBGEMM's sequence kernels are the fast ones)."""
+    if lookup != "auto":
+        return lookup
+    return SEQUENCE_LOOKUP if device_type == "cuda" else SINGLETON_BAGS
+
+
 # TorchRec train pipelines: sparse_dist overlaps the next batch's input distribution with the step; prefetch
 # (CUDA only, for fused_uvm_caching tables) also prefetches the next batch's cache rows on a side stream.
 TRAIN_PIPELINES = ("sparse_dist", "prefetch")
@@ -239,6 +253,9 @@ class ShardingConfig:
     tables: Dict[str, TableConfig] = field(default_factory=dict)
     # Per-rank memory the planner may use for embedding tables (None: the device's capacity).
     memory_per_rank_mb: Optional[float] = None
+    # How the tables are read: LOOKUPS (auto: singleton_bags on CPU, sequence on CUDA); same math either way.
+    # A job stores the resolved value in its checkpoint's config, and the checkpoint is read the same way.
+    lookup: str = "auto"
 
     def for_table(self, name: str) -> TableConfig:
         return self.tables.get(name, self.default)
@@ -338,6 +355,8 @@ class Config:
                  f"unknown optimizer {t.sparse_optimizer!r}; choose one of {SPARSE_OPTIMIZERS}")
         mem = self.sharding.memory_per_rank_mb
         _require(mem is None or mem > 0, "sharding.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
+        _require(self.sharding.lookup in LOOKUPS, "sharding.lookup",
+                 f"unknown lookup {self.sharding.lookup!r}; choose one of {LOOKUPS}")
         for key, table in [("sharding.default", self.sharding.default)] + [
             (f"sharding.tables.{n}", tc) for n, tc in self.sharding.tables.items()
         ]:

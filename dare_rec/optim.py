@@ -7,7 +7,7 @@ from typing import Any, Dict, Type
 import torch
 from torch import nn
 from torchrec import optim as trec_optim
-from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -26,7 +26,7 @@ _SPARSE: Dict[str, tuple[Type[torch.optim.Optimizer], Dict[str, Any]]] = {
 
 
 def apply_sparse_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-    """Attaches ``cfg.sparse_optimizer`` to every EmbeddingCollection parameter of ``model`` (before sharding).
+    """Attaches ``cfg.sparse_optimizer`` to every embedding table of ``model`` (before sharding).
 
     FBGEMM then applies it inside the backward pass (no gradient tensor for the tables is ever materialised).
     Embedding gradients are averaged across ranks, like dense DDP gradients.
@@ -39,7 +39,8 @@ def apply_sparse_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.dev
             f"train.sparse_optimizer: {cfg.sparse_optimizer!r} needs a CUDA device (FBGEMM's CPU kernels "
             f"support only rowwise_adagrad, adagrad and sgd); this run is on {device.type}")
     optimizer_class, extra = _SPARSE[cfg.sparse_optimizer]
-    params = [p for m in model.modules() if isinstance(m, EmbeddingCollection) for p in m.parameters()]
+    params = [p for m in model.modules() if isinstance(m, (EmbeddingCollection, EmbeddingBagCollection))
+              for p in m.parameters()]
     apply_optimizer_in_backward(optimizer_class, params, {"lr": cfg.sparse_lr, **extra})
 
 

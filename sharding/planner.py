@@ -13,13 +13,14 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
 from fbgemm_gpu.split_table_batched_embeddings_ops_common import CacheAlgorithm
 from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
-from dare_rec.config import Config, ConfigError
+from dare_rec.config import SINGLETON_BAGS, Config, ConfigError, resolve_lookup
 from dare_rec.modules.embeddings import table_names
 
 _MB = 1024 * 1024
@@ -35,9 +36,10 @@ def optimizer_state_bytes(optimizer: str, rows: int, cols: int) -> int:
 
 
 def sharders() -> List[ModuleSharder[nn.Module]]:
-    """Sharders for the model's EmbeddingCollections. The fused optimizer comes from the parameters'
-    in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``), so no fused_params are needed."""
-    return [EmbeddingCollectionSharder()]
+    """Sharders for the model's EmbeddingCollections / EmbeddingBagCollections (``sharding.lookup``). The
+    fused optimizer comes from the parameters' in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``),
+    so no fused_params are needed."""
+    return [EmbeddingCollectionSharder(), EmbeddingBagCollectionSharder()]
 
 
 def check_sharding_config(cfg: Config, compute_device: str) -> None:
@@ -56,6 +58,11 @@ def check_sharding_config(cfg: Config, compute_device: str) -> None:
         if cfg.train.pipeline == "prefetch" and kernel != "fused_uvm_caching":
             raise ConfigError(f"{key}.compute_kernel: train.pipeline 'prefetch' prefetches cache rows and needs "
                               f"'fused_uvm_caching' tables; {name} uses {kernel!r}")
+        if (cfg.sharding.for_table(name).sharding_type == "row_wise" and compute_device != "cuda"
+                and resolve_lookup(cfg.sharding.lookup, compute_device) == SINGLETON_BAGS):
+            raise ConfigError(f"{key}.sharding_type: TorchRec plans 'row_wise' for pooled (singleton_bags) "
+                              f"lookups on CUDA only; use sharding.lookup 'sequence' for row-wise tables on "
+                              f"{compute_device}")
     if cfg.train.pipeline == "prefetch" and compute_device != "cuda":
         raise ConfigError(f"train.pipeline: 'prefetch' needs a CUDA device (its prefetch runs on a CUDA "
                           f"stream); this run is on {compute_device} (use 'sparse_dist')")

@@ -18,6 +18,12 @@ A set that serves both sides has each table shared by the history feature and th
 so the sets of each role live in one collection per role (``shared`` in one). Every set also has a dense
 position table (row p = p behaviors before the target; row 0 = the target), replicated, not sharded (a
 target-only set of the ``four`` layout reads only its row 0).
+
+How the sharded tables are read (``sharding.lookup``, same vectors and gradients either way):
+``sequence``: EmbeddingCollections (FBGEMM's sequence, "nobag", kernels; the GPU choice).
+``singleton_bags``: EmbeddingBagCollections over a KJT in which every id is its own SUM bag (FBGEMM's pooled
+kernels). On CPU FBGEMM's sequence backward costs ~8 us per distinct id (hash maps, serial), the pooled one a
+fraction of it, so this is the CPU choice (benchmarks/results/profile_notes.md).
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
-from torchrec.modules.embedding_modules import EmbeddingCollection
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, EmbeddingConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from dare_rec.config import ModelConfig, ShardingConfig
+from dare_rec.config import SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
 from dare_rec.data import schema as S
 
 ATTENTION = "att"
@@ -161,21 +167,28 @@ class SparseArch(nn.Module):
         self.sets = {s.name: s for s in table_sets(model)}
         vocab = {"item": num_items, "cate": num_categories}
         init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
-        tables: Dict[str, List[EmbeddingConfig]] = {}
+        self.bags = resolve_lookup(sharding.lookup, dense_device.type) == SINGLETON_BAGS
+        config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
+        extra = {"pooling": PoolingType.SUM} if self.bags else {}
+        tables: Dict[str, list] = {}
         for s in self.sets.values():
             tables.setdefault(s.collection, []).extend(
-                EmbeddingConfig(
+                config_class(
                     name=f"{field}_{s.name}",
                     num_embeddings=vocab[field],
                     embedding_dim=s.dim,
                     feature_names=[features[side] for side in s.sides],
                     data_type=_DATA_TYPES[sharding.for_table(f"{field}_{s.name}").data_type],
                     init_fn=init_fn,
+                    **extra,
                 )
                 for field, features in _FIELDS.items()
             )
+        self._features = {name: [f for config in configs for f in config.feature_names]
+                          for name, configs in tables.items()}
+        module_class = EmbeddingBagCollection if self.bags else EmbeddingCollection
         self.collections = nn.ModuleDict({
-            name: EmbeddingCollection(tables=configs, device=embedding_device) for name, configs in tables.items()
+            name: module_class(tables=configs, device=embedding_device) for name, configs in tables.items()
         })
         self.positions = nn.ModuleDict({
             s.name: PositionTable(max_len + 1, s.position_dim, dense_device)
@@ -200,7 +213,7 @@ class SparseArch(nn.Module):
         :attr:`selects_representation_lookups`) only the attention tables are read: ``rep_hist`` and
         ``rep_target`` are None and come later from :meth:`lookup_selected`, after the search."""
         names = self.collections if representation else [ATTENTION]
-        looked_up = {name: self.collections[name](features) for name in names}
+        looked_up = {name: self._lookup(name, features) for name in names}
         # Without projections a set that serves two roles gives both the same vectors: build them once.
         built: Dict[Tuple[str, str], torch.Tensor] = {}
 
@@ -213,13 +226,12 @@ class SparseArch(nn.Module):
                 built[key] = self._role_vectors(looked_up[s.collection], role, side)
             return built[key]
 
-        any_collection = looked_up[next(iter(looked_up))]
         return SequenceEmbeddings(
             att_hist=vectors(ATTENTION, HIST),
             att_target=vectors(ATTENTION, TARGET),
             rep_hist=vectors(REPRESENTATION, HIST),
             rep_target=vectors(REPRESENTATION, TARGET),
-            offsets=any_collection[S.HIST_ITEM].offsets().long(),
+            offsets=features[S.HIST_ITEM].offsets().long(),
             att_positions=self._positions(ATTENTION, HIST),
             att_target_position=self._positions(ATTENTION, TARGET),
             rep_positions=self._positions(REPRESENTATION, HIST),
@@ -239,14 +251,22 @@ class SparseArch(nn.Module):
             selected ``[B, K', 2 * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, 2 * d_rep]``.
         """
         collection = self.sets[set_name(self.layout, REPRESENTATION, HIST)].collection
-        looked_up = self.collections[collection](selected_features(features, offsets, top_indices, top_mask))
+        looked_up = self._lookup(collection, selected_features(features, offsets, top_indices, top_mask))
         selected = self._role_vectors(looked_up, REPRESENTATION, HIST)
         return pad_selected(selected, top_mask), self._role_vectors(looked_up, REPRESENTATION, TARGET)
 
-    def _role_vectors(self, looked_up: Dict[str, JaggedTensor], role: str, side: str) -> torch.Tensor:
+    def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        """One collection's vectors per feature: ``[L, d]`` for history features, ``[B, d]`` for targets."""
+        module = self.collections[collection]
+        if not self.bags:
+            looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
+            return {key: looked_up[key].values() for key in self._features[collection]}
+        return split_bags(module(singleton_bags(features)), features)
+
+    def _role_vectors(self, looked_up: Dict[str, torch.Tensor], role: str, side: str) -> torch.Tensor:
         """``[item; cate]`` vectors of ``role`` on ``side`` from one collection's lookup (projected when the
         spec has projections)."""
-        parts = [looked_up[by_side[side]].values() for by_side in _FIELDS.values()]
+        parts = [looked_up[by_side[side]] for by_side in _FIELDS.values()]
         if self.projections is not None:
             maps = self.projections[f"{role}_{side}"].fields
             parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
@@ -285,6 +305,34 @@ def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
     where nothing was selected."""
     out = values.new_zeros(top_mask.shape + values.shape[1:])
     return out.index_put((top_mask,), values)
+
+
+@torch.fx.wrap
+def singleton_bags(features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+    """The batch KJT with every id in its own bag, for EmbeddingBagCollection lookups (SUM of one id = its row).
+
+    Every key gets stride ``L + B``: history ids fill the first L bags, target ids the last B, every other bag
+    of a key is empty (a zero vector, no gradient). Ranks may have different strides (TorchRec's pooled
+    sharding exchanges each rank's own batch size; tested with uneven batches on 2 ranks).
+    """
+    hist, target = features[S.HIST_ITEM].values(), features[S.TARGET_ITEM].values()
+    hist_lengths = torch.cat([torch.ones_like(hist, dtype=torch.int32), torch.zeros_like(target, dtype=torch.int32)])
+    target_lengths = torch.cat([torch.zeros_like(hist, dtype=torch.int32), torch.ones_like(target, dtype=torch.int32)])
+    return KeyedJaggedTensor(
+        keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
+        values=torch.cat([hist, features[S.HIST_CATE].values(), target, features[S.TARGET_CATE].values()]),
+        lengths=torch.cat([hist_lengths, hist_lengths, target_lengths, target_lengths]),
+        stride=hist.numel() + target.numel(),
+    )
+
+
+@torch.fx.wrap
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+    """Per feature of an EmbeddingBagCollection's output over :func:`singleton_bags`: the history vectors
+    ``[L, d]`` (its first L rows) and the target vectors ``[B, d]`` (its last B rows)."""
+    total = features[S.HIST_ITEM].values().numel()
+    return {key: values[:total] if key in (S.HIST_ITEM, S.HIST_CATE) else values[total:]
+            for key, values in pooled.to_dict().items()}
 
 
 class PositionTable(nn.Module):

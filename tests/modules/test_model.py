@@ -29,14 +29,22 @@ def model_for(*overrides):
     return build_model(cfg, 501, 21, CPU, CPU), cfg
 
 
+def table_configs(train):
+    """Table configs of every collection (EmbeddingCollection or EmbeddingBagCollection)."""
+    return [t for c in train.model.sparse_arch.collections.values()
+            for t in (c.embedding_bag_configs() if train.model.sparse_arch.bags else c.embedding_configs())]
+
+
+def table_weight(collection, name):
+    return (collection.embedding_bags if hasattr(collection, "embedding_bags") else collection.embeddings)[name].weight
+
+
 def table_dims(train):
-    return {t.name: t.embedding_dim for ec in train.model.sparse_arch.collections.values()
-            for t in ec.embedding_configs()}
+    return {t.name: t.embedding_dim for t in table_configs(train)}
 
 
 def table_features(train):
-    return {t.name: t.feature_names for ec in train.model.sparse_arch.collections.values()
-            for t in ec.embedding_configs()}
+    return {t.name: t.feature_names for t in table_configs(train)}
 
 
 def test_dare_has_decoupled_tables_with_independent_dims():
@@ -74,8 +82,8 @@ def test_twin_4e_has_four_table_sets(tiny_data):
     emb = train.model.sparse_arch(features)
     ec = train.model.sparse_arch.collections["att"]
     target_ids = features["target_item"].values()
-    torch.testing.assert_close(emb.att_target[:, :4], ec.embeddings["item_att_target"].weight[target_ids])
-    assert not torch.allclose(emb.att_target[:, :4], ec.embeddings["item_att_hist"].weight[target_ids])
+    torch.testing.assert_close(emb.att_target[:, :4], table_weight(ec, "item_att_target")[target_ids])
+    assert not torch.allclose(emb.att_target[:, :4], table_weight(ec, "item_att_hist")[target_ids])
 
 
 def over_arch_inputs(train, batch):
@@ -198,14 +206,15 @@ def test_bf16_autocast_keeps_float32_logits_close_to_fp32(tiny_data, variant):
     torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant", ["dare", "twin_4e"])
-def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, variant):
+def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, variant, lookup):
     """Evaluation and aux-free training look representation vectors up for the K selected behaviors only;
     logits, loss and every gradient are those of the full lookup."""
     batch = first_batch(tiny_data)
     features = batch.sparse_features
     for overrides, training in ((("--model.aux_loss", "true"), False), (("--model.aux_loss", "false"), True)):
-        train, _ = model_for("--model.variant", variant, *overrides)
+        train, _ = model_for("--model.variant", variant, "--sharding.lookup", lookup, *overrides)
         model = train.model
         model.train(training)
         assert model.sparse_arch.selects_representation_lookups
@@ -224,3 +233,34 @@ def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, 
             if p.grad is not None:
                 torch.testing.assert_close(grads["selected"][name], p.grad, msg=name)
         assert set(grads["selected"]) == {n for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_hard"])
+def test_singleton_bag_lookups_give_the_sequence_lookups_outputs_and_gradients(tiny_data, variant):
+    """sharding.lookup only changes how the tables are read: with the same weights, EmbeddingBagCollections
+    over one-id bags give the EmbeddingCollections' logits and table gradients, in training and evaluation."""
+    batch = first_batch(tiny_data)
+    sequence, _ = model_for("--model.variant", variant, "--sharding.lookup", "sequence")
+    bags, _ = model_for("--model.variant", variant, "--sharding.lookup", "singleton_bags")
+    assert bags.model.sparse_arch.bags and not sequence.model.sparse_arch.bags
+    with torch.no_grad():
+        for name, collection in sequence.model.sparse_arch.collections.items():
+            for table in collection.embeddings:
+                table_weight(bags.model.sparse_arch.collections[name], table).copy_(
+                    table_weight(collection, table))
+    dense = {n: p for n, p in sequence.named_parameters() if "collections" not in n}
+    bags.load_state_dict({**bags.state_dict(), **{n: p.detach() for n, p in dense.items()}})
+    for training in (True, False):
+        sequence.train(training)
+        bags.train(training)
+        loss_seq, (_, logits_seq, _) = sequence(batch)
+        loss_bag, (_, logits_bag, _) = bags(batch)
+        torch.testing.assert_close(logits_bag, logits_seq)
+        if training:
+            loss_seq.backward()
+            loss_bag.backward()
+            for name, collection in sequence.model.sparse_arch.collections.items():
+                for table in collection.embeddings:
+                    torch.testing.assert_close(
+                        table_weight(bags.model.sparse_arch.collections[name], table).grad,
+                        table_weight(collection, table).grad, msg=table)

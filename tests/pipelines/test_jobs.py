@@ -104,7 +104,7 @@ def test_train_main_under_elastic_launch(tiny_data, tmp_path):
     assert ckpt.name == "step-00000008"
     stored = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
     dtypes = {key.rsplit(".", 2)[-2]: meta.properties.dtype for key, meta in stored.items()
-              if key.startswith("model.") and ".embeddings." in key}
+              if key.startswith("model.") and (".embeddings." in key or ".embedding_bags." in key)}
     assert dtypes == {"item_att": torch.float16, "cate_att": torch.float32, "item_rep": torch.float32,
                       "cate_rep": torch.float32}
 
@@ -127,6 +127,16 @@ def test_validation_does_not_change_training(tiny_data, tmp_path):
         return [e["loss"] for e in events(tmp_path / run) if e["event"] == "train"]
 
     assert losses("no_val") == losses("val_every_3", "--train.val_every", "3")
+
+
+def test_both_table_lookups_train_the_same_under_the_pipeline(tiny_data, tmp_path):
+    """sharding.lookup only changes the kernels: the pipelined job's losses agree step by step."""
+    def losses(lookup):
+        train.main(train_args(tiny_data, tmp_path / lookup, "--train.max_steps", "6", "--train.log_every", "1",
+                              "--sharding.lookup", lookup, "--model.variant", "twin_hard"))
+        return [e["loss"] for e in events(tmp_path / lookup) if e["event"] == "train"]
+
+    assert losses("sequence") == pytest.approx(losses("singleton_bags"), rel=1e-4)
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -27,7 +27,7 @@ def sharding_types(plan):
 
 
 def test_constraints_from_config_are_honoured():
-    plan, _ = plan_for("--sharding.default.sharding_type", "table_wise",
+    plan, _ = plan_for("--sharding.default.sharding_type", "table_wise", "--sharding.lookup", "sequence",
                        "--sharding.tables.item_rep.sharding_type", "row_wise",
                        "--sharding.tables.item_att.sharding_type", "column_wise")
     assert sharding_types(plan) == {"item_att": "column_wise", "cate_att": "table_wise",
@@ -35,7 +35,8 @@ def test_constraints_from_config_are_honoured():
 
 
 def test_shards_cover_every_table_exactly():
-    plan, cfg = plan_for("--sharding.default.sharding_type", "row_wise", world_size=3)
+    plan, cfg = plan_for("--sharding.default.sharding_type", "row_wise", "--sharding.lookup", "sequence",
+                         world_size=3)
     rows = plan_rows(plan, cfg)
     for table, (n_rows, dim) in {"item_att": (501, 8), "cate_att": (21, 8), "item_rep": (501, 16),
                                  "cate_rep": (21, 16)}.items():
@@ -78,6 +79,7 @@ def test_adam_for_the_tables_is_refused_on_cpu():
     (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: the model \('dare'"),
     (["--sharding.default.compute_kernel", "fused_uvm_caching"], r"^sharding.default.compute_kernel: .*needs a CUDA"),
     (["--sharding.memory_per_rank_mb", "0.001"], r"^sharding: no sharding plan satisfies .*world size 2"),
+    (["--sharding.default.sharding_type", "row_wise"], r"^sharding.default.sharding_type: .*row_wise.* CUDA only"),
 ])
 def test_impossible_plans_fail_with_the_field_named(overrides, match):
     with pytest.raises(ConfigError, match=match):
