@@ -127,38 +127,41 @@ def _load_all(checkpoints: Sequence[str], data: Optional[str], batch_size: Optio
 def analyze_attention(checkpoints: Sequence[str], data: Optional[str] = None, split: str = "test",
                       batch_size: Optional[int] = None, rules: SkipRules = SkipRules(),
                       output: Optional[str] = None, progress: bool = True) -> Optional[Dict[str, Any]]:
-    """Scores every checkpoint's search on ``split``; returns the results on rank 0 (None elsewhere)."""
+    """Scores every checkpoint's search on ``split`` of one dataset; returns the results on rank 0 (None
+    elsewhere)."""
     started = time.perf_counter()
     loaded = _load_all(checkpoints, data, batch_size)
+    first = loaded[0].cfg.data
+    for ckpt in loaded[1:]:
+        if (ckpt.cfg.data.path, ckpt.cfg.data.max_len) != (first.path, first.max_len):
+            raise ConfigError(f"analyze attention: checkpoints are compared on one dataset and history length; "
+                              f"{loaded[0].path} has ({first.path}, max_len {first.max_len}), {ckpt.path} has "
+                              f"({ckpt.cfg.data.path}, max_len {ckpt.cfg.data.max_len}) (use --data to choose one)")
     env = init_distributed(loaded[0].cfg.train.dist_timeout_s)
-    results = []
-    counts_cache: Dict[Tuple[str, int], Any] = {}
+    rankings: Dict[str, Dict[str, np.ndarray]] = {}
     try:
+        counts = count_training_split(first.path, loaded[0].meta.num_categories, first.max_len, progress) \
+            if env.is_main else None
+        rows = read_scored_split(first.path, split, first.max_len, env.world_size,
+                                 S.HIST_RELEVANCE in loaded[0].meta.columns) if env.is_main else None
         for ckpt in loaded:
-            cfg = ckpt.cfg
-            key = (cfg.data.path, cfg.data.max_len)
-            if env.is_main and key not in counts_cache:
-                counts_cache[key] = count_training_split(cfg.data.path, ckpt.meta.num_categories, cfg.data.max_len,
-                                                         progress)
             model = ckpt.load(env)
             collected = collect_split(model, ckpt.reader(split, env), env, search_rankings,
                                       desc=f"search {ckpt.name}", progress=progress)
             del model
-            if not env.is_main:
-                continue
-            with_truth = S.HIST_RELEVANCE in ckpt.meta.columns
-            rows = read_scored_split(cfg.data.path, split, cfg.data.max_len, env.world_size, with_truth)
-            check_order(collected, rows, f"{cfg.data.path} ({split})")
-            scored = score_rankings(collected, rows, counts_cache[key], rules, collected["ranking_gsu"].shape[1],
-                                    cfg.data.max_len)
-            results.append({**ckpt.describe(), **scored})
+            if env.is_main:
+                check_order(collected, rows, f"{first.path} ({split})")
+                rankings[ckpt.name] = {k[len("ranking_"):]: v for k, v in collected.items() if k.startswith("ranking_")}
     finally:
         shutdown()
     if not env.is_main:
         return None
+    scored = score_rankings(rankings, rows, counts, rules, first.max_len)
     out = Path(output) if output else DEFAULT_DIR / "attention.json"
-    summary = {"split": split, "world_size": env.world_size, "wall_s": time.perf_counter() - started,
-               "checkpoints": results, "output": str(out)}
+    results = [{**ckpt.describe(), **scored["checkpoints"][ckpt.name]} for ckpt in loaded]
+    summary = {"split": split, "data": first.path, "samples": scored["samples"], "world_size": env.world_size,
+               "mutual_information": scored["mutual_information"], "ground_truth": scored.get("ground_truth"),
+               "wall_s": time.perf_counter() - started, "checkpoints": results, "output": str(out)}
     _write(summary, out)
     plots.attention_curves(results, out.with_suffix(".png"))
     return summary

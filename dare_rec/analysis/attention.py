@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -49,25 +49,35 @@ def check_order(collected: Dict[str, np.ndarray], rows: SplitRows, where: str) -
                               f"differs); the batch reader's row order changed and the analysis must follow it")
 
 
-def score_rankings(collected: Dict[str, np.ndarray], rows: SplitRows, counts: CategoryPositionCounts,
-                   rules: SkipRules, top_k: int, max_len: int) -> Dict[str, Any]:
-    """Mean NDCG@k / capped recall@k (k = 1..K) of every ranking in ``collected``.
+def score_rankings(rankings: Dict[str, Dict[str, np.ndarray]], rows: SplitRows, counts: CategoryPositionCounts,
+                   rules: SkipRules, max_len: int) -> Dict[str, Any]:
+    """Mean NDCG@k / capped recall@k (k = 1..K) of every ranking of every checkpoint, in one pass over ``rows``.
 
     Ground truth (when ``rows`` has hist_relevance): gains = relevance, standard NDCG@k (ideal DCG@k), capped
     recall of the behaviors with relevance > 0; samples without any are skipped. MI gains: NDCG normalised by
     the ideal DCG@K (the paper's curve), samples dropped by ``rules`` or without any gain are skipped.
-    The most recent K behaviors are scored too, as the model-free baseline ``baselines.recent``.
+    The most recent K behaviors are scored too, as the model-free baseline ``recent``.
+
+    Args:
+        rankings: checkpoint name -> ranking name (``gsu``, ``category_position``) -> ``[n, K]`` positions,
+            rows in the order of ``rows``.
+
+    Returns:
+        ``{"samples": n, "mutual_information": {skip_rules, skipped}, "ground_truth": {...},
+        "checkpoints": {name: {"k": [1..K], "rankings": {...}, "baselines": {"recent": {...}}}}}``.
     """
     num_positions = max_len + 1
     with_truth = S.HIST_RELEVANCE in rows.columns
-    names = [n for n in RANKINGS if f"ranking_{n}" in collected] + [RECENT]
-    curves: Dict[str, Dict[str, list]] = {n: {} for n in names}
+    widths = {name: next(iter(r.values())).shape[1] for name, r in rankings.items()}
+    top_k = max(widths.values())
+    curves: Dict[Tuple[str, str], Dict[str, list]] = {}
     skipped = {"rare_target": 0, "sparse_counts": 0, "no_gain": 0}
     no_relevant = 0
     for lo in range(0, rows.num_rows, _CHUNK):
         hi = min(lo + _CHUNK, rows.num_rows)
         offsets = rows.offsets[lo:hi + 1] - rows.offsets[lo]
         flat = slice(rows.offsets[lo], rows.offsets[hi])
+        lengths = np.diff(offsets)
         cates = by_position(rows.columns[S.HIST_CATE][flat], offsets, num_positions)
         gains, keep, skips = counts.gains(rows.columns[S.TARGET_CATE][lo:hi], cates, rules)
         mi_ideal = ideal(gains, top_k)
@@ -82,34 +92,36 @@ def score_rankings(collected: Dict[str, np.ndarray], rows: SplitRows, counts: Ca
             num_relevant = (relevance > 0).sum(1)
             has_relevant = num_relevant > 0
             no_relevant += int((~has_relevant).sum())
-        lengths = np.diff(offsets)
-        for name in names:
-            if name == RECENT:
-                ranks = np.arange(1, top_k + 1)[None, :]
-                ranking = np.where(ranks <= lengths[:, None], ranks, 0)
-            else:
-                ranking = collected[f"ranking_{name}"][lo:hi]
-            parts = curves[name]
-            parts.setdefault("mi_ndcg", []).append(ndcg_curve(ranked(gains, ranking), mi_ideal, False)[keep])
-            if with_truth:
-                picked = ranked(relevance, ranking)
-                parts.setdefault("truth_ndcg", []).append(ndcg_curve(picked, truth_ideal, True)[has_relevant])
-                parts.setdefault("truth_recall", []).append(
-                    capped_recall_curve(picked > 0, num_relevant)[has_relevant])
-    out: Dict[str, Any] = {"k": list(range(1, top_k + 1)), "samples": rows.num_rows, "rankings": {},
-                           "baselines": {}}
-    for name in names:
-        parts = {key: np.concatenate(value) for key, value in curves[name].items()}
+        for checkpoint, by_name in rankings.items():
+            k = widths[checkpoint]
+            ranks = np.arange(1, k + 1)[None, :]
+            chunk = {name: r[lo:hi] for name, r in by_name.items()}
+            chunk[RECENT] = np.where(ranks <= lengths[:, None], ranks, 0)
+            for name, ranking in chunk.items():
+                parts = curves.setdefault((checkpoint, name), {})
+                parts.setdefault("mi_ndcg", []).append(
+                    ndcg_curve(ranked(gains, ranking), mi_ideal[:, :k], False)[keep])
+                if with_truth:
+                    picked = ranked(relevance, ranking)
+                    parts.setdefault("truth_ndcg", []).append(
+                        ndcg_curve(picked, truth_ideal[:, :k], True)[has_relevant])
+                    parts.setdefault("truth_recall", []).append(
+                        capped_recall_curve(picked > 0, num_relevant)[has_relevant])
+    out: Dict[str, Any] = {"samples": rows.num_rows,
+                           "mutual_information": {"skip_rules": asdict(rules), "skipped": skipped},
+                           "checkpoints": {c: {"k": list(range(1, widths[c] + 1)), "rankings": {}, "baselines": {}}
+                                           for c in rankings}}
+    if with_truth:
+        out["ground_truth"] = {"skipped_no_relevant_behavior": no_relevant}
+    for (checkpoint, name), lists in curves.items():
+        parts = {key: np.concatenate(value) for key, value in lists.items()}
         entry: Dict[str, Any] = {"mutual_information": {"ndcg": mean_curve(parts["mi_ndcg"]),
                                                         "samples": int(parts["mi_ndcg"].shape[0])}}
         if with_truth:
             entry["ground_truth"] = {"ndcg": mean_curve(parts["truth_ndcg"]),
                                      "recall": mean_curve(parts["truth_recall"]),
                                      "samples": int(parts["truth_ndcg"].shape[0])}
-        out["baselines" if name == RECENT else "rankings"][name] = entry
-    out["mutual_information"] = {"skip_rules": asdict(rules), "skipped": skipped}
-    if with_truth:
-        out["ground_truth"] = {"skipped_no_relevant_behavior": no_relevant}
+        out["checkpoints"][checkpoint]["baselines" if name == RECENT else "rankings"][name] = entry
     return out
 
 

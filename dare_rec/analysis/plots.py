@@ -45,6 +45,8 @@ def training_curves(runs: Sequence[RunCurves], path: Path) -> None:
                             marker="o" if part == "val" and len(steps) < 30 else None, markersize=3)
                 ax.set_title(title)
                 ax.set_xlabel("step" if row == 0 else "training samples")
+                if row == 1:
+                    ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
                 ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     _save(fig, path)
@@ -114,18 +116,21 @@ def gradient_figure(summary: Dict[str, Any], path: Path) -> None:
             row[3].stairs(hist["counts"], hist["bins"], fill=True, color="tab:purple")
             row[3].axvline(0.5, color="red")
             row[3].set_ylabel("rows")
-            row[3].set_title(f"{t['table']}: share of a row's updates conflicting\n"
+            row[3].set_title(f"{t['table']}: conflict ratio per row\n"
                              f"{100 * t['rows_mostly_conflicting_share']:.1f}% of rows > 50%")
             for ax in row:
                 ax.grid(alpha=0.3)
     else:
         fig, axes = plt.subplots(1, 1, figsize=(8, 4.5), squeeze=False)
         ax = axes[0][0]
-        for t in tables:
+        fields = sorted({t["table"].split("_")[0] for t in tables})
+        colors = plt.get_cmap("tab10")
+        for t in tables:  # one colour per field (item, cate, pos), one line style per role
             for role in t["roles"]:
                 steps = [e["step"] for e in t["series"]]
                 values = [e.get(f"{role}_norm_sum", np.nan) for e in t["series"]]
-                ax.plot(steps, values, label=f"{t['table']} ({role} path)")
+                ax.plot(steps, values, label=f"{t['table']} ({role} path)", linestyle="--" if role == "att" else "-",
+                        color=colors(fields.index(t["table"].split("_")[0]) % 10))
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(f"{summary['variant']}: gradient norm per table (sum of row norms)")
@@ -150,7 +155,7 @@ def representation_curves(results: List[Dict[str, Any]], path: Path) -> None:
             ax.fill_between(r["k"], mean - std, mean + std, color=colors(i % 10), alpha=0.2)
         ks = results[0]["representations"][rep]["k"]
         ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks], fontsize=7)
+        ax.set_xticks(ks, [str(k) for k in ks], fontsize=7, rotation=60)
         ax.minorticks_off()
         ax.set_xlabel("clusters k")
         ax.set_ylabel("I(cluster; label), bits")

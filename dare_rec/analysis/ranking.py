@@ -158,14 +158,19 @@ class CategoryPositionCounts:
         self._keys, self._counts = keys[starts], np.add.reduceat(counts, starts) if keys.size else counts
         self._pending, self._pending_size = [], 0
 
-    def lookup(self, target: np.ndarray, cate: np.ndarray, position: np.ndarray, label: int) -> np.ndarray:
-        """Counts for arrays of (target category, behavior category, position) triples and one label."""
+    def lookup(self, target: np.ndarray, cate: np.ndarray, position: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(positive counts, negative counts) for arrays of (target category, behavior category, position)."""
         self._merge()
-        keys = self._pack(target, cate, position, np.full(np.shape(cate), label, dtype=np.int64))
-        idx = np.searchsorted(self._keys, keys)
-        idx = np.minimum(idx, max(self._keys.size - 1, 0))
-        found = self._keys[idx] == keys if self._keys.size else np.zeros(np.shape(keys), dtype=bool)
-        return np.where(found, self._counts[idx] if self._keys.size else 0, 0)
+        negative = self._pack(target, cate, position, np.zeros(np.shape(cate), dtype=np.int64))
+        if not self._keys.size:
+            return np.zeros(negative.shape, dtype=np.int64), np.zeros(negative.shape, dtype=np.int64)
+        # the positive key is negative + 1, so it sits right after the negative one when both exist
+        idx = np.minimum(np.searchsorted(self._keys, negative), self._keys.size - 1)
+        has_negative = self._keys[idx] == negative
+        x_neg = np.where(has_negative, self._counts[idx], 0)
+        idx = np.minimum(idx + has_negative, self._keys.size - 1)
+        x_pos = np.where(self._keys[idx] == negative + 1, self._counts[idx], 0)
+        return x_pos, x_neg
 
     def gains(self, target_cate: np.ndarray, hist_cate_by_position: np.ndarray, rules: SkipRules
               ) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:
@@ -180,16 +185,15 @@ class CategoryPositionCounts:
             gains ``[B, P]`` (bits, 0 where there is no behavior), keep ``[B]`` bool, and the skip counts
             ``{"rare_target": n, "sparse_counts": n}``.
         """
-        present = hist_cate_by_position > 0
-        positions = np.broadcast_to(np.arange(self.num_positions)[None, :], present.shape)
-        targets = np.broadcast_to(target_cate[:, None], present.shape)
-        x_pos = self.lookup(targets, hist_cate_by_position, positions, 1)
-        x_neg = self.lookup(targets, hist_cate_by_position, positions, 0)
-        t_neg = self.target_counts[target_cate, 0][:, None]
-        t_pos = self.target_counts[target_cate, 1][:, None]
-        gains = np.where(present, binary_feature_information(x_pos, x_neg, t_pos, t_neg), 0.0)
-        rare = (t_pos + t_neg)[:, 0] < rules.min_target_samples
-        sparse = (present & ((x_pos < rules.min_count) | (x_neg < rules.min_count))).sum(1)
+        rows, positions = np.nonzero(hist_cate_by_position > 0)
+        targets = target_cate[rows]
+        x_pos, x_neg = self.lookup(targets, hist_cate_by_position[rows, positions], positions)
+        t_neg, t_pos = self.target_counts[targets, 0], self.target_counts[targets, 1]
+        gains = np.zeros(hist_cate_by_position.shape)
+        gains[rows, positions] = binary_feature_information(x_pos, x_neg, t_pos, t_neg)
+        rare = self.target_counts[target_cate].sum(1) < rules.min_target_samples
+        sparse_behavior = (x_pos < rules.min_count) | (x_neg < rules.min_count)
+        sparse = np.bincount(rows, weights=sparse_behavior, minlength=target_cate.size)
         too_sparse = ~rare & (sparse > rules.max_sparse_behaviors)
         return gains, ~(rare | too_sparse), {"rare_target": int(rare.sum()), "sparse_counts": int(too_sparse.sum())}
 

@@ -31,12 +31,17 @@ def curves(result):
     return {(r, s, m): v for r, e in entries.items() for s, d in e.items() for m, v in d.items() if m != "samples"}
 
 
-def test_attention(tiny_runs, tmp_path):
-    out = tmp_path / "one.json"
+@pytest.fixture(scope="module")
+def attention_one_process(tiny_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("attention") / "one.json"
     assert analyze.main(["attention", "--checkpoint", str(tiny_runs / "dare"), str(tiny_runs / "twin"),
                          "--output", str(out), *LOOSE_RULES]) == 0
-    summary = json.loads(out.read_text())
-    assert summary["world_size"] == 1 and out.with_suffix(".png").stat().st_size > 0
+    return out
+
+
+def test_attention(attention_one_process):
+    summary = json.loads(attention_one_process.read_text())
+    assert summary["world_size"] == 1 and attention_one_process.with_suffix(".png").stat().st_size > 0
     assert [r["name"] for r in summary["checkpoints"]] == ["dare", "twin"]
     for result in summary["checkpoints"]:
         assert set(result["rankings"]) == {"gsu", "category_position"} and set(result["baselines"]) == {"recent"}
@@ -48,43 +53,52 @@ def test_attention(tiny_runs, tmp_path):
         assert result["rankings"]["gsu"]["mutual_information"]["samples"] > 0
 
 
-def test_attention_on_two_processes_agrees_with_one(tiny_runs, tmp_path):
-    args = ["attention", "--checkpoint", str(tiny_runs / "twin"), *LOOSE_RULES]
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    assert analyze.main([*args, "--output", str(one)]) == 0
-    assert launch(analyze.main, [*args, "--output", str(two)]) == {0: 0, 1: 0}
-    a, b = (json.loads(p.read_text()) for p in (one, two))
-    assert (a["world_size"], b["world_size"]) == (1, 2)
-    ca, cb = curves(a["checkpoints"][0]), curves(b["checkpoints"][0])
-    assert ca.keys() == cb.keys()
-    for key in ca:  # the same samples, gathered in another order: equal up to summation order
-        assert cb[key] == pytest.approx(ca[key], rel=1e-9), key
+def test_attention_on_two_processes_agrees_with_one(tiny_runs, attention_one_process, tmp_path):
+    two = tmp_path / "two.json"
+    assert launch(analyze.main, ["attention", "--checkpoint", str(tiny_runs / "dare"), str(tiny_runs / "twin"),
+                                 "--output", str(two), *LOOSE_RULES]) == {0: 0, 1: 0}
+    a, b = (json.loads(p.read_text()) for p in (attention_one_process, two))
+    assert b["world_size"] == 2
+    for ra, rb in zip(a["checkpoints"], b["checkpoints"]):
+        ca, cb = curves(ra), curves(rb)
+        assert ca.keys() == cb.keys()
+        for key in ca:  # the same samples, gathered in another order: equal up to summation order
+            assert cb[key] == pytest.approx(ca[key], rel=1e-9), key
 
 
 def test_attention_skip_rules_with_the_paper_defaults_skip_tiny_data(tiny_runs, tmp_path):
     out = tmp_path / "a.json"
     assert analyze.main(["attention", "--checkpoint", str(tiny_runs / "dare"), "--output", str(out)]) == 0
-    result = json.loads(out.read_text())["checkpoints"][0]
+    summary = json.loads(out.read_text())
     # 3,600 training samples over 20 categories: no target category reaches the paper's 700 samples
-    assert result["mutual_information"]["skipped"]["rare_target"] == result["samples"]
-    assert result["rankings"]["gsu"]["mutual_information"]["samples"] == 0
-    assert result["rankings"]["gsu"]["mutual_information"]["ndcg"][0] is None
+    assert summary["mutual_information"]["skipped"]["rare_target"] == summary["samples"] == 900
+    gsu = summary["checkpoints"][0]["rankings"]["gsu"]
+    assert gsu["mutual_information"]["samples"] == 0 and gsu["mutual_information"]["ndcg"][0] is None
+    assert gsu["ground_truth"]["samples"] > 0
 
 
 @pytest.mark.parametrize("variant", ["twin", "dare"])
 def test_gradients(tiny_data, tmp_path, variant):
-    cfg = tiny_config("--data.path", str(tiny_data), "--model.variant", variant, "--train.max_steps", "4")
+    overrides = ["--data.path", str(tiny_data), "--model.variant", variant, "--train.max_steps", "4"]
     out = tmp_path / f"g-{variant}.json"
-    summary = analyze.analyze_gradients(cfg, record_every=2, output=str(out), progress=False)
-    assert summary["steps"] == 4 and [e["step"] for e in summary["loss"]] == [2, 4]
+    every = 1 if variant == "twin" else 2
+    summary = analyze.analyze_gradients(tiny_config(*overrides), record_every=every, output=str(out), progress=False)
+    assert summary["steps"] == 4 and [e["step"] for e in summary["loss"]] == list(range(every, 5, every))
     assert out.with_suffix(".png").stat().st_size > 0
     tables = {t["table"]: t for t in json.loads(out.read_text())["tables"]}
     if variant == "twin":
         assert set(tables) == {"item_shared", "cate_shared", "pos_shared"}
         cate = tables["cate_shared"]
-        assert cate["roles"] == ["att", "rep"] and cate["steps"] == 2
+        assert cate["roles"] == ["att", "rep"] and cate["steps"] == 4
         assert cate["norm_ratio"] > 0 and -1 <= cate["mean_row_cosine"] <= 1
         assert 0 <= cate["conflicting_update_share"] <= 1
+        # recording changes nothing: the same losses as `dare-rec train`, step by step
+        run = tmp_path / "train"
+        assert train.main(["--config", str(TINY_PRESET), *overrides, "--train.output_dir", str(run),
+                           "--train.log_every", "1"]) == 0
+        trained = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [e["loss"] for e in summary["loss"]] == \
+            pytest.approx([e["loss"] for e in trained if e["event"] == "train"], rel=1e-6)
     else:
         assert set(tables) == {"item_att", "cate_att", "pos_att", "item_rep", "cate_rep", "pos_rep"}
         assert tables["cate_att"]["roles"] == ["att"] and tables["cate_rep"]["roles"] == ["rep"]
