@@ -90,18 +90,21 @@ class RoleGradientProbe:
         arch = model.sparse_arch
         self.positions = {} if arch.positions is None else {
             position_table_name(name): table.weight for name, table in arch.positions.items()}
-        self._lookups: Dict[str, object] = {}
-        self._hooks = [ec.register_forward_hook(self._capture(name)) for name, ec in arch.collections.items()]
+        self._lookups: Dict[str, Dict[str, torch.Tensor]] = {}
+        # SparseArch._lookup returns each collection's vectors per feature ([L, d] history, [B, d] target)
+        # whichever way the tables are read (sharding.lookup); record them for the per-row gradients.
+        self._arch = arch
+        original = arch._lookup
 
-    def _capture(self, name: str):
-        def hook(module, inputs, output):
-            self._lookups[name] = output
-        return hook
+        def capture(collection: str, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+            self._lookups[collection] = original(collection, features)
+            return self._lookups[collection]
+
+        arch._lookup = capture
 
     def close(self) -> None:
-        """Removes the forward hooks."""
-        for h in self._hooks:
-            h.remove()
+        """Restores the lookups."""
+        del self._arch._lookup  # the instance attribute shadowed the method
 
     def step(self, features: KeyedJaggedTensor, labels: torch.Tensor) -> Tuple[torch.Tensor, StepGradients]:
         """Forward and backward of one batch, split by role.
@@ -120,7 +123,7 @@ class RoleGradientProbe:
 
         inputs: List[Tuple[str, Optional[torch.Tensor], torch.Tensor]] = []  # (table, ids or None, tensor)
         for (collection, feature), table in self.tables.items():
-            inputs.append((table, features[feature].values(), self._lookups[collection][feature].values()))
+            inputs.append((table, features[feature].values(), self._lookups[collection][feature]))
         inputs += [(name, None, weight) for name, weight in self.positions.items()]
 
         grads: StepGradients = {}

@@ -22,15 +22,17 @@ def dense_rows(rows, shape):
 
 
 def table_weights(model):
-    weights = {t.name: ec.embeddings[t.name].weight for ec in model.sparse_arch.collections.values()
-               for t in ec.embedding_configs()}
+    weights = {name: table.weight for c in model.sparse_arch.collections.values()
+               for name, table in (c.embedding_bags if model.sparse_arch.bags else c.embeddings).items()}
     weights.update({f"pos_{name}": table.weight for name, table in model.sparse_arch.positions.items()})
     return weights
 
 
-@pytest.mark.parametrize("variant,shared", [("twin", True), ("twin_proj", True), ("dare", False)])
-def test_role_paths_sum_to_the_table_gradient(tiny_data, variant, shared):
-    cfg = tiny_config("--model.variant", variant)
+@pytest.mark.parametrize("variant,shared,lookup", [("twin", True, "singleton_bags"), ("twin", True, "sequence"),
+                                                   ("twin_proj", True, "singleton_bags"),
+                                                   ("dare", False, "singleton_bags")])
+def test_role_paths_sum_to_the_table_gradient(tiny_data, variant, shared, lookup):
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup)
     torch.manual_seed(0)
     probed = build_model(cfg, 501, 21, CPU, CPU)
     reference = copy.deepcopy(probed)
