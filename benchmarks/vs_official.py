@@ -569,7 +569,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     acc.add_argument("--data", help="prepared dataset folder (default: data.path of --config)")
     acc.add_argument("--official-repo", help="a checkout of thuml/DARE (run unmodified, cwd = the checkout)")
     acc.add_argument("--official-python", default=sys.executable,
-                     help="interpreter for the reference code, with torch, numpy, tqdm (default: this one)")
+                     help="interpreter for the reference code, with torch and numpy (default: this one)")
     acc.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     acc.add_argument("--models", nargs="+", default=["dare", "twin"], help=f"of {sorted(OFFICIAL_MODELS)}")
     acc.add_argument("--batch-size", type=int, help="global batch size of both codes (default: data.batch_size)")
