@@ -394,6 +394,11 @@ def summarize(results: List[Dict[str, Any]], models: Sequence[str], settings: Se
     return {"table": table, "paired": paired, "dare_vs_twin": dare_vs_twin}
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _pm(mean: Optional[float], std: Optional[float], digits: int = 4) -> str:
     return "—" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -518,12 +523,12 @@ def accuracy(args: argparse.Namespace) -> int:
             "benchmark": "vs_official", "mode": "accuracy", "name": args.name,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-            "dataset": {"path": str(protocol.data), "source": meta.source, "counts": meta.counts,
+            "dataset": {"path": _shown(protocol.data), "source": meta.source, "counts": meta.counts,
                         "num_items": meta.num_items, "num_categories": meta.num_categories,
                         "max_history": meta.max_history, "fingerprint": protocol.fingerprint},
             "protocol": {"batch_size": batch, "epochs": epochs, "val_every": val_every, "max_length": max_length,
                          "seeds": list(args.seeds), "models": list(args.models), "threads": args.threads,
-                         "preset": str(preset), "official_flags_base": OFFICIAL_BASE_FLAGS,
+                         "preset": _shown(preset), "official_flags_base": OFFICIAL_BASE_FLAGS,
                          "official_models": {m: OFFICIAL_MODELS[m] for m in args.models if m in OFFICIAL_MODELS}},
             "settings": settings,
             "warnings": warnings,
