@@ -89,6 +89,7 @@ def test_official_side_flags_report_and_cache(tiny_data, fake_repo, tmp_path):
     assert dare_vs_twin["dare_wins_on"] == [1, 2] and dare_vs_twin["auc_diff_mean"] == pytest.approx(0.05)
     # tiny's val/test (900 samples) are not whole batches of 64: the report says what the reference scores.
     assert any("scores only the first 896" in w for w in report["warnings"])
+    assert 0.5 < report["oracle_auc"] <= 1.0  # tiny is synthetic: true click probabilities are known
     markdown = (tmp_path / "results" / "vs_official_t.md").read_text()
     assert "| official | dare | 2 | 0.6650 ± 0.0071 |" in markdown and "DARE wins on seeds" in markdown
 
