@@ -527,7 +527,8 @@ def accuracy(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}", flush=True)
 
-    report_base = Path(args.results_dir) / f"vs_official_{args.name}"
+    report_json = Path(args.results_dir) / f"vs_official_{args.name}.json"
+    report_md = report_json.with_name(f"vs_official_{args.name}.md")
     results: List[Dict[str, Any]] = []
 
     def write_report() -> None:
@@ -548,9 +549,9 @@ def accuracy(args: argparse.Namespace) -> int:
             "summary": summarize(results, args.models, list(settings)),
             "runs": results,
         }
-        report_base.parent.mkdir(parents=True, exist_ok=True)
-        report_base.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-        report_base.with_suffix(".md").write_text(markdown(report))
+        report_json.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        report_md.write_text(markdown(report))
 
     for i, run in enumerate(runs, start=1):
         result = run.finished()
@@ -572,7 +573,7 @@ def accuracy(args: argparse.Namespace) -> int:
                             **{k: v for k, v in result.items() if k != "inputs"}})
             write_report()
     write_report()
-    print(f"wrote {report_base.with_suffix('.json')} and {report_base.with_suffix('.md')}")
+    print(f"wrote {report_json} and {report_md}")
     return 0
 
 
