@@ -5,7 +5,8 @@ torchx jobs), evaluates each run's best checkpoint on the test split (``pipeline
 Table-1-style report: ``results.json``, ``results.md`` and ``results.png`` under ``--out``.
 
 * A setting is one point of the ``--grid`` product (``--grid model.d_att=8,16,32 --grid train.sparse_lr=0.05,0.1``
-  gives 6 settings); overrides after ``--`` apply to every run.
+  gives 6 settings), times the named ``--setting NAME=OVERRIDES`` (``--setting "fast=--train.dense_lr 0.01"``)
+  when given; overrides after ``--`` apply to every run.
 * Runs are keyed by their resolved config: two (variant, setting) pairs that resolve to the same config (a
   shared-layout variant ignores ``model.d_att``) share one run. A run is finished when its test evaluation
   exists; rerunning the command skips finished runs, and an unfinished one continues from its own latest
@@ -77,8 +78,22 @@ def effective_model(cfg: Config) -> Dict[str, Any]:
     return fields
 
 
+def parse_settings(items: Sequence[str]) -> List[Tuple[str, List[str]]]:
+    """``["fast=--train.dense_lr 0.01", "base="]`` -> ``[("fast", ["--train.dense_lr", "0.01"]), ("base", [])]``
+    (no ``--setting``: one unnamed setting without overrides)."""
+    settings = []
+    for item in items:
+        name, sep, overrides = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--setting: expected NAME=OVERRIDES (overrides may be empty), got {item!r}")
+        settings.append((name, overrides.split()))
+    if len({n for n, _ in settings}) != len(settings):
+        raise ConfigError("--setting: names must be unique")
+    return settings or [("", [])]
+
+
 def plan_runs(config: str, variants: Sequence[str], seeds: Sequence[int], grid: Sequence[str],
-              common: Sequence[str]) -> Tuple[List[Run], Dict[str, Config]]:
+              common: Sequence[str], settings: Sequence[str] = ()) -> Tuple[List[Run], Dict[str, Config]]:
     """Every run of the sweep, validated before anything trains; returns the runs and the config per key."""
     for variant in variants:
         if variant not in VARIANTS:
@@ -86,9 +101,9 @@ def plan_runs(config: str, variants: Sequence[str], seeds: Sequence[int], grid: 
     parse_overrides(common)  # syntax errors now, not after an hour of training
     runs: List[Run] = []
     configs: Dict[str, Config] = {}
-    for point in parse_grid(grid):
-        setting = ",".join(f"{k}={v}" for k, v in point)
-        grid_tokens = [t for k, v in point for t in (f"--{k}", v)]
+    for (named, named_tokens), point in itertools.product(parse_settings(settings), parse_grid(grid)):
+        setting = ",".join([named] * bool(named) + [f"{k}={v}" for k, v in point])
+        grid_tokens = [*named_tokens, *(t for k, v in point for t in (f"--{k}", v))]
         for variant in variants:
             for seed in seeds:
                 overrides = (*common, *grid_tokens, "--model.variant", variant, "--train.seed", str(seed))
@@ -231,6 +246,8 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, List[str]
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
                         help="a swept config field (repeatable; the settings are the product)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="a named set of overrides, e.g. \"fast=--train.dense_lr 0.01\" (repeatable; times the grid)")
     parser.add_argument("--reference", default="dare", help="variant the others are compared with, by seed")
     parser.add_argument("--nproc", type=int, default=2, help="processes per training / evaluation job")
     parser.add_argument("--launcher", choices=("torchrun", "torchx"), default="torchrun",
@@ -248,7 +265,7 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, List[str]
 def main(argv: Optional[List[str]] = None) -> int:
     args, common = parse_args(argv)
     out = Path(args.out)
-    runs, _ = plan_runs(args.config, args.variants, args.seeds, args.grid, common)
+    runs, _ = plan_runs(args.config, args.variants, args.seeds, args.grid, common, args.setting)
     unique = list(dict.fromkeys(r.key for r in runs))
     print(f"{len(runs)} (variant, setting, seed) combinations, {len(unique)} distinct runs -> {out}")
     if args.dry_run:
@@ -267,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 **{m: results_by_key[r.key][m] for m in METRICS}} for r in runs]
     summary = summarize(records, args.reference)
     report = {"config": args.config, "overrides": common, "variants": args.variants, "seeds": args.seeds,
-              "grid": args.grid, "runs": records, **summary}
+              "grid": args.grid, "settings": args.setting, "runs": records, **summary}
     (out / "results.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     (out / "results.md").write_text(markdown_report(summary))
     plot_report(summary, out / "results.png")

@@ -31,6 +31,16 @@ def test_runs_that_resolve_to_the_same_config_share_one_key():
     assert len(set(keys.values())) == 6
 
 
+def test_named_settings_times_the_grid():
+    runs, _ = experiment.plan_runs(str(TINY_PRESET), ["dare"], [1], ["model.d_att=4,8"], [],
+                                   ["base=", "fast=--train.dense_lr 0.01 --train.sparse_lr 0.2"])
+    assert [r.setting for r in runs] == ["base,model.d_att=4", "base,model.d_att=8", "fast,model.d_att=4",
+                                         "fast,model.d_att=8"]
+    assert "--train.sparse_lr" in runs[2].overrides and "--train.sparse_lr" not in runs[0].overrides
+    with pytest.raises(ConfigError, match="--setting"):
+        experiment.plan_runs(str(TINY_PRESET), ["dare"], [1], [], [], ["noequals"])
+
+
 def test_bad_variant_or_override_fails_before_training():
     with pytest.raises(ConfigError, match="--variants"):
         experiment.plan_runs(str(TINY_PRESET), ["sim"], [1], [], [])
