@@ -165,7 +165,12 @@ def is_complete(path: Path) -> bool:
     return (path / ".metadata").is_file() and (path / STATE_FILE).is_file() and (path / CONFIG_FILE).is_file()
 
 
-def resolve_checkpoint(path: str | Path, pick: str = BEST) -> Tuple[Path, str]:
+def resolve_checkpoint(path: str | Path, pick: str = BEST) -> Path:
+    """The checkpoint folder :func:`pick_checkpoint` chooses."""
+    return pick_checkpoint(path, pick)[0]
+
+
+def pick_checkpoint(path: str | Path, pick: str = BEST) -> Tuple[Path, str]:
     """The checkpoint to evaluate and how it was chosen.
 
     Accepts a checkpoint folder (used as is), or a run's output_dir or its ``checkpoints/`` folder: then the
@@ -204,10 +209,12 @@ def read_rank_state(path: Path, rank: int) -> Optional[Dict[str, Any]]:
     return json.loads(file.read_text()) if file.is_file() else None
 
 
-# Config fields a resumed run must share with its checkpoint: they define the model, the rows of every batch
-# and the shuffles. Everything else (epochs, max_steps, validation, logging, checkpoint cadence, timeouts,
-# sharding, learning rates) may change between attempts.
-RESUME_FIXED = ("model.", "data.batch_size", "data.max_len", "train.seed")
+# Config fields a resumed run must share with its checkpoint: they define the model and its state keys (the
+# sparse optimizer's state, the table lookup), the rows of every batch and the shuffles. Everything else
+# (epochs, max_steps, validation, logging, checkpoint cadence, timeouts, sharding plan, learning rates) may
+# change between attempts.
+RESUME_FIXED = ("model.", "data.batch_size", "data.max_len", "train.seed", "train.sparse_optimizer",
+                "sharding.lookup")
 
 
 def check_vocabulary(meta: DatasetMeta, state: Dict[str, Any], data_path: str, checkpoint: Path) -> None:

@@ -22,15 +22,35 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from dare_rec.metrics.offline import METRIC_HIGHER_IS_BETTER
+from dare_rec.modules.variants import AXES, VARIANTS, ModelSpec
+from dare_rec.ops.kernel import Kernel
 
-# Variants of DESIGN.md §4 implemented so far. Each name maps to how its embedding tables are laid out
-# (see dare_rec.modules.embeddings.VARIANT_LAYOUTS); a variant is a config value, never a copied module.
-VARIANTS = ("dare", "twin")
-GSU_KERNELS = ("pytorch",)
+GSU_KERNELS = tuple(kernel.value for kernel in Kernel)
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
 COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
 TABLE_DATA_TYPES = ("fp32", "fp16")
 RESUME_MODES = ("auto", "never")
+# Optimizers FBGEMM runs inside the backward pass of the sharded tables. Its CPU kernels support only the
+# first three; Adam and partial row-wise Adam (one second-moment value per row) are CUDA-only there.
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam")
+CUDA_ONLY_SPARSE_OPTIMIZERS = ("adam", "rowwise_adam")
+# How the sharded tables are read (dare_rec/modules/embeddings.py): EmbeddingCollections (FBGEMM sequence
+# kernels) or EmbeddingBagCollections with one bag per id (pooled kernels; ~7x faster backward on CPU).
+SEQUENCE_LOOKUP = "sequence"
+SINGLETON_BAGS = "singleton_bags"
+LOOKUPS = ("auto", SEQUENCE_LOOKUP, SINGLETON_BAGS)
+
+
+def resolve_lookup(lookup: str, device_type: str) -> str:
+    """``auto`` -> singleton_bags on CPU, sequence on CUDA (where FBGEMM's sequence kernels are the fast ones)."""
+    if lookup != "auto":
+        return lookup
+    return SEQUENCE_LOOKUP if device_type == "cuda" else SINGLETON_BAGS
+
+
+# TorchRec train pipelines: sparse_dist overlaps the next batch's input distribution with the step; prefetch
+# (CUDA only, for fused_uvm_caching tables) also prefetches the next batch's cache rows on a side stream.
+TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 
 
 class ConfigError(ValueError):
@@ -168,16 +188,53 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The DARE model and its variants (DESIGN.md §4)."""
+    """The model (DESIGN.md §4): a named variant, optionally with some of its axes set directly.
+
+    ``variant`` presets the axes ``layout``, ``projection``, ``score``, ``search``, ``target_aware`` and
+    ``positions`` (dare_rec/modules/variants.py); an axis set here (not null) overrides the variant's value,
+    so ``--model.variant twin --model.search hard`` is TWIN (hard). ``d_att`` and ``d_pos_att`` size the
+    attention tables and so only apply to layouts that have them (``decoupled``, ``four``); a ``shared``
+    layout has one table set of dims ``d_rep`` / ``d_pos``.
+    """
 
     variant: str = "dare"
+    layout: Optional[str] = None
+    projection: Optional[str] = None
+    score: Optional[str] = None
+    search: Optional[str] = None
+    target_aware: Optional[bool] = None
+    positions: Optional[bool] = None
     d_att: int = 16
     d_rep: int = 64
     d_pos: int = 16
+    # Position dim of the attention tables (null: d_pos).
+    d_pos_att: Optional[int] = None
     top_k: int = 20
     mlp_hidden: List[int] = field(default_factory=lambda: [200, 80])
     aux_loss: bool = True
+    # BatchNorm1d on the over-arch inputs (main and aux heads); running statistics at evaluation.
+    batch_norm: bool = False
+    # null: TorchRec's / PyTorch's default initialisation; a number: every weight (tables, position tables,
+    # linear maps, PReLU slopes, BatchNorm scales; not biases) ~ N(0, init_std), as the reference code does.
+    init_std: Optional[float] = None
     gsu_kernel: str = "pytorch"
+
+    def spec(self) -> ModelSpec:
+        """The resolved axes: the variant's preset with every non-null axis field applied."""
+        preset = VARIANTS[self.variant]
+        return ModelSpec(**{axis: getattr(preset, axis) if getattr(self, axis) is None else getattr(self, axis)
+                            for axis in AXES})
+
+    @property
+    def attention_dim(self) -> int:
+        """Dim of the tables that score attention (d_rep when attention shares the representation tables)."""
+        return self.d_att if self.spec().has_attention_tables else self.d_rep
+
+    @property
+    def attention_position_dim(self) -> int:
+        if not self.spec().has_attention_tables:
+            return self.d_pos
+        return self.d_pos if self.d_pos_att is None else self.d_pos_att
 
 
 @dataclass
@@ -189,6 +246,8 @@ class TableConfig:
     data_type: str = "fp32"
     # Column-wise shards are at least this wide (TorchRec's min_partition; null: the planner's default).
     min_partition: Optional[int] = None
+    # fused_uvm_caching: share of the table's rows cached in GPU memory (null: TorchRec's default, 0.2).
+    cache_load_factor: Optional[float] = None
 
 
 @dataclass
@@ -199,6 +258,9 @@ class ShardingConfig:
     tables: Dict[str, TableConfig] = field(default_factory=dict)
     # Per-rank memory the planner may use for embedding tables (None: the device's capacity).
     memory_per_rank_mb: Optional[float] = None
+    # How the tables are read: LOOKUPS (auto: singleton_bags on CPU, sequence on CUDA); same math either way.
+    # A job stores the resolved value in its checkpoint's config, and the checkpoint is read the same way.
+    lookup: str = "auto"
 
     def for_table(self, name: str) -> TableConfig:
         return self.tables.get(name, self.default)
@@ -211,12 +273,19 @@ class TrainConfig:
     epochs: int = 1
     # Stop after this many steps (0: run all epochs).
     max_steps: int = 0
-    # Learning rate of the embedding tables' fused row-wise Adagrad (FBGEMM's CPU kernels support no other
-    # in-backward optimizer; Adam is CUDA-only there and is left out until it can be tested on a GPU).
+    # Optimizer of the sharded tables, fused into the backward pass by FBGEMM (SPARSE_OPTIMIZERS; adam and
+    # rowwise_adam need CUDA), and its learning rate.
+    sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float = 0.05
+    # Adam over everything dense (MLPs, position tables, projections, DIN attention, BatchNorm).
     dense_lr: float = 0.001
+    # L2 penalty l2 * sum(w^2) on dense weights (not biases, not position tables), as the reference code
+    # adds to its loss; applied as Adam's coupled weight decay 2 * l2, which has the same gradient.
+    dense_l2: float = 0.0
     # bf16 autocast around the dense part (GSU scoring, ESU, MLP); tables keep their own data_type.
     bf16: bool = False
+    # TRAIN_PIPELINES: sparse_dist, or prefetch (CUDA, fused_uvm_caching tables with cache prefetch).
+    pipeline: str = "sparse_dist"
     # Validate every this many steps (0: only at the end of each epoch).
     val_every: int = 0
     log_every: int = 50
@@ -289,11 +358,14 @@ class Config:
                             ("synthetic.match_probability", s.match_probability)]:
             _require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
         _require(s.relevance_decay > 0, "synthetic.relevance_decay", f"must be > 0, got {s.relevance_decay}")
-        _require(m.variant in VARIANTS, "model.variant", f"unknown variant {m.variant!r}; choose one of {VARIANTS}")
-        if m.variant == "twin":
-            _require(m.d_att == m.d_rep, "model.d_att",
-                     f"must equal model.d_rep ({m.d_rep}) for variant 'twin', whose attention and "
-                     f"representation share one table set; got {m.d_att}")
+        _require(m.variant in VARIANTS, "model.variant",
+                 f"unknown variant {m.variant!r}; choose one of {tuple(VARIANTS)}")
+        for axis, values in AXES.items():
+            value = getattr(m, axis)
+            _require(value is None or value in values, f"model.{axis}",
+                     f"unknown value {value!r}; choose one of {values} or null (the variant's)")
+        _require(m.d_pos_att is None or m.d_pos_att > 0, "model.d_pos_att", f"must be > 0 or null, got {m.d_pos_att}")
+        _require(m.init_std is None or m.init_std > 0, "model.init_std", f"must be > 0 or null, got {m.init_std}")
         _require(m.gsu_kernel in GSU_KERNELS, "model.gsu_kernel",
                  f"unknown kernel {m.gsu_kernel!r}; choose one of {GSU_KERNELS}")
         _require(len(m.mlp_hidden) > 0 and all(h > 0 for h in m.mlp_hidden), "model.mlp_hidden",
@@ -302,6 +374,9 @@ class Config:
         _require(t.val_every >= 0, "train.val_every", f"must be >= 0, got {t.val_every}")
         _require(t.sparse_lr > 0, "train.sparse_lr", f"must be > 0, got {t.sparse_lr}")
         _require(t.dense_lr > 0, "train.dense_lr", f"must be > 0, got {t.dense_lr}")
+        _require(t.dense_l2 >= 0, "train.dense_l2", f"must be >= 0, got {t.dense_l2}")
+        _require(t.sparse_optimizer in SPARSE_OPTIMIZERS, "train.sparse_optimizer",
+                 f"unknown optimizer {t.sparse_optimizer!r}; choose one of {SPARSE_OPTIMIZERS}")
         _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
         _require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes",
                  f"must be >= 0, got {t.checkpoint_every_minutes}")
@@ -315,6 +390,8 @@ class Config:
                  f"must be >= 0, got {t.early_stop_patience}")
         mem = self.sharding.memory_per_rank_mb
         _require(mem is None or mem > 0, "sharding.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
+        _require(self.sharding.lookup in LOOKUPS, "sharding.lookup",
+                 f"unknown lookup {self.sharding.lookup!r}; choose one of {LOOKUPS}")
         for key, table in [("sharding.default", self.sharding.default)] + [
             (f"sharding.tables.{n}", tc) for n, tc in self.sharding.tables.items()
         ]:
@@ -327,6 +404,10 @@ class Config:
                      f"unknown data type {table.data_type!r}; choose one of {TABLE_DATA_TYPES}")
             _require(table.min_partition is None or table.min_partition > 0, f"{key}.min_partition",
                      f"must be > 0 or null, got {table.min_partition}")
+            _require(table.cache_load_factor is None or 0 < table.cache_load_factor <= 1,
+                     f"{key}.cache_load_factor", f"must be in (0, 1] or null, got {table.cache_load_factor}")
+        _require(t.pipeline in TRAIN_PIPELINES, "train.pipeline",
+                 f"unknown pipeline {t.pipeline!r}; choose one of {TRAIN_PIPELINES}")
         _validate_logs(self.logs)
         return self
 
@@ -441,6 +522,11 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads exponents without a dot ("1e-6") as strings
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
         return float(value)

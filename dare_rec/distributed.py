@@ -64,6 +64,13 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def global_sum(values: List[float], device: torch.device) -> List[float]:
+    """Sums a few scalars over all ranks (float64)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def broadcast_object(obj: Any, env: DistEnv) -> Any:
     """Rank 0's ``obj`` on every rank (pickled through the process group; small objects only)."""
     if env.world_size == 1:

@@ -14,6 +14,9 @@ COMMANDS = {
     "plan": ("sharding.cli", "print the sharding plan and per-rank memory for a world size"),
     "train": ("pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
     "evaluate": ("pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
+    "experiment": ("pipelines.experiment", "variants x settings x seeds: train, evaluate, Table-1 report"),
+    "analyze": ("pipelines.analyze", "attention quality, gradient conflict/domination, representation MI"),
+    "plot": ("pipelines.plot", "training loss and validation metrics of runs, one PNG"),
 }
 
 

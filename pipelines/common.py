@@ -11,7 +11,7 @@ import torch.utils.deterministic
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from tqdm import tqdm
 
-from dare_rec.config import Config
+from dare_rec.config import Config, resolve_lookup
 from dare_rec.data.batch import padding_batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DataError, DatasetMeta
@@ -46,9 +46,11 @@ def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Distrib
     Tables are built on the meta device and materialised only as shards; the dense part lives on
     ``env.device`` and is replicated (DDP) by DistributedModelParallel.
     """
+    # The checkpoint's config records how its tables were read (their state keys differ between lookups).
+    cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, env.device.type)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device)
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, env.device)
     return shard_model(model, cfg, env.device, env.world_size, env.local_world_size)
 
 

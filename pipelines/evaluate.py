@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dare_rec.checkpoint import BEST, POINTERS, check_vocabulary, load_model_state, read_checkpoint_info, \
-    resolve_checkpoint
+from dare_rec.checkpoint import BEST, POINTERS, check_vocabulary, load_model_state, pick_checkpoint, \
+    read_checkpoint_info
 from dare_rec.config import ConfigError
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DatasetMeta
@@ -59,7 +59,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", batch_size: Optional[int] = None,
              output: Optional[str] = None, progress: bool = True, pick: str = BEST) -> Optional[Dict[str, Any]]:
     """Evaluates a checkpoint; returns the metrics on rank 0 (None on other ranks)."""
-    path, picked = resolve_checkpoint(checkpoint, pick)
+    path, picked = pick_checkpoint(checkpoint, pick)
     cfg, state = read_checkpoint_info(path)
     if data is not None:
         cfg.data.path = data

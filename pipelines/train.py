@@ -27,7 +27,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
 from dare_rec import checkpoint as ckpt
-from dare_rec.config import Config, ConfigError, config_help, load_config, to_dict
+from dare_rec.config import Config, ConfigError, config_help, load_config, resolve_lookup, to_dict
 from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
@@ -282,6 +282,8 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     """Trains on ``cfg.data.path`` (or continues the run in ``cfg.train.output_dir``) and returns the run
     summary (identical on every rank)."""
     out = Path(cfg.train.output_dir)
+    # resolved now (build_sharded_model would), so that a resume compares it with the checkpoint's
+    cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, env.device.type)
     check_shared_folder(out, env, "train.output_dir")
     resume_from = _prepare_output(cfg, meta, env)
     state: Optional[Dict[str, Any]] = None

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import torch
 
-from dare_rec.config import ConfigError, config_help, load_config
+from dare_rec.config import ConfigError, config_help, load_config, resolve_lookup
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
@@ -47,11 +47,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         num_items, num_categories = meta.num_items, meta.num_categories
     else:
         num_items, num_categories = args.num_items, args.num_categories
+    cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, args.device)
     model = build_model(cfg, num_items, num_categories, torch.device("meta"), torch.device("meta"))
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, torch.device(args.device))
     plan = build_plan(model, cfg, args.world_size, local, args.device)
     dense_params = sum(p.numel() for n, p in model.named_parameters() if "collections" not in n)
-    print(f"variant {cfg.model.variant}: d_att={cfg.model.d_att} d_rep={cfg.model.d_rep}, items {num_items:,}, "
+    spec = cfg.model.spec()
+    print(f"variant {cfg.model.variant} (layout {spec.layout}): attention dim {cfg.model.attention_dim}, "
+          f"representation dim {cfg.model.d_rep}, items {num_items:,}, "
           f"categories {num_categories:,}; world size {args.world_size} ({local} per node) on {args.device}\n")
     print(explain_plan(plan, cfg, args.world_size, dense_params))
     return 0

@@ -13,12 +13,14 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import ModuleSharder, ShardingPlan
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import CacheAlgorithm
+from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
-from dare_rec.config import Config, ConfigError
+from dare_rec.config import SINGLETON_BAGS, Config, ConfigError, resolve_lookup
 from dare_rec.modules.embeddings import table_names
 
 _MB = 1024 * 1024
@@ -26,36 +28,61 @@ _CUDA_ONLY_KERNELS = ("fused_uvm", "fused_uvm_caching")
 _BYTES = {"fp32": 4, "fp16": 2}
 
 
+def optimizer_state_bytes(optimizer: str, rows: int, cols: int) -> int:
+    """fp32 optimizer state of a table shard: row-wise Adagrad keeps one value per row, Adagrad one per
+    weight, Adam two per weight, partial row-wise Adam one per weight plus one per row, SGD none."""
+    per_row = {"rowwise_adagrad": 1, "adagrad": cols, "sgd": 0, "adam": 2 * cols, "rowwise_adam": cols + 1}
+    return rows * per_row[optimizer] * 4
+
+
 def sharders() -> List[ModuleSharder[nn.Module]]:
-    """Sharders for the model's EmbeddingCollections. The fused optimizer comes from the parameters'
-    in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``), so no fused_params are needed."""
-    return [EmbeddingCollectionSharder()]
+    """Sharders for the model's EmbeddingCollections / EmbeddingBagCollections (``sharding.lookup``). The
+    fused optimizer comes from the parameters' in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``),
+    so no fused_params are needed."""
+    return [EmbeddingCollectionSharder(), EmbeddingBagCollectionSharder()]
 
 
 def check_sharding_config(cfg: Config, compute_device: str) -> None:
     """Rejects table names the variant does not have and kernels the device cannot run (ConfigError)."""
-    names = table_names(cfg.model.variant)
+    names = table_names(cfg.model)
     for name in cfg.sharding.tables:
         if name not in names:
-            raise ConfigError(f"sharding.tables.{name}: variant {cfg.model.variant!r} has no table {name!r}; "
-                              f"its tables are {names}")
+            raise ConfigError(f"sharding.tables.{name}: the model ({cfg.model.variant!r}, layout "
+                              f"{cfg.model.spec().layout!r}) has no table {name!r}; its tables are {names}")
     for name in names:
         kernel = cfg.sharding.for_table(name).compute_kernel
+        key = f"sharding.tables.{name}" if name in cfg.sharding.tables else "sharding.default"
         if kernel in _CUDA_ONLY_KERNELS and compute_device != "cuda":
-            key = f"sharding.tables.{name}" if name in cfg.sharding.tables else "sharding.default"
             raise ConfigError(f"{key}.compute_kernel: {kernel!r} needs a CUDA device; this run is on "
                               f"{compute_device} (use 'fused')")
+        if cfg.train.pipeline == "prefetch" and kernel != "fused_uvm_caching":
+            raise ConfigError(f"{key}.compute_kernel: train.pipeline 'prefetch' prefetches cache rows and needs "
+                              f"'fused_uvm_caching' tables; {name} uses {kernel!r}")
+        if (cfg.sharding.for_table(name).sharding_type == "row_wise" and compute_device != "cuda"
+                and resolve_lookup(cfg.sharding.lookup, compute_device) == SINGLETON_BAGS):
+            raise ConfigError(f"{key}.sharding_type: TorchRec plans 'row_wise' for pooled (singleton_bags) "
+                              f"lookups on CUDA only; use sharding.lookup 'sequence' for row-wise tables on "
+                              f"{compute_device}")
+    if cfg.train.pipeline == "prefetch" and compute_device != "cuda":
+        raise ConfigError(f"train.pipeline: 'prefetch' needs a CUDA device (its prefetch runs on a CUDA "
+                          f"stream); this run is on {compute_device} (use 'sparse_dist')")
 
 
 def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
     """One ParameterConstraints per table from ``cfg.sharding`` (default + per-table overrides)."""
     out = {}
-    for name in table_names(cfg.model.variant):
+    for name in table_names(cfg.model):
         table = cfg.sharding.for_table(name)
+        cache = None
+        if table.compute_kernel == "fused_uvm_caching":
+            # LRU is the one cache algorithm FBGEMM supports with pipelined prefetch.
+            cache = CacheParams(algorithm=CacheAlgorithm.LRU, load_factor=table.cache_load_factor,
+                                prefetch_pipeline=cfg.train.pipeline == "prefetch")
         out[name] = ParameterConstraints(
             sharding_types=[table.sharding_type] if table.sharding_type else None,
             compute_kernels=[table.compute_kernel],
             min_partition=table.min_partition,
+            cache_params=cache,
         )
     return out
 
@@ -125,7 +152,7 @@ def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
                 n_rows, n_cols = shard.shard_sizes
                 row_offset, col_offset = shard.shard_offsets
                 rank = shard.placement.rank()
-                opt_bytes = n_rows * 4  # row-wise Adagrad: one fp32 accumulator per row
+                opt_bytes = optimizer_state_bytes(cfg.train.sparse_optimizer, n_rows, n_cols)
                 rows.append(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, row_offset,
                                      col_offset, n_rows, n_cols, n_rows * n_cols * dtype_bytes, opt_bytes))
     return rows

@@ -61,19 +61,19 @@ def test_evaluation_picks_best_then_latest_and_says_which(tmp_path):
     fake_checkpoint(root, 10)
     fake_checkpoint(root, 20)
     ckpt.set_pointer(root, ckpt.LATEST, "step-00000020")
-    assert ckpt.resolve_checkpoint(run) == (root / "step-00000020", "latest")  # no validation yet: no best
+    assert ckpt.pick_checkpoint(run) == (root / "step-00000020", "latest")  # no validation yet: no best
     ckpt.set_pointer(root, ckpt.BEST, "step-00000010")
-    assert ckpt.resolve_checkpoint(run) == (root / "step-00000010", "best")
-    assert ckpt.resolve_checkpoint(root, "latest") == (root / "step-00000020", "latest")
-    assert ckpt.resolve_checkpoint(root / "step-00000020", "best") == (root / "step-00000020", "given")
+    assert ckpt.pick_checkpoint(run) == (root / "step-00000010", "best")
+    assert ckpt.pick_checkpoint(root, "latest") == (root / "step-00000020", "latest")
+    assert ckpt.pick_checkpoint(root / "step-00000020", "best") == (root / "step-00000020", "given")
     with pytest.raises(ConfigError, match="--pick: must be one of"):
-        ckpt.resolve_checkpoint(run, "first")
+        ckpt.pick_checkpoint(run, "first")
     fake_checkpoint(root, 30, complete=False)
     ckpt.set_pointer(root, ckpt.LATEST, "step-00000030")
     with pytest.raises(ConfigError, match="names step-00000030, which is missing or incomplete"):
-        ckpt.resolve_checkpoint(run, "latest")
+        ckpt.pick_checkpoint(run, "latest")
     with pytest.raises(ConfigError, match="is not a checkpoint"):
-        ckpt.resolve_checkpoint(tmp_path / "elsewhere")
+        ckpt.pick_checkpoint(tmp_path / "elsewhere")
 
 
 def test_rng_states_round_trip_through_json():

@@ -15,6 +15,7 @@ def test_preset_and_overrides_are_typed():
     assert cfg.sharding.for_table("item_rep").sharding_type == "row_wise"
     assert cfg.sharding.for_table("item_att").sharding_type is None  # falls back to sharding.default
     assert isinstance(cfg.train.dense_lr, float)
+    assert tiny_config("--train.dense_l2", "1e-6").train.dense_l2 == 1e-6  # YAML 1.1 reads this as a string
     assert load_config(TINY_PRESET).data.batch_size == 64  # the preset applies
 
 
@@ -23,7 +24,13 @@ def test_preset_and_overrides_are_typed():
     (["--model.d_rep", "-4"], "model.d_rep"),
     (["--model.top_k", "0"], "model.top_k"),
     (["--model.variant", "sasrec"], "model.variant"),
-    (["--model.variant", "twin", "--model.d_att", "8", "--model.d_rep", "16"], "model.d_att"),
+    (["--model.layout", "triple"], "model.layout"),
+    (["--model.search", "fuzzy"], "model.search"),
+    (["--model.target_aware", "sometimes"], "model.target_aware"),
+    (["--model.init_std", "0"], "model.init_std"),
+    (["--model.d_pos_att", "0"], "model.d_pos_att"),
+    (["--train.sparse_optimizer", "lamb"], "train.sparse_optimizer"),
+    (["--train.dense_l2", "-1"], "train.dense_l2"),
     (["--data.batch_size", "0"], "data.batch_size"),
     (["--train.sparse_lr", "0"], "train.sparse_lr"),
     (["--sharding.default.sharding_type", "diagonal"], "sharding.default.sharding_type"),
@@ -67,3 +74,12 @@ def test_every_preset_loads_and_validates():
     assert {p.stem for p in presets} >= {"synthetic", "tiny", "taobao", "tmall"}
     for preset in presets:
         load_config(preset)
+
+
+def test_variants_are_presets_of_the_axes_and_axes_override_them():
+    from dare_rec.modules.variants import VARIANTS
+    assert set(VARIANTS) == {"dare", "twin", "twin_no_tr", "twin_4e", "twin_proj", "twin_hard", "din"}
+    for name, spec in VARIANTS.items():
+        assert tiny_config("--model.variant", name).model.spec() == spec
+    custom = tiny_config("--model.variant", "dare", "--model.score", "din_mlp", "--model.layout", "four").model
+    assert (custom.spec().layout, custom.spec().score, custom.spec().search) == ("four", "din_mlp", "soft")

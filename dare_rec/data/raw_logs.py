@@ -16,13 +16,20 @@ shipped, so this writes files with the same columns and a similar shape:
 
 Everything is vectorised per chunk of users; chunk ``k`` draws from ``SeedSequence(seed, spawn_key=(1, k))``,
 so the same arguments give byte-identical files.
+
+:func:`generate_planted_log` writes a Taobao-format log with **planted structure** instead (for accuracy
+checks on a protocol-prepared dataset, where the positive is the actual next click): every user keeps a few
+interest categories that drift, and each click's category is copied from a recent click (recency: the lag
+is geometric), else drawn from the current interests, else explored; its item follows popularity within the
+category, or re-clicks the copied click's item. A model that reads the history can therefore tell the next
+click from popularity-drawn negatives, and the relevant behaviors are the recent same-category ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -74,17 +81,44 @@ class _Catalog:
         cate_raw = rng.choice(10 * c, size=c, replace=False).astype(np.int64) + 1
         cate_weight = 1.0 / np.arange(1, c + 1) ** 0.7
         cate_of_item = np.searchsorted(np.cumsum(cate_weight) / cate_weight.sum(), rng.random(n), side="right")
-        self.item_cate_raw = cate_raw[np.minimum(cate_of_item, c - 1)]
+        self.item_cate = np.minimum(cate_of_item, c - 1)  # category index 0..c-1 of each item index
+        self.item_cate_raw = cate_raw[self.item_cate]
         self.item_seller = rng.integers(1, max(n // 50, 2), size=n)
         self.item_brand = rng.integers(1, max(n // 200, 2), size=n)
         popularity = 1.0 / np.arange(1, n + 1) ** spec.zipf
         rng.shuffle(popularity)
+        self.popularity = popularity
         self.cum = np.cumsum(popularity)
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """``[size]`` item indices drawn by popularity."""
         idx = np.searchsorted(self.cum, rng.random(size) * self.cum[-1], side="right")
         return np.minimum(idx, len(self.cum) - 1)
+
+
+class _CategorySampler:
+    """Categories drawn by their popularity mass, and items by popularity within a given category."""
+
+    def __init__(self, catalog: _Catalog, num_categories: int) -> None:
+        order = np.argsort(catalog.item_cate, kind="stable")
+        self._items_by_cate = order
+        self._cum = np.cumsum(catalog.popularity[order])
+        bounds = np.searchsorted(catalog.item_cate[order], np.arange(num_categories + 1))
+        self._lo = np.concatenate([[0.0], self._cum])[bounds[:-1]]
+        self._hi = np.concatenate([[0.0], self._cum])[bounds[1:]]
+        # Categories without items have zero mass, so they are never drawn.
+        self._cate_cum = np.cumsum(self._hi - self._lo)
+
+    def categories(self, shape, rng: np.random.Generator) -> np.ndarray:
+        """Category indices ``shape`` drawn by popularity mass."""
+        idx = np.searchsorted(self._cate_cum, rng.random(shape) * self._cate_cum[-1], side="right")
+        return np.minimum(idx, len(self._cate_cum) - 1)
+
+    def items(self, cates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One item index per entry of ``cates`` (category indices), drawn by popularity within it."""
+        lo, hi = self._lo[cates], self._hi[cates]
+        idx = np.searchsorted(self._cum, lo + rng.random(cates.shape) * (hi - lo), side="right")
+        return self._items_by_cate[np.minimum(idx, len(self._cum) - 1)]
 
 
 def _mmdd(day_of_year: np.ndarray) -> np.ndarray:
@@ -145,31 +179,188 @@ def generate_raw_log(spec: RawLogSpec, path: str | Path, progress: bool = True) 
     """Writes ``spec.rows`` rows of ``spec.fmt`` to ``path`` (events: Parquet if it ends in .parquet)."""
     if spec.fmt not in RAW_FORMATS:
         raise ValueError(f"unknown raw log format {spec.fmt!r}; choose one of {RAW_FORMATS}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     catalog = _Catalog(spec, np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0,))))
-    parquet = spec.fmt == "events" and path.suffix == ".parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    writer = None
-    written, chunk = 0, 0
-    with open(tmp, "wb") as sink, tqdm(total=spec.rows, desc=f"write {spec.fmt} log", unit="row",
-                                       unit_scale=True, disable=not progress) as bar:
+
+    def tables() -> Iterator[pa.Table]:
+        written, chunk = 0, 0
         while written < spec.rows:
             rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1, chunk)))
             table = _chunk_table(spec, catalog, chunk, spec.rows - written, rng)
+            written += table.num_rows
+            chunk += 1
+            yield table
+
+    return _write_tables(tables(), path, spec.fmt, spec.rows, progress)
+
+
+def _write_tables(tables: Iterator[pa.Table], path: str | Path, fmt: str, total_rows: int,
+                  progress: bool) -> Path:
+    """Streams tables to ``path`` in the file layout of ``fmt``; the file appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parquet = fmt == "events" and path.suffix == ".parquet"
+    tmp = path.with_name(path.name + ".tmp")
+    writer = None
+    with open(tmp, "wb") as sink, tqdm(total=total_rows, desc=f"write {fmt} log", unit="row",
+                                       unit_scale=True, disable=not progress) as bar:
+        for table in tables:
             if writer is None:
                 if parquet:
                     writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
                 else:
-                    if spec.fmt != "taobao":  # written by hand: Arrow would quote the names
+                    if fmt != "taobao":  # written by hand: Arrow would quote the names
                         sink.write((",".join(table.schema.names) + "\n").encode())
                     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
                     writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
             writer.write_table(table)
-            written += table.num_rows
-            chunk += 1
             bar.update(table.num_rows)
         if writer is not None:
             writer.close()
     tmp.replace(path)  # rows == 0 leaves an empty file (useful for error-path tests)
     return path
+
+
+@dataclass
+class PlantedLogSpec:
+    """A Taobao-format log whose clicks follow drifting user interests (see :func:`generate_planted_log`).
+
+    Every user gets between ``min_len`` and ~50x ``mean_len`` clicks (``pv`` rows; ``min_len`` plus a
+    log-normal excess, mean ``mean_len``), so ``dare-rec prepare --logs.min_len min_len`` keeps every user.
+    """
+
+    users: int
+    seed: int = 0
+    min_len: int = 60
+    mean_len: float = 70.0
+    len_sigma: float = 0.94
+    items: int = 10_000
+    categories: int = 100
+    zipf: float = 0.8
+    # Interest categories per user (drawn by category popularity, so two may coincide).
+    interests: int = 6
+    # Per click, the probability that one interest is replaced by a new category.
+    interest_drift: float = 0.03
+    # Per click, the probability of copying the category of a recent click (lag ~ geometric, mean
+    # recency_scale clicks), and the share of those copies that re-click the same item.
+    recency: float = 0.3
+    recency_scale: float = 5.0
+    item_repeat: float = 0.05
+    # Per click, the probability of a category drawn by popularity instead (exploration).
+    exploration: float = 0.3
+    # Non-click rows (cart, fav, buy) per click, each on the item just clicked.
+    other_behaviors: float = 0.11
+
+    def num_items(self) -> int:
+        return self.items
+
+    def num_categories(self) -> int:
+        return self.categories
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first invalid field."""
+        for name in ("users", "min_len", "items", "categories", "interests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mean_len < self.min_len:
+            raise ValueError(f"mean_len must be >= min_len ({self.min_len}), got {self.mean_len}")
+        if self.len_sigma < 0 or self.zipf < 0 or self.recency_scale < 1:
+            raise ValueError("len_sigma and zipf must be >= 0, recency_scale >= 1")
+        for name in ("interest_drift", "recency", "item_repeat", "exploration", "other_behaviors"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.recency + self.exploration > 1.0:
+            raise ValueError(f"recency + exploration must be <= 1, got {self.recency + self.exploration}")
+
+
+def _planted_clicks(spec: PlantedLogSpec, sampler: _CategorySampler, lengths: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Item indices ``[U, T]`` of a chunk of users' click sequences (user u's is valid up to ``lengths[u]``).
+
+    One step per click, vectorised over the users: drift an interest, then pick the click's source (a recent
+    click, exploration or an interest) and its item.
+    """
+    num_users, steps = len(lengths), int(lengths.max())
+    rows = np.arange(num_users)
+    interests = sampler.categories((num_users, spec.interests), rng)
+    cum_weights = np.cumsum(rng.dirichlet(np.ones(spec.interests), size=num_users), axis=1)
+    cates = np.zeros((num_users, steps), dtype=np.int64)
+    items = np.zeros((num_users, steps), dtype=np.int64)
+    for t in range(steps):
+        drift = rng.random(num_users) < spec.interest_drift
+        slot = rng.integers(0, spec.interests, size=num_users)
+        new_cate = sampler.categories(num_users, rng)
+        interests[rows[drift], slot[drift]] = new_cate[drift]
+        source = rng.random(num_users)
+        lag = rng.geometric(1.0 / spec.recency_scale, size=num_users)
+        copy = (source < spec.recency) & (lag <= t)
+        explore = (source >= 1.0 - spec.exploration) & ~copy
+        pick = (rng.random(num_users)[:, None] > cum_weights).sum(axis=1).clip(max=spec.interests - 1)
+        earlier = np.maximum(t - lag, 0)
+        cate = np.where(copy, cates[rows, earlier],
+                        np.where(explore, sampler.categories(num_users, rng), interests[rows, pick]))
+        repeat = copy & (rng.random(num_users) < spec.item_repeat)
+        cates[:, t] = cate
+        items[:, t] = np.where(repeat, items[rows, earlier], sampler.items(cate, rng))
+    return items
+
+
+def _planted_chunk(spec: PlantedLogSpec, catalog: _Catalog, sampler: _CategorySampler, chunk: int,
+                   num_users: int, rng: np.random.Generator) -> pa.Table:
+    """The Taobao rows of one chunk of users: users in increasing sparse id order, each in time order."""
+    excess = max(spec.mean_len - spec.min_len, 1e-9)
+    mu = np.log(excess) - spec.len_sigma ** 2 / 2
+    lengths = spec.min_len + np.minimum(np.floor(rng.lognormal(mu, spec.len_sigma, num_users)),
+                                        50 * spec.mean_len).astype(np.int64)
+    item_idx = _planted_clicks(spec, sampler, lengths, rng)
+    # Sorted timestamps per user: the first lengths[u] of T sorted draws with the rest pushed past the end.
+    ts = rng.integers(_TAOBAO_START, _TAOBAO_END, size=item_idx.shape)
+    valid = np.arange(item_idx.shape[1])[None, :] < lengths[:, None]
+    ts = np.sort(np.where(valid, ts, _TAOBAO_END), axis=1)
+    user_ids = chunk * USERS_PER_CHUNK * 3 + np.cumsum(rng.integers(1, 3, size=num_users))  # increasing, sparse
+
+    # Non-click rows follow the click on the same item, at the same time (prepare drops them).
+    row_user = np.repeat(np.arange(num_users), lengths)
+    click_item, click_ts = item_idx[valid], ts[valid]
+    extra = rng.random(len(click_item)) < spec.other_behaviors
+    row_of = np.repeat(np.arange(len(click_item)), 1 + extra)
+    values, probs = _BEHAVIORS["taobao"]
+    behavior = np.zeros(len(row_of), dtype=np.int64)
+    follows = np.concatenate([[False], row_of[1:] == row_of[:-1]])
+    other = np.asarray(probs[1:]) / sum(probs[1:])
+    behavior[follows] = 1 + rng.choice(len(other), size=int(follows.sum()), p=other)
+    item = click_item[row_of]
+    return pa.table({"user_id": pa.array(user_ids[row_user[row_of]]),
+                     "item_id": pa.array(catalog.item_raw[item]),
+                     "category_id": pa.array(catalog.item_cate_raw[item]),
+                     "behavior_type": pa.array(np.array(values)[behavior]),
+                     "timestamp": pa.array(click_ts[row_of])})
+
+
+def generate_planted_log(spec: PlantedLogSpec, path: str | Path, progress: bool = True) -> Path:
+    """Writes a Taobao ``UserBehavior.csv``-format log of ``spec.users`` users with planted structure.
+
+    Per click of a user (vectorised over a chunk of users; chunk ``k`` draws from
+    ``SeedSequence(seed, spawn_key=(2, k))``, the catalog from ``spawn_key=(0,)``):
+
+    1. with probability ``interest_drift`` one of the user's ``interests`` categories is replaced by a
+       category drawn by popularity (interests drift);
+    2. with probability ``recency`` the click copies the category of the click ``lag`` steps back, ``lag ~
+       Geometric(1 / recency_scale)`` (recently clicked categories are likelier), and with probability
+       ``item_repeat`` its item as well; else with probability ``exploration`` the category is drawn by
+       popularity; else it is one of the current interests (Dirichlet weights per user);
+    3. unless repeated, the item is drawn by popularity within the category.
+
+    Rows: users in increasing sparse raw-id order, each user's rows in time order; ``other_behaviors``
+    cart/fav/buy rows per click. Same spec, same bytes.
+    """
+    spec.validate()
+    catalog = _Catalog(spec, np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0,))))
+    sampler = _CategorySampler(catalog, spec.num_categories())
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk, start in enumerate(range(0, spec.users, USERS_PER_CHUNK)):
+            rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2, chunk)))
+            yield _planted_chunk(spec, catalog, sampler, chunk, min(USERS_PER_CHUNK, spec.users - start), rng)
+
+    expected_rows = int(spec.users * spec.mean_len * (1 + spec.other_behaviors))
+    return _write_tables(tables(), path, "taobao", expected_rows, progress)

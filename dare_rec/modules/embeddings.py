@@ -1,92 +1,154 @@
-"""Embedding tables of the model: TorchRec EmbeddingCollections (sharded) plus small position tables.
+"""Embedding tables of the model: TorchRec EmbeddingCollections (sharded), small position tables, projections.
 
-A variant decides which *table sets* exist. DARE has two sets, attention (dim ``d_att``) and representation
-(dim ``d_rep``); TWIN has one set used for both roles. One EmbeddingCollection requires one embedding dim,
-so every set is its own EmbeddingCollection. In every set each table is shared by the history feature and
-the target feature (``item_<set>`` serves ``hist_item`` and ``target_item``).
+The spec's ``layout`` decides which *table sets* exist (dare_rec/modules/variants.py) and which set serves
+each (role, side) pair, role = attention (``att``) or representation (``rep``), side = history behaviors
+(``hist``) or the target (``target``):
+
+==========  ====================================================  =============================
+layout      sets (each: one item table, one category table)       set of (role, side)
+==========  ====================================================  =============================
+shared      ``shared`` (d_rep)                                     always ``shared``
+decoupled   ``att`` (d_att), ``rep`` (d_rep)                       ``role``
+four        ``att_hist``, ``att_target`` (d_att), ``rep_hist``,    ``role_side``
+            ``rep_target`` (d_rep)
+==========  ====================================================  =============================
+
+A set that serves both sides has each table shared by the history feature and the target feature
+(``item_att`` serves ``hist_item`` and ``target_item``). One EmbeddingCollection requires one embedding dim,
+so the sets of each role live in one collection per role (``shared`` in one). Every set also has a dense
+position table (row p = p behaviors before the target; row 0 = the target), replicated, not sharded (a
+target-only set of the ``four`` layout reads only its row 0).
+
+How the sharded tables are read (``sharding.lookup``, same vectors and gradients either way):
+``sequence``: EmbeddingCollections (FBGEMM's sequence, "nobag", kernels; the GPU choice).
+``singleton_bags``: EmbeddingBagCollections over a KJT in which every id is its own SUM bag (FBGEMM's pooled
+kernels). On CPU FBGEMM's sequence backward costs ~8 us per distinct id (hash maps, serial), the pooled one a
+fraction of it, so this is the CPU choice (benchmarks/results/profile_notes.md).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple
+from functools import partial
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
-from torchrec.modules.embedding_modules import EmbeddingCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, EmbeddingConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from dare_rec.config import ModelConfig, ShardingConfig
+from dare_rec.config import SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
 from dare_rec.data import schema as S
 
 ATTENTION = "att"
 REPRESENTATION = "rep"
+HIST = "hist"
+TARGET = "target"
+ROLES = (ATTENTION, REPRESENTATION)
+SIDES = (HIST, TARGET)
 
-
-@dataclass(frozen=True)
-class VariantLayout:
-    """Which table set serves each role. Two names: decoupled (DARE); one name: shared (TWIN)."""
-
-    attention_set: str
-    representation_set: str
-
-    @property
-    def sets(self) -> List[str]:
-        return list(dict.fromkeys([self.attention_set, self.representation_set]))
-
-
-VARIANT_LAYOUTS: Dict[str, VariantLayout] = {
-    "dare": VariantLayout(attention_set="att", representation_set="rep"),
-    "twin": VariantLayout(attention_set="shared", representation_set="shared"),
+# field -> its feature on each side
+_FIELDS: Dict[str, Dict[str, str]] = {
+    "item": {HIST: S.HIST_ITEM, TARGET: S.TARGET_ITEM},
+    "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE},
 }
-
-# (table prefix, history feature, target feature)
-_FEATURES = (("item", S.HIST_ITEM, S.TARGET_ITEM), ("cate", S.HIST_CATE, S.TARGET_CATE))
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
 
-def table_names(variant: str) -> List[str]:
-    """Embedding table names of a variant, e.g. ``['item_att', 'cate_att', 'item_rep', 'cate_rep']``."""
-    return [f"{prefix}_{s}" for s in VARIANT_LAYOUTS[variant].sets for prefix, _, _ in _FEATURES]
+@dataclass(frozen=True)
+class TableSet:
+    """One item and one category table (``item_<name>``, ``cate_<name>``) plus a position table.
+
+    Attributes:
+        name: set name (table-name suffix).
+        collection: the EmbeddingCollection holding its tables.
+        dim: embedding dim of its tables.
+        position_dim: dim of its position table.
+        sides: the sides it serves (its tables' features).
+    """
+
+    name: str
+    collection: str
+    dim: int
+    position_dim: int
+    sides: Tuple[str, ...]
 
 
-def set_dim(model: ModelConfig, set_name: str) -> int:
-    layout = VARIANT_LAYOUTS[model.variant]
-    return model.d_att if set_name == layout.attention_set and set_name != layout.representation_set \
-        else model.d_rep
+def table_sets(model: ModelConfig) -> List[TableSet]:
+    """The table sets of ``model``'s layout (see the module docstring)."""
+    layout = model.spec().layout
+    att = dict(dim=model.attention_dim, position_dim=model.attention_position_dim)
+    rep = dict(dim=model.d_rep, position_dim=model.d_pos)
+    if layout == "shared":
+        return [TableSet("shared", "shared", sides=SIDES, **rep)]
+    if layout == "decoupled":
+        return [TableSet(ATTENTION, ATTENTION, sides=SIDES, **att), TableSet(REPRESENTATION, REPRESENTATION,
+                                                                              sides=SIDES, **rep)]
+    return [TableSet(f"{role}_{side}", role, sides=(side,), **(att if role == ATTENTION else rep))
+            for role in ROLES for side in SIDES]
+
+
+def set_name(layout: str, role: str, side: str) -> str:
+    """The set that serves ``role`` on ``side`` in ``layout``."""
+    if layout == "shared":
+        return "shared"
+    return role if layout == "decoupled" else f"{role}_{side}"
+
+
+def table_names(model: ModelConfig) -> List[str]:
+    """Sharded table names of ``model``, e.g. ``['item_att', 'cate_att', 'item_rep', 'cate_rep']``."""
+    return [f"{field}_{s.name}" for s in table_sets(model) for field in _FIELDS]
 
 
 class SequenceEmbeddings(NamedTuple):
-    """Looked-up vectors of a batch (B samples, L = total history behaviors).
+    """Role vectors of a batch (B samples, L = total history behaviors, P = max_len + 1 positions).
 
     Attributes:
-        att_hist: ``[L, 2 * d_att]`` [item; cate] attention vectors of every behavior.
-        att_target: ``[B, 2 * d_att]`` attention vectors of the targets.
-        rep_hist: ``[L, 2 * d_rep]`` [item; cate] representation vectors of every behavior.
-        rep_target: ``[B, 2 * d_rep]`` representation vectors of the targets.
+        att_hist: ``[L, 2 * d_a]`` [item; cate] attention vectors of every behavior (keys).
+        att_target: ``[B, 2 * d_a]`` attention vectors of the targets (queries).
+        rep_hist: ``[L, 2 * d_r]`` [item; cate] representation vectors of every behavior (values); None when
+            only the selected behaviors are looked up (:meth:`SparseArch.lookup_selected`).
+        rep_target: ``[B, 2 * d_r]`` representation vectors of the targets (None likewise).
         offsets: ``[B + 1]`` int64 row offsets of the history.
+        att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions).
+        att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
+        rep_positions: ``[P, d_p]`` representation position vectors.
+        rep_target_position: ``[d_p]``.
     """
 
     att_hist: torch.Tensor
     att_target: torch.Tensor
-    rep_hist: torch.Tensor
-    rep_target: torch.Tensor
+    rep_hist: Optional[torch.Tensor]
+    rep_target: Optional[torch.Tensor]
     offsets: torch.Tensor
+    att_positions: Optional[torch.Tensor]
+    att_target_position: Optional[torch.Tensor]
+    rep_positions: Optional[torch.Tensor]
+    rep_target_position: Optional[torch.Tensor]
+
+
+class FieldProjections(nn.Module):
+    """Square linear maps without bias, one per field (item, category, position), for one (role, side)."""
+
+    def __init__(self, dim: int, position_dim: Optional[int], device: torch.device) -> None:
+        super().__init__()
+        self.fields = nn.ModuleDict({f: nn.Linear(dim, dim, bias=False, device=device) for f in _FIELDS})
+        self.position = nn.Linear(position_dim, position_dim, bias=False, device=device) if position_dim else None
 
 
 class SparseArch(nn.Module):
-    """Looks up every table set; also owns the position tables of each role.
+    """Looks up every table set and turns the lookups into the role vectors of :class:`SequenceEmbeddings`.
 
     Args:
-        model: variant and dims.
+        model: spec and dims.
         sharding: per-table storage data type (fp32/fp16).
         num_items, num_categories: vocabulary sizes including padding id 0.
-        max_len: longest history (N); position tables have ``max_len + 1`` rows (0 = the target).
+        max_len: longest history (N); history-side position tables have ``max_len + 1`` rows.
         embedding_device: device of the EmbeddingCollections ("meta" when DistributedModelParallel
             materialises them sharded).
-        dense_device: device of the position tables.
+        dense_device: device of the position tables and projections.
     """
 
     def __init__(
@@ -100,41 +162,177 @@ class SparseArch(nn.Module):
         dense_device: torch.device,
     ) -> None:
         super().__init__()
-        self.layout = VARIANT_LAYOUTS[model.variant]
+        spec = model.spec()
+        self.layout = spec.layout
+        self.sets = {s.name: s for s in table_sets(model)}
         vocab = {"item": num_items, "cate": num_categories}
-        self.collections = nn.ModuleDict()
-        for set_name in self.layout.sets:
-            dim = set_dim(model, set_name)
-            tables = [
-                EmbeddingConfig(
-                    name=f"{prefix}_{set_name}",
-                    num_embeddings=vocab[prefix],
-                    embedding_dim=dim,
-                    feature_names=[hist, target],
-                    data_type=_DATA_TYPES[sharding.for_table(f"{prefix}_{set_name}").data_type],
+        init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
+        self.bags = resolve_lookup(sharding.lookup, dense_device.type) == SINGLETON_BAGS
+        config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
+        extra = {"pooling": PoolingType.SUM} if self.bags else {}
+        tables: Dict[str, list] = {}
+        for s in self.sets.values():
+            tables.setdefault(s.collection, []).extend(
+                config_class(
+                    name=f"{field}_{s.name}",
+                    num_embeddings=vocab[field],
+                    embedding_dim=s.dim,
+                    feature_names=[features[side] for side in s.sides],
+                    data_type=_DATA_TYPES[sharding.for_table(f"{field}_{s.name}").data_type],
+                    init_fn=init_fn,
+                    **extra,
                 )
-                for prefix, hist, target in _FEATURES
-            ]
-            self.collections[set_name] = EmbeddingCollection(tables=tables, device=embedding_device)
-        self.positions = nn.ModuleDict({
-            set_name: PositionTable(max_len + 1, model.d_pos, dense_device) for set_name in self.layout.sets
+                for field, features in _FIELDS.items()
+            )
+        self._features = {name: [f for config in configs for f in config.feature_names]
+                          for name, configs in tables.items()}
+        module_class = EmbeddingBagCollection if self.bags else EmbeddingCollection
+        self.collections = nn.ModuleDict({
+            name: module_class(tables=configs, device=embedding_device) for name, configs in tables.items()
         })
+        self.positions = nn.ModuleDict({
+            s.name: PositionTable(max_len + 1, s.position_dim, dense_device)
+            for s in self.sets.values()
+        }) if spec.positions else None
+        self.projections = nn.ModuleDict({
+            f"{role}_{side}": FieldProjections(
+                self.sets[set_name(self.layout, role, side)].dim,
+                self.sets[set_name(self.layout, role, side)].position_dim if spec.positions else None,
+                dense_device)
+            for role in ROLES for side in SIDES
+        }) if spec.projection == "linear" else None
 
-    def position_table(self, role: str) -> "PositionTable":
-        return self.positions[self.layout.attention_set if role == ATTENTION else self.layout.representation_set]
+    @property
+    def selects_representation_lookups(self) -> bool:
+        """Whether representation vectors can be looked up for the selected behaviors only: true when
+        representation has tables of its own (a shared layout looks every behavior up for attention anyway)."""
+        return self.layout != "shared"
 
-    def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
-        looked_up = {name: ec(features) for name, ec in self.collections.items()}
-        att = looked_up[self.layout.attention_set]
-        rep = looked_up[self.layout.representation_set]
-        hist = att[S.HIST_ITEM]
+    def forward(self, features: KeyedJaggedTensor, representation: bool = True) -> SequenceEmbeddings:
+        """Looks up the batch. With ``representation=False`` (only when
+        :attr:`selects_representation_lookups`) only the attention tables are read: ``rep_hist`` and
+        ``rep_target`` are None and come later from :meth:`lookup_selected`, after the search."""
+        names = self.collections if representation else [ATTENTION]
+        looked_up = {name: self._lookup(name, features) for name in names}
+        # Without projections a set that serves two roles gives both the same vectors: build them once.
+        built: Dict[Tuple[str, str], torch.Tensor] = {}
+
+        def vectors(role: str, side: str) -> Optional[torch.Tensor]:
+            s = self.sets[set_name(self.layout, role, side)]
+            if s.collection not in looked_up:
+                return None
+            key = (f"{role}_{side}" if self.projections is not None else s.name, side)
+            if key not in built:
+                built[key] = self._role_vectors(looked_up[s.collection], role, side)
+            return built[key]
+
         return SequenceEmbeddings(
-            att_hist=torch.cat([att[S.HIST_ITEM].values(), att[S.HIST_CATE].values()], dim=1),
-            att_target=torch.cat([att[S.TARGET_ITEM].values(), att[S.TARGET_CATE].values()], dim=1),
-            rep_hist=torch.cat([rep[S.HIST_ITEM].values(), rep[S.HIST_CATE].values()], dim=1),
-            rep_target=torch.cat([rep[S.TARGET_ITEM].values(), rep[S.TARGET_CATE].values()], dim=1),
-            offsets=hist.offsets().long(),
+            att_hist=vectors(ATTENTION, HIST),
+            att_target=vectors(ATTENTION, TARGET),
+            rep_hist=vectors(REPRESENTATION, HIST),
+            rep_target=vectors(REPRESENTATION, TARGET),
+            offsets=features[S.HIST_ITEM].offsets().long(),
+            att_positions=self._positions(ATTENTION, HIST),
+            att_target_position=self._positions(ATTENTION, TARGET),
+            rep_positions=self._positions(REPRESENTATION, HIST),
+            rep_target_position=self._positions(REPRESENTATION, TARGET),
         )
+
+    def lookup_selected(self, features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                        top_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Representation vectors of the selected behaviors and of the targets, from one lookup of
+        ``B * K'`` + ``B`` rows instead of ``L`` + ``B`` (the ESU reads only the selected behaviors).
+
+        Args:
+            features: the batch KJT; offsets ``[B + 1]`` of its histories.
+            top_indices, top_mask: ``[B, K']`` the search's selection (slots within each history).
+
+        Returns:
+            selected ``[B, K', 2 * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, 2 * d_rep]``.
+        """
+        collection = self.sets[set_name(self.layout, REPRESENTATION, HIST)].collection
+        looked_up = self._lookup(collection, selected_features(features, offsets, top_indices, top_mask))
+        selected = self._role_vectors(looked_up, REPRESENTATION, HIST)
+        return pad_selected(selected, top_mask), self._role_vectors(looked_up, REPRESENTATION, TARGET)
+
+    def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        """One collection's vectors per feature: ``[L, d]`` for history features, ``[B, d]`` for targets."""
+        module = self.collections[collection]
+        if not self.bags:
+            looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
+            return {key: looked_up[key].values() for key in self._features[collection]}
+        return split_bags(module(singleton_bags(features)), features)
+
+    def _role_vectors(self, looked_up: Dict[str, torch.Tensor], role: str, side: str) -> torch.Tensor:
+        """``[item; cate]`` vectors of ``role`` on ``side`` from one collection's lookup (projected when the
+        spec has projections)."""
+        parts = [looked_up[by_side[side]] for by_side in _FIELDS.values()]
+        if self.projections is not None:
+            maps = self.projections[f"{role}_{side}"].fields
+            parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
+        return torch.cat(parts, dim=1)
+
+    def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
+        """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``."""
+        if self.positions is None:
+            return None
+        table = self.positions[set_name(self.layout, role, side)].weight
+        if self.projections is not None:
+            table = self.projections[f"{role}_{side}"].position(table)
+        return table if side == HIST else table[0]
+
+
+@torch.fx.wrap
+def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                      top_mask: torch.Tensor) -> KeyedJaggedTensor:
+    """The batch KJT reduced to the selected behaviors: histories of ``top_mask.sum(1)`` ids (in selection
+    order), targets unchanged. Data-dependent shapes, so fx-wrapped (TorchRec's train pipeline traces the
+    model; the module reading this KJT then runs without input-distribution overlap)."""
+    flat = (offsets[:-1].unsqueeze(1) + top_indices)[top_mask]
+    lengths = top_mask.sum(1).to(torch.int32)
+    ones = torch.ones_like(lengths)
+    return KeyedJaggedTensor(
+        keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
+        values=torch.cat([features[S.HIST_ITEM].values()[flat], features[S.HIST_CATE].values()[flat],
+                          features[S.TARGET_ITEM].values(), features[S.TARGET_CATE].values()]),
+        lengths=torch.cat([lengths, lengths, ones, ones]),
+    )
+
+
+@torch.fx.wrap
+def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
+    """``[S, D]`` vectors of the selected behaviors (row-major over ``top_mask``) -> ``[B, K', D]``, zeros
+    where nothing was selected."""
+    out = values.new_zeros(top_mask.shape + values.shape[1:])
+    return out.index_put((top_mask,), values)
+
+
+@torch.fx.wrap
+def singleton_bags(features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+    """The batch KJT with every id in its own bag, for EmbeddingBagCollection lookups (SUM of one id = its row).
+
+    Every key gets stride ``L + B``: history ids fill the first L bags, target ids the last B, every other bag
+    of a key is empty (a zero vector, no gradient). Ranks may have different strides (TorchRec's pooled
+    sharding exchanges each rank's own batch size; tested with uneven batches on 2 ranks).
+    """
+    hist, target = features[S.HIST_ITEM].values(), features[S.TARGET_ITEM].values()
+    hist_lengths = torch.cat([torch.ones_like(hist, dtype=torch.int32), torch.zeros_like(target, dtype=torch.int32)])
+    target_lengths = torch.cat([torch.zeros_like(hist, dtype=torch.int32), torch.ones_like(target, dtype=torch.int32)])
+    return KeyedJaggedTensor(
+        keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
+        values=torch.cat([hist, features[S.HIST_CATE].values(), target, features[S.TARGET_CATE].values()]),
+        lengths=torch.cat([hist_lengths, hist_lengths, target_lengths, target_lengths]),
+        stride=hist.numel() + target.numel(),
+    )
+
+
+@torch.fx.wrap
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+    """Per feature of an EmbeddingBagCollection's output over :func:`singleton_bags`: the history vectors
+    ``[L, d]`` (its first L rows) and the target vectors ``[B, d]`` (its last B rows)."""
+    total = features[S.HIST_ITEM].values().numel()
+    return {key: values[:total] if key in (S.HIST_ITEM, S.HIST_CATE) else values[total:]
+            for key, values in pooled.to_dict().items()}
 
 
 class PositionTable(nn.Module):
@@ -149,7 +347,8 @@ class PositionTable(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = math.sqrt(1.0 / self.weight.size(0))  # the same rule TorchRec uses for its tables
+        # The same rule TorchRec uses for its tables (the reference code's N(0, 0.01) comes from init_std).
+        bound = math.sqrt(1.0 / self.weight.size(0))
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The DARE model (and its variants, chosen by ``ModelConfig.variant``) and its train wrapper."""
+"""The DARE-family model (one code path for every variant, chosen by ``ModelConfig.spec()``) and its train
+wrapper."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import Config, ModelConfig, ShardingConfig
+from dare_rec.data import schema as S
 from dare_rec.data.batch import Batch
-from dare_rec.modules.embeddings import ATTENTION, REPRESENTATION, SparseArch, set_dim
+from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
-from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit
+from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, target_vector
 from dare_rec.ops import Kernel
 
 
@@ -28,11 +30,12 @@ class DareModel(nn.Module):
     """Long-sequence CTR model: embeddings -> GSU top-K -> ESU (TIN) -> over-arch.
 
     With the target representation ``v_t^R = [item; cate; p_0^R]`` and the ESU output ``h``, the over-arch
-    input is ``[v_t^R; h; v_t^R * h]`` (DESIGN.md §4). The aux head (``model.aux_loss``) applies its own
-    over-arch to the same features built from a softmax over all behaviors; it only runs in training.
+    input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (DESIGN.md §4). The aux head
+    (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
+    behaviors; it only runs in training.
 
     Args:
-        model: variant, dims, K, MLP, aux head, GSU kernel.
+        model: spec, dims, K, MLP, aux head, BatchNorm, init, GSU kernel.
         sharding: per-table storage precision.
         num_items, num_categories: vocabulary sizes including padding id 0.
         max_len: N, the longest history the model searches.
@@ -53,18 +56,35 @@ class DareModel(nn.Module):
         dense_device: torch.device,
     ) -> None:
         super().__init__()
+        spec = model.spec()
         kernel = Kernel(model.gsu_kernel)
         self.sparse_arch = SparseArch(model, sharding, num_items, num_categories, max_len, embedding_device,
                                       dense_device)
-        att_set, rep_set = self.sparse_arch.layout.attention_set, self.sparse_arch.layout.representation_set
-        self.gsu = GeneralSearchUnit(2 * set_dim(model, att_set), model.d_pos, model.top_k, max_len, kernel)
+        self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
+                                     max_len, kernel, dense_device)
         self.esu = ExactSearchUnit(kernel)
         self.full_sequence_attention = FullSequenceAttention(kernel) if model.aux_loss else None
-        rep_width = 2 * set_dim(model, rep_set) + model.d_pos
-        self.over_arch = OverArch(3 * rep_width, model.mlp_hidden, dense_device)
-        self.aux_over_arch = OverArch(3 * rep_width, model.mlp_hidden, dense_device) if model.aux_loss else None
+        rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0)
+        self.target_aware = spec.target_aware
+        over_arch_width = (3 if spec.target_aware else 2) * rep_width
+        self.over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device)
+        self.aux_over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device) \
+            if model.aux_loss else None
         self.bf16 = bf16
         self.autocast_device = dense_device.type
+        if model.init_std is not None:
+            self._init_dense_normal(model.init_std)
+
+    def _init_dense_normal(self, std: float) -> None:
+        """N(0, std) for every dense weight (not biases); the tables get the same through their init_fn."""
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if not name.startswith("sparse_arch.collections.") and not name.endswith("bias"):
+                    nn.init.normal_(param, mean=0.0, std=std)
+
+    def interaction(self, target: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The over-arch input: ``[v_t; h; v_t * h]`` (target-aware) or ``[v_t; h]``."""
+        return torch.cat([target, h, target * h] if self.target_aware else [target, h], dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> ModelOutput:
         """``features``: the batch KJT (see :class:`dare_rec.data.batch.Batch`).
@@ -72,18 +92,30 @@ class DareModel(nn.Module):
         TorchRec's train pipeline fx-traces this method (submodules without sharded tables are leaves), so
         it must stay free of data-dependent Python; such code belongs inside a submodule.
         """
-        emb = self.sparse_arch(features)
-        att_positions = self.sparse_arch.position_table(ATTENTION)
-        rep_positions = self.sparse_arch.position_table(REPRESENTATION)
+        # Representation vectors of every behavior are needed only by the aux head, in training; otherwise
+        # (evaluation, serving, aux-free training) only the K selected ones are looked up, after the search.
+        every_behavior = self.aux_over_arch is not None and self.training
+        representation = every_behavior or not self.sparse_arch.selects_representation_lookups
+        return self.dense_forward(self.sparse_arch(features, representation=representation), features)
+
+    def dense_forward(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> ModelOutput:
+        """Everything after the table lookups: search, aggregation, heads (and the lookup of the selected
+        behaviors' representations when ``emb`` has none). Separate from :meth:`forward` so analyses can feed
+        role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            gsu = self.gsu(emb.att_hist, emb.offsets, emb.att_target, att_positions)
-            target = torch.cat([emb.rep_target, rep_positions.weight[0].expand(emb.rep_target.size(0), -1)], dim=1)
-            h = self.esu(gsu, emb.rep_hist, emb.offsets, rep_positions)
-            logits = self.over_arch(torch.cat([target, h, target * h], dim=1)).float()
+            gsu = self.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
+            selected = None
+            if emb.rep_hist is None:
+                selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets, gsu.top_indices,
+                                                                        gsu.top_mask)
+                emb = emb._replace(rep_target=rep_target)
+            target = target_vector(emb)
+            h = self.esu(gsu, emb, selected)
+            logits = self.over_arch(self.interaction(target, h))
             aux_logits = None
             if self.aux_over_arch is not None and self.training:
-                h_all = self.full_sequence_attention(gsu.scores, emb.rep_hist, emb.offsets, rep_positions)
-                aux_logits = self.aux_over_arch(torch.cat([target, h_all, target * h_all], dim=1)).float()
+                h_all = self.full_sequence_attention(gsu.scores, emb)
+                aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
 
 

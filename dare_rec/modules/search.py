@@ -7,12 +7,15 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
-from dare_rec.modules.embeddings import PositionTable
-from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_weighted_sum
+from dare_rec.modules.embeddings import SequenceEmbeddings
+from dare_rec.modules.variants import ModelSpec
+from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_topk, jagged_weighted_sum
+from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -26,33 +29,85 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(filled, dim=-1) * mask.to(scores.dtype)
 
 
-class GeneralSearchUnit(nn.Module):
-    """Selects the K behaviors most relevant to the target in attention space.
+class DinAttention(nn.Module):
+    """DIN's attention score: ``MLP([q, k, q - k, q * k]) / width`` per behavior (36 hidden, PReLU), as the
+    reference code's ``learnable`` attention. Cost O(L * width * 36), so it is the expensive search.
 
-    ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos)`` with D_att the width of the
-    concatenated [item; cate] attention vector (2 * d_att), then top-K over valid behaviors.
+    Args:
+        width: width of a query / key vector (``[item; cate]``, plus the position vector when used).
     """
 
-    def __init__(self, att_width: int, d_pos: int, top_k: int, max_len: int, kernel: Kernel) -> None:
+    def __init__(self, width: int, device: torch.device) -> None:
+        super().__init__()
+        self.width = width
+        self.mlp = nn.Sequential(nn.Linear(4 * width, 36, device=device), nn.PReLU(device=device),
+                                 nn.Linear(36, 1, device=device))
+
+    def forward(self, keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """``keys``, ``queries``: ``[L, width]`` (each behavior next to its own target) -> scores ``[L]``."""
+        pairs = torch.cat([queries, keys, queries - keys, queries * keys], dim=1)
+        return self.mlp(pairs).squeeze(-1) / self.width
+
+
+class GeneralSearchUnit(nn.Module):
+    """Scores every behavior against its target in attention space and selects K of them.
+
+    ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)`` with D_att the
+    width of the [item; cate] attention vector (2 * d_att). ``din_mlp``: :class:`DinAttention` over the full
+    attention vectors (positions concatenated). ``soft`` search keeps the top-K scores of the valid behaviors;
+    ``hard`` search keeps the most recent behaviors of the target's category, then the most recent others.
+
+    Args:
+        spec: the model axes (score, search, positions).
+        att_width: D_att.
+        att_position_dim: d_pos_att.
+        top_k: K.
+        max_len: N.
+        kernel: implementation of the custom ops.
+        device: parameter device (DIN's MLP).
+    """
+
+    def __init__(self, spec: ModelSpec, att_width: int, att_position_dim: int, top_k: int, max_len: int,
+                 kernel: Kernel, device: torch.device) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(att_width)
-        self.position_scale = 1.0 / math.sqrt(d_pos)
+        self.position_scale = 1.0 / math.sqrt(att_position_dim)
+        self.hard = spec.search == "hard"
         self.top_k = top_k
         self.max_len = max_len
         self.kernel = kernel
+        self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0), device) \
+            if spec.score == "din_mlp" else None
 
-    def forward(self, att_hist: torch.Tensor, offsets: torch.Tensor, att_target: torch.Tensor,
-                positions: PositionTable) -> GsuOutput:
+    def forward(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor) -> GsuOutput:
         """
         Args:
-            att_hist: ``[L, D_att]`` jagged attention vectors; offsets ``[B + 1]``.
-            att_target: ``[B, D_att]``.
-            positions: the attention position table (``[N + 1, d_pos]``).
+            emb: the batch's role vectors (attention keys/queries and position vectors are read).
+            hist_cate: ``[L]`` category ids of the behaviors; target_cate ``[B]`` (hard search only).
         """
-        table = positions.weight
-        position_bias = (table @ table[0]) * self.position_scale
-        return gsu_topk(att_hist, offsets, att_target, position_bias, self.top_k, self.max_len, self.scale,
-                        self.kernel)
+        if self.din is None:
+            if emb.att_positions is None:
+                position_bias = emb.att_hist.new_zeros(self.max_len + 1)
+            else:
+                position_bias = (emb.att_positions @ emb.att_target_position) * self.position_scale
+            out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, position_bias, self.top_k, self.max_len,
+                           self.scale, self.kernel)
+        else:
+            rows, slots, lengths = pt_jagged_layout(emb.offsets)
+            keys, queries = emb.att_hist, emb.att_target[rows]
+            if emb.att_positions is not None:
+                keys = torch.cat([keys, emb.att_positions[lengths[rows] - slots]], dim=1)
+                queries = torch.cat([queries, emb.att_target_position.expand(keys.size(0), -1)], dim=1)
+            out = jagged_topk(self.din(keys, queries), emb.offsets, self.top_k, self.max_len, self.kernel)
+        if not self.hard:
+            return out
+        # Hard search: rank same-category behaviors above all others, the most recent first within each
+        # group (slot j + 1 grows with recency); the softmax weights still come from the scores.
+        rows, slots, _ = pt_jagged_layout(emb.offsets)
+        same_category = (hist_cate == target_cate[rows]).to(torch.float32)
+        selection_key = same_category * (self.max_len + 1) + slots.to(torch.float32) + 1
+        selected = jagged_topk(selection_key, emb.offsets, self.top_k, self.max_len, self.kernel)
+        return GsuOutput(out.scores, selected.top_indices, selected.top_mask)
 
 
 class ExactSearchUnit(nn.Module):
@@ -66,25 +121,28 @@ class ExactSearchUnit(nn.Module):
         super().__init__()
         self.kernel = kernel
 
-    def forward(self, gsu: GsuOutput, rep_hist: torch.Tensor, offsets: torch.Tensor,
-                positions: PositionTable) -> torch.Tensor:
+    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``).
-            rep_hist: ``[L, 2 * d_rep]`` jagged representation vectors; offsets ``[B + 1]``.
-            positions: the representation position table.
+            emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
+                ``selected`` is not given).
+            selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
+                looked up on their own; else they are gathered from ``emb.rep_hist``.
 
         Returns:
-            h ``[B, 2 * d_rep + d_pos]``.
+            h ``[B, 2 * d_rep (+ d_pos)]``.
         """
         weights = masked_softmax(gsu.scores.gather(1, gsu.top_indices), gsu.top_mask)
-        selected = jagged_gather(rep_hist, offsets, gsu.top_indices, gsu.top_mask, self.kernel)
-        lengths = (offsets[1:] - offsets[:-1]).unsqueeze(1)
-        selected_pos = positions((lengths - gsu.top_indices).clamp(min=0))
-        return torch.cat([
-            (weights.unsqueeze(-1) * selected).sum(1),
-            (weights.unsqueeze(-1) * selected_pos).sum(1),
-        ], dim=1)
+        if selected is None:
+            selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
+        h = (weights.unsqueeze(-1) * selected).sum(1)
+        if emb.rep_positions is None:
+            return h
+        lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
+        selected_pos = emb.rep_positions[(lengths - gsu.top_indices).clamp(min=0)]
+        return torch.cat([h, (weights.unsqueeze(-1) * selected_pos).sum(1)], dim=1)
 
 
 class FullSequenceAttention(nn.Module):
@@ -95,22 +153,28 @@ class FullSequenceAttention(nn.Module):
         super().__init__()
         self.kernel = kernel
 
-    def forward(self, scores: torch.Tensor, rep_hist: torch.Tensor, offsets: torch.Tensor,
-                positions: PositionTable) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """
         Args:
             scores: ``[B, N]`` GSU scores of every slot.
-            rep_hist: ``[L, 2 * d_rep]`` jagged representation vectors; offsets ``[B + 1]``.
-            positions: the representation position table.
+            emb: role vectors (representation side).
 
         Returns:
-            ``[B, 2 * d_rep + d_pos]``.
+            ``[B, 2 * d_rep (+ d_pos)]``.
         """
-        lengths = (offsets[1:] - offsets[:-1]).unsqueeze(1)
+        lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
         weights = masked_softmax(scores, slots < lengths)
-        slot_pos = positions((lengths - slots).clamp(min=0))
-        return torch.cat([
-            jagged_weighted_sum(rep_hist, offsets, weights, self.kernel),
-            (weights.unsqueeze(-1) * slot_pos).sum(1),
-        ], dim=1)
+        h = jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)
+        if emb.rep_positions is None:
+            return h
+        slot_pos = emb.rep_positions[(lengths - slots).clamp(min=0)]
+        return torch.cat([h, (weights.unsqueeze(-1) * slot_pos).sum(1)], dim=1)
+
+
+def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:
+    """``v_t^R``: ``[B, 2 * d_rep (+ d_pos)]`` representation of the target, with position 0 when used."""
+    if emb.rep_target_position is None:
+        return emb.rep_target
+    return torch.cat([emb.rep_target, emb.rep_target_position.expand(emb.rep_target.size(0), -1)], dim=1)
+

@@ -3,7 +3,8 @@
 Each rank feeds its half of a global batch to DistributedModelParallel; the reference is the plain model on
 the whole batch. Loss gradients of the reference (mean over 2B samples) equal the ranks' averaged gradients
 (mean over B per rank, averaged across ranks for dense and embedding parameters alike), so after one step
-the updated weights must agree: embeddings with FBGEMM's exact row-wise Adagrad, dense parts with Adam.
+the updated weights must agree: embeddings with FBGEMM's fused optimizer (row-wise Adagrad, Adagrad or SGD),
+dense parts with Adam (and its coupled weight decay for train.dense_l2). Every table layout is covered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
-from dare_rec.optim import apply_sparse_optimizer, build_optimizer
+from dare_rec.optim import apply_sparse_optimizer, build_optimizer, takes_l2
 from sharding.planner import plan_rows, shard_model
 from tests.conftest import tiny_config
 from tests.multiprocess import run_on_ranks
@@ -41,24 +42,30 @@ def full_block(tensor, r, c, like):
     return tensor[r:r + like.size(0), c:c + like.size(1)] if like.dim() == 2 else tensor
 
 
-def rowwise_adagrad_(weight, grad, lr, eps, column_splits):
-    """FBGEMM EXACT_ROWWISE_ADAGRAD, one step from zero state: per row and per column shard (each column
-    shard is its own table in FBGEMM, with its own row accumulators), state = mean(g^2) over the shard's
-    columns; w -= lr * g / (sqrt(state) + eps). Rows the batch did not touch are left alone."""
+def sparse_step_(optimizer, weight, grad, lr, eps, column_splits):
+    """One FBGEMM step from zero state, per column shard (each column shard is its own table in FBGEMM, with
+    its own state). EXACT_ROWWISE_ADAGRAD: state = mean(g^2) over the shard's columns, w -= lr * g /
+    (sqrt(state) + eps); EXACT_ADAGRAD: the same per element; EXACT_SGD: w -= lr * g. Rows the batch did not
+    touch are left alone."""
     start = 0
     for width in column_splits:
         g = grad[:, start:start + width]
-        state = (g * g).mean(dim=1, keepdim=True)
         touched = (g != 0).any(dim=1, keepdim=True)
-        weight[:, start:start + width] -= torch.where(touched, lr * g / (state.sqrt() + eps), torch.zeros_like(g))
+        if optimizer == "sgd":
+            update = lr * g
+        else:
+            state = (g * g).mean(dim=1, keepdim=True) if optimizer == "rowwise_adagrad" else g * g
+            update = lr * g / (state.sqrt() + eps)
+        weight[:, start:start + width] -= torch.where(touched, update, torch.zeros_like(g))
         start += width
 
 
-def _parity(rank, world_size, data_root, sharding_type):
+def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_optimizer, dense_l2):
     torch.set_num_threads(1)
     # min_partition 8 splits the 16-wide representation tables into two column shards
-    cfg = tiny_config("--data.path", str(data_root), "--sharding.default.sharding_type", sharding_type,
-                      "--sharding.default.min_partition", "8")
+    cfg = tiny_config("--data.path", str(data_root), "--model.variant", variant, "--sharding.lookup", lookup,
+                      "--sharding.default.sharding_type", sharding_type, "--sharding.default.min_partition", "8",
+                      "--train.sparse_optimizer", sparse_optimizer, "--train.dense_l2", str(dense_l2))
     meta = DatasetMeta.read(data_root)
     local = list(ParquetBatchReader(data_root, "train", LOCAL_BATCH, cfg.data.max_len))[rank]
     whole = next(iter(ParquetBatchReader(data_root, "train", LOCAL_BATCH * world_size, cfg.data.max_len)))
@@ -66,15 +73,25 @@ def _parity(rank, world_size, data_root, sharding_type):
     torch.manual_seed(0)
     reference = build_model(cfg, meta.num_items, meta.num_categories, CPU, CPU)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), CPU)
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, CPU)
     dmp = shard_model(model, cfg, CPU, world_size, world_size)
     ref_state = reference.state_dict()
     with torch.no_grad():
         for key, r, c, block in local_shards(dmp.state_dict()):
             block.copy_(full_block(ref_state[key], r, c, block))
 
-    # forward: this rank's logits equal the reference's logits of the same samples
+    # eval forward (decoupled layouts look up representations of the selected behaviors only, through a
+    # KJT built in forward) and training forward: this rank's logits equal the reference's on its samples
     mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+    dmp.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dmp(local)[1][1], reference(whole)[1][1][mine], atol=1e-5, rtol=1e-5)
+        # ranks may evaluate batches of different sizes (a last partial batch, a padding batch)
+        uneven = next(iter(ParquetBatchReader(data_root, "val", LOCAL_BATCH - 40 * rank, cfg.data.max_len)))
+        torch.testing.assert_close(dmp(uneven)[1][1], reference(uneven)[1][1], atol=1e-5, rtol=1e-5)
+    dmp.train()
+    reference.train()
     loss, (_, logits, _) = dmp(local)
     ref_loss, (_, ref_logits, _) = reference(whole)
     torch.testing.assert_close(logits, ref_logits[mine], atol=1e-5, rtol=1e-5)
@@ -87,15 +104,19 @@ def _parity(rank, world_size, data_root, sharding_type):
     ref_loss.backward()
     shards = plan_rows(dmp.plan, cfg)
     if sharding_type == "column_wise":
-        assert column_splits(shards, "item_rep") == [8, 8], "column-wise plan did not split the table"
+        wide = next(s.table for s in shards if s.table.startswith("item_rep") or s.table == "item_shared")
+        assert column_splits(shards, wide) == [8, 8], "column-wise plan did not split the table"
     tables = {s.table for s in shards}
-    dense = [p for n, p in reference.named_parameters() if not any(f".{t}." in n for t in tables)]
-    torch.optim.Adam(dense, lr=cfg.train.dense_lr).step()
+    dense = {n: p for n, p in reference.named_parameters() if not any(f".{t}." in n for t in tables)}
+    decayed = [p for n, p in dense.items() if takes_l2(n)]
+    rest = [p for n, p in dense.items() if not takes_l2(n)]
+    torch.optim.Adam([{"params": decayed, "weight_decay": 2 * dense_l2}, {"params": rest}],
+                     lr=cfg.train.dense_lr).step()
     with torch.no_grad():
         for name, p in reference.named_parameters():
             table = next((t for t in tables if f".{t}." in name), None)
             if table is not None:
-                rowwise_adagrad_(p, p.grad, cfg.train.sparse_lr, 1e-8, column_splits(shards, table))
+                sparse_step_(sparse_optimizer, p, p.grad, cfg.train.sparse_lr, 1e-8, column_splits(shards, table))
     updated = reference.state_dict()
     for key, r, c, block in local_shards(dmp.state_dict()):
         expected = full_block(updated[key], r, c, block) - full_block(before[key], r, c, block)
@@ -112,6 +133,13 @@ def column_splits(shards, table):
     return [widths[c] for c in sorted(widths)]
 
 
-@pytest.mark.parametrize("sharding_type", ["table_wise", "row_wise", "column_wise"])
-def test_sharded_forward_and_step_match_unsharded(tiny_data, sharding_type):
-    run_on_ranks(_parity, 2, tiny_data, sharding_type, timeout=120)
+@pytest.mark.parametrize("variant,lookup,sharding_type,sparse_optimizer,dense_l2", [
+    ("dare", "singleton_bags", "table_wise", "rowwise_adagrad", 0.0),
+    ("dare", "sequence", "row_wise", "rowwise_adagrad", 0.0),  # pooled lookups are row-wise on CUDA only
+    ("dare", "sequence", "column_wise", "rowwise_adagrad", 0.0),
+    ("twin", "singleton_bags", "table_wise", "adagrad", 0.01),  # shared layout; exact Adagrad; dense L2
+    ("twin_4e", "singleton_bags", "column_wise", "sgd", 0.0),  # four table sets; SGD
+])
+def test_sharded_forward_and_step_match_unsharded(tiny_data, variant, lookup, sharding_type, sparse_optimizer,
+                                                  dense_l2):
+    run_on_ranks(_parity, 2, tiny_data, variant, lookup, sharding_type, sparse_optimizer, dense_l2, timeout=180)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.modules.embeddings import table_names
 from dare_rec.modules.model import build_model
+from dare_rec.modules.variants import VARIANTS
 from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -28,38 +29,124 @@ def model_for(*overrides):
     return build_model(cfg, 501, 21, CPU, CPU), cfg
 
 
+def table_configs(train):
+    """Table configs of every collection (EmbeddingCollection or EmbeddingBagCollection)."""
+    return [t for c in train.model.sparse_arch.collections.values()
+            for t in (c.embedding_bag_configs() if train.model.sparse_arch.bags else c.embedding_configs())]
+
+
+def table_weight(collection, name):
+    return (collection.embedding_bags if hasattr(collection, "embedding_bags") else collection.embeddings)[name].weight
+
+
+def table_dims(train):
+    return {t.name: t.embedding_dim for t in table_configs(train)}
+
+
+def table_features(train):
+    return {t.name: t.feature_names for t in table_configs(train)}
+
+
 def test_dare_has_decoupled_tables_with_independent_dims():
-    train, cfg = model_for("--model.d_att", "4", "--model.d_rep", "12")
-    collections = train.model.sparse_arch.collections
-    assert set(collections) == {"att", "rep"}
-    dims = {t.name: t.embedding_dim for ec in collections.values() for t in ec.embedding_configs()}
-    assert dims == {"item_att": 4, "cate_att": 4, "item_rep": 12, "cate_rep": 12}
-    assert table_names("dare") == list(dims)
+    train, cfg = model_for("--model.d_att", "4", "--model.d_rep", "12", "--model.d_pos_att", "6")
+    arch = train.model.sparse_arch
+    assert set(arch.collections) == {"att", "rep"}
+    assert table_dims(train) == {"item_att": 4, "cate_att": 4, "item_rep": 12, "cate_rep": 12}
+    assert table_names(cfg.model) == list(table_dims(train))
     # each table is shared by the history and the target feature
-    features = {t.name: t.feature_names for ec in collections.values() for t in ec.embedding_configs()}
-    assert features["item_att"] == ["hist_item", "target_item"]
-    assert set(train.model.sparse_arch.positions) == {"att", "rep"}
+    assert table_features(train)["item_att"] == ["hist_item", "target_item"]
+    assert {name: p.weight.size(1) for name, p in arch.positions.items()} == {"att": 6, "rep": cfg.model.d_pos}
 
 
 def test_twin_uses_one_table_set_for_attention_and_representation(tiny_data):
-    train, _ = model_for("--model.variant", "twin", "--model.d_att", "16", "--model.d_rep", "16")
+    # the shared layout has no attention tables: d_att does not apply, the one set has dim d_rep
+    train, cfg = model_for("--model.variant", "twin", "--model.d_att", "4", "--model.d_rep", "16")
     arch = train.model.sparse_arch
     assert set(arch.collections) == {"shared"} and set(arch.positions) == {"shared"}
+    assert table_dims(train) == {"item_shared": 16, "cate_shared": 16} and cfg.model.attention_dim == 16
     emb = arch(first_batch(tiny_data).sparse_features)
-    assert torch.equal(emb.att_hist, emb.rep_hist) and torch.equal(emb.att_target, emb.rep_target)
+    assert emb.att_hist is emb.rep_hist and emb.att_target is emb.rep_target
 
 
-def test_over_arch_input_is_target_h_and_their_product(tiny_data):
-    train, _ = model_for()
+def test_twin_4e_has_four_table_sets(tiny_data):
+    train, cfg = model_for("--model.variant", "twin_4e", "--model.d_att", "4", "--model.d_rep", "12")
+    assert table_features(train) == {
+        "item_att_hist": ["hist_item"], "cate_att_hist": ["hist_cate"],
+        "item_att_target": ["target_item"], "cate_att_target": ["target_cate"],
+        "item_rep_hist": ["hist_item"], "cate_rep_hist": ["hist_cate"],
+        "item_rep_target": ["target_item"], "cate_rep_target": ["target_cate"]}
+    assert table_dims(train)["item_att_target"] == 4 and table_dims(train)["cate_rep_hist"] == 12
+    assert set(train.model.sparse_arch.positions) == {"att_hist", "att_target", "rep_hist", "rep_target"}
+    # the target's attention vector comes from the target-side table, not the history-side one
+    features = first_batch(tiny_data).sparse_features
+    emb = train.model.sparse_arch(features)
+    ec = train.model.sparse_arch.collections["att"]
+    target_ids = features["target_item"].values()
+    torch.testing.assert_close(emb.att_target[:, :4], table_weight(ec, "item_att_target")[target_ids])
+    assert not torch.allclose(emb.att_target[:, :4], table_weight(ec, "item_att_hist")[target_ids])
+
+
+def over_arch_inputs(train, batch):
     model = train.model
     seen = {}
     model.sparse_arch.register_forward_hook(lambda m, i, o: seen.update(emb=o))
     model.esu.register_forward_hook(lambda m, i, o: seen.update(h=o))
     model.over_arch.register_forward_hook(lambda m, i, o: seen.update(features=i[0]))
-    model(first_batch(tiny_data).sparse_features)
-    rep_pos0 = model.sparse_arch.position_table("rep").weight[0]
-    target = torch.cat([seen["emb"].rep_target, rep_pos0.expand(seen["emb"].rep_target.size(0), -1)], dim=1)
-    torch.testing.assert_close(seen["features"], torch.cat([target, seen["h"], target * seen["h"]], dim=1))
+    model(batch.sparse_features)
+    emb = seen["emb"]
+    target = torch.cat([emb.rep_target, emb.rep_target_position.expand(emb.rep_target.size(0), -1)], dim=1)
+    return target, seen["h"], seen["features"]
+
+
+def test_over_arch_input_is_target_h_and_their_product(tiny_data):
+    train, cfg = model_for()
+    target, h, features = over_arch_inputs(train, first_batch(tiny_data))
+    assert target.size(1) == 2 * cfg.model.d_rep + cfg.model.d_pos
+    torch.testing.assert_close(features, torch.cat([target, h, target * h], dim=1))
+
+
+def test_twin_no_tr_over_arch_input_is_target_and_h_only(tiny_data):
+    train, cfg = model_for("--model.variant", "twin_no_tr")
+    target, h, features = over_arch_inputs(train, first_batch(tiny_data))
+    width = 2 * cfg.model.d_rep + cfg.model.d_pos
+    assert train.model.over_arch.mlp[0].in_features == 2 * width
+    torch.testing.assert_close(features, torch.cat([target, h], dim=1))
+
+
+def test_twin_proj_projections_receive_gradients(tiny_data):
+    train, _ = model_for("--model.variant", "twin_proj")
+    projections = train.model.sparse_arch.projections
+    assert set(projections) == {"att_hist", "att_target", "rep_hist", "rep_target"}
+    loss, _ = train(first_batch(tiny_data))
+    loss.backward()
+    for name, p in projections.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(m.bias is None for m in projections.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_din_has_no_positions_and_an_attention_mlp(tiny_data):
+    train, _ = model_for("--model.variant", "din")
+    assert train.model.sparse_arch.positions is None and train.model.gsu.din is not None
+    emb = train.model.sparse_arch(first_batch(tiny_data).sparse_features)
+    assert emb.att_positions is None and emb.rep_target_position is None
+    assert train.model.over_arch.mlp[0].in_features == 3 * 2 * tiny_config().model.d_rep
+
+
+def test_axes_override_the_variant():
+    cfg = tiny_config("--model.variant", "twin", "--model.search", "hard", "--model.target_aware", "false")
+    spec = cfg.model.spec()
+    assert (spec.layout, spec.search, spec.target_aware) == ("shared", "hard", False)
+
+
+def test_init_std_draws_every_weight_from_a_normal():
+    train, _ = model_for("--model.init_std", "0.01", "--model.batch_norm", "true")
+    for name, p in train.named_parameters():
+        if name.endswith("bias"):
+            continue
+        if p.numel() >= 100:  # tables and position tables, linear weights
+            assert 0.007 < p.std().item() < 0.013, name
+        else:  # PReLU slopes, BatchNorm scales: N(0, 0.01) too, as in the reference code
+            assert p.abs().max().item() < 0.06, name
 
 
 def test_aux_head_only_in_training(tiny_data):
@@ -95,12 +182,85 @@ def test_short_and_empty_histories_give_finite_outputs_and_gradients(tiny_data):
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
-@pytest.mark.parametrize("variant,d_att", [("dare", 8), ("twin", 16)])
-def test_bf16_autocast_keeps_float32_logits_close_to_fp32(tiny_data, variant, d_att):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_trains_with_finite_gradients_and_evaluates(tiny_data, variant):
+    train, _ = model_for("--model.variant", variant, "--model.batch_norm", "true")
     batch = first_batch(tiny_data)
-    fp32, _ = model_for("--model.variant", variant, "--model.d_att", str(d_att))
-    bf16, _ = model_for("--model.variant", variant, "--model.d_att", str(d_att), "--train.bf16", "true")
+    loss, _ = train(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in train.parameters())
+    train.eval()
+    _, (_, logits, _) = train(batch)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("variant", ["dare", "twin"])
+def test_bf16_autocast_keeps_float32_logits_close_to_fp32(tiny_data, variant):
+    batch = first_batch(tiny_data)
+    fp32, _ = model_for("--model.variant", variant)
+    bf16, _ = model_for("--model.variant", variant, "--train.bf16", "true")
     bf16.load_state_dict(fp32.state_dict())
     a, b = fp32.model(batch.sparse_features).logits, bf16.model(batch.sparse_features).logits
     assert b.dtype == torch.float32
     torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e"])
+def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, variant, lookup):
+    """Evaluation and aux-free training look representation vectors up for the K selected behaviors only;
+    logits, loss and every gradient are those of the full lookup."""
+    batch = first_batch(tiny_data)
+    features = batch.sparse_features
+    for overrides, training in ((("--model.aux_loss", "true"), False), (("--model.aux_loss", "false"), True)):
+        train, _ = model_for("--model.variant", variant, "--sharding.lookup", lookup, *overrides)
+        model = train.model
+        model.train(training)
+        assert model.sparse_arch.selects_representation_lookups
+        seen = {}
+        model.sparse_arch.register_forward_hook(lambda m, i, o: seen.update(emb=o))
+        selected_only = model(features).logits
+        assert seen["emb"].rep_hist is None  # the forward really took the selected-only path
+        grads = {}
+        selected_only.sum().backward()
+        grads["selected"] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        full = model.dense_forward(model.sparse_arch(features, representation=True), features).logits
+        full.sum().backward()
+        torch.testing.assert_close(selected_only, full)
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(grads["selected"][name], p.grad, msg=name)
+        assert set(grads["selected"]) == {n for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_hard"])
+def test_singleton_bag_lookups_give_the_sequence_lookups_outputs_and_gradients(tiny_data, variant):
+    """sharding.lookup only changes how the tables are read: with the same weights, EmbeddingBagCollections
+    over one-id bags give the EmbeddingCollections' logits and table gradients, in training and evaluation."""
+    batch = first_batch(tiny_data)
+    sequence, _ = model_for("--model.variant", variant, "--sharding.lookup", "sequence")
+    bags, _ = model_for("--model.variant", variant, "--sharding.lookup", "singleton_bags")
+    assert bags.model.sparse_arch.bags and not sequence.model.sparse_arch.bags
+    with torch.no_grad():
+        for name, collection in sequence.model.sparse_arch.collections.items():
+            for table in collection.embeddings:
+                table_weight(bags.model.sparse_arch.collections[name], table).copy_(
+                    table_weight(collection, table))
+    dense = {n: p for n, p in sequence.named_parameters() if "collections" not in n}
+    bags.load_state_dict({**bags.state_dict(), **{n: p.detach() for n, p in dense.items()}})
+    for training in (True, False):
+        sequence.train(training)
+        bags.train(training)
+        loss_seq, (_, logits_seq, _) = sequence(batch)
+        loss_bag, (_, logits_bag, _) = bags(batch)
+        torch.testing.assert_close(logits_bag, logits_seq)
+        if training:
+            loss_seq.backward()
+            loss_bag.backward()
+            for name, collection in sequence.model.sparse_arch.collections.items():
+                for table in collection.embeddings:
+                    torch.testing.assert_close(
+                        table_weight(bags.model.sparse_arch.collections[name], table).grad,
+                        table_weight(collection, table).grad, msg=table)

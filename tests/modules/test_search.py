@@ -6,17 +6,28 @@ import math
 
 import torch
 
-from dare_rec.modules.embeddings import PositionTable
+from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.over_arch import OverArch
 from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, masked_softmax
+from dare_rec.modules.variants import VARIANTS
 from dare_rec.ops import GsuOutput, Kernel
 
+CPU = torch.device("cpu")
 
-def position_table(rows) -> PositionTable:
-    table = PositionTable(len(rows), len(rows[0]), torch.device("cpu"))
-    with torch.no_grad():
-        table.weight.copy_(torch.tensor(rows, dtype=torch.float32))
-    return table
+
+def embeddings(offsets, att_hist=None, att_target=None, rep_hist=None, positions=None, att_positions=None):
+    """SequenceEmbeddings with only the fields a test reads; position vectors given as rows (p = 0, 1, ...)."""
+    table = None if positions is None else torch.tensor(positions, dtype=torch.float32)
+    att_table = None if att_positions is None else torch.tensor(att_positions, dtype=torch.float32)
+    return SequenceEmbeddings(
+        att_hist=att_hist, att_target=att_target, rep_hist=rep_hist, rep_target=None,
+        offsets=torch.tensor(offsets), att_positions=att_table,
+        att_target_position=None if att_table is None else att_table[0],
+        rep_positions=table, rep_target_position=None if table is None else table[0])
+
+
+def gsu(variant="twin", att_width=2, d_pos=1, top_k=1, max_len=2) -> GeneralSearchUnit:
+    return GeneralSearchUnit(VARIANTS[variant], att_width, d_pos, top_k, max_len, Kernel.PYTORCH, CPU)
 
 
 def test_masked_softmax_by_hand():
@@ -34,9 +45,8 @@ def test_gsu_scores_by_hand():
     # one sample, history of 2 behaviors (oldest first), attention width 2, d_pos 1
     att_hist = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     att_target = torch.tensor([[3.0, 1.0]])
-    positions = position_table([[2.0], [0.5], [-1.0]])  # p0 (target) = 2, p1 = 0.5, p2 = -1
-    gsu = GeneralSearchUnit(att_width=2, d_pos=1, top_k=1, max_len=2, kernel=Kernel.PYTORCH)
-    out = gsu(att_hist, torch.tensor([0, 2]), att_target, positions)
+    emb = embeddings([0, 2], att_hist, att_target, att_positions=[[2.0], [0.5], [-1.0]])  # p0 = 2, p1 = .5, p2 = -1
+    out = gsu()(emb, torch.tensor([1, 1]), torch.tensor([1]))
     # slot 0 is 2 behaviors before the target (pos 2), slot 1 is the most recent (pos 1)
     s0 = 3.0 / math.sqrt(2) + (-1.0 * 2.0) / 1.0
     s1 = 2.0 / math.sqrt(2) + (0.5 * 2.0) / 1.0
@@ -49,8 +59,8 @@ def test_esu_by_hand():
     rep_hist = torch.tensor([[10.0], [20.0], [30.0]])
     scores = torch.tensor([[math.log(3.0), -5.0, 0.0]])
     gsu = GsuOutput(scores, torch.tensor([[2, 0]]), torch.tensor([[True, True]]))
-    positions = position_table([[0.0], [1.0], [2.0], [3.0]])  # position p -> vector [p]
-    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, rep_hist, torch.tensor([0, 3]), positions)
+    emb = embeddings([0, 3], rep_hist=rep_hist, positions=[[0.0], [1.0], [2.0], [3.0]])  # position p -> [p]
+    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, emb)
     # weights: softmax(0, ln 3) = (1/4, 3/4) on slots 2 (pos 1) and 0 (pos 3)
     torch.testing.assert_close(h, torch.tensor([[0.25 * 30 + 0.75 * 10, 0.25 * 1 + 0.75 * 3]]))
 
@@ -58,8 +68,7 @@ def test_esu_by_hand():
 def test_esu_ignores_masked_selection():
     rep_hist = torch.tensor([[10.0]])
     gsu = GsuOutput(torch.tensor([[0.0, 0.0]]), torch.tensor([[0, 1]]), torch.tensor([[True, False]]))
-    positions = position_table([[0.0], [1.0], [2.0]])
-    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, rep_hist, torch.tensor([0, 1]), positions)
+    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, embeddings([0, 1], rep_hist=rep_hist, positions=[[0.0], [1.0], [2.0]]))
     torch.testing.assert_close(h, torch.tensor([[10.0, 1.0]]))
 
 
@@ -67,22 +76,22 @@ def test_full_sequence_attention_by_hand():
     # two behaviors, equal scores -> weights 1/2 each; padding column ignored
     rep_hist = torch.tensor([[2.0], [4.0]])
     scores = torch.tensor([[1.0, 1.0, 99.0]])
-    positions = position_table([[0.0], [1.0], [2.0], [3.0]])
-    h = FullSequenceAttention(Kernel.PYTORCH)(scores, rep_hist, torch.tensor([0, 2]), positions)
+    emb = embeddings([0, 2], rep_hist=rep_hist, positions=[[0.0], [1.0], [2.0], [3.0]])
+    h = FullSequenceAttention(Kernel.PYTORCH)(scores, emb)
     torch.testing.assert_close(h, torch.tensor([[3.0, 1.5]]))
 
 
 def test_empty_history_gives_zero_aggregation():
     gsu = GsuOutput(torch.full((1, 2), torch.finfo(torch.float32).min), torch.tensor([[0, 1]]),
                     torch.tensor([[False, False]]))
-    positions = position_table([[0.0], [1.0], [2.0]])
-    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, torch.zeros(0, 1), torch.tensor([0, 0]), positions)
+    emb = embeddings([0, 0], rep_hist=torch.zeros(0, 1), positions=[[0.0], [1.0], [2.0]])
+    h = ExactSearchUnit(Kernel.PYTORCH)(gsu, emb)
     assert torch.equal(h, torch.zeros(1, 2))
 
 
 def test_over_arch_by_hand():
-    arch = OverArch(in_features=2, hidden=[2], device=torch.device("cpu"))
-    first, prelu, last = arch.mlp
+    arch = OverArch(in_features=2, hidden=[2], batch_norm=False, device=CPU)
+    (first, prelu), last = arch.mlp, arch.final
     with torch.no_grad():
         first.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
         first.bias.zero_()
@@ -91,3 +100,48 @@ def test_over_arch_by_hand():
         last.bias.fill_(0.5)
     # PReLU keeps 3, scales -4 by 0.25 -> 1 * 3 + 2 * (-1) + 0.5
     torch.testing.assert_close(arch(torch.tensor([[3.0, -4.0]])), torch.tensor([1.5]))
+
+
+def test_hard_search_selects_most_recent_same_category_then_fills_with_most_recent_others():
+    # one sample, 6 behaviors oldest -> newest with categories 7 3 7 5 7 4; target category 7; K = 4
+    hist_cate = torch.tensor([7, 3, 7, 5, 7, 4])
+    att_hist = torch.randn(6, 2)
+    emb = embeddings([0, 6], att_hist, torch.randn(1, 2), att_positions=[[0.1]] * 9)
+    out = gsu("twin_hard", top_k=4, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    assert sorted(out.top_indices[0][out.top_mask[0]].tolist()) == [0, 2, 4, 5]  # 3 of category 7 + newest other
+    # with at least K matches only same-category behaviors are kept, the most recent ones
+    out = gsu("twin_hard", top_k=2, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    assert sorted(out.top_indices[0].tolist()) == [2, 4] and out.top_mask.all()
+    # the softmax weights still come from the attention scores of the selected behaviors
+    soft = gsu("twin", top_k=2, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    torch.testing.assert_close(out.scores, soft.scores)
+
+
+def test_hard_search_never_selects_padding():
+    emb = embeddings([0, 2, 2], torch.randn(2, 2), torch.randn(2, 2), att_positions=[[0.1]] * 5)
+    out = gsu("twin_hard", top_k=3, max_len=4)(emb, torch.tensor([1, 2]), torch.tensor([2, 2]))
+    assert out.top_mask.sum(1).tolist() == [2, 0]
+
+
+def test_din_scores_through_its_mlp():
+    torch.manual_seed(0)
+    unit = gsu("din", att_width=2, top_k=2, max_len=3)
+    att_hist, att_target = torch.randn(3, 2), torch.randn(1, 2)
+    out = unit(embeddings([0, 3], att_hist, att_target), torch.zeros(3), torch.zeros(1))
+    q = att_target.expand(3, -1)
+    expected = unit.din.mlp(torch.cat([q, att_hist, q - att_hist, q * att_hist], dim=1)).squeeze(-1) / 2
+    torch.testing.assert_close(out.scores[0], expected)
+    # the MLP is trained by the loss: its weights get gradients through the selected behaviors' scores
+    out.scores.gather(1, out.top_indices).sum().backward()
+    assert unit.din.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_over_arch_batch_norm_uses_running_statistics_in_eval():
+    arch = OverArch(in_features=3, hidden=[4], batch_norm=True, device=CPU)
+    x = torch.randn(16, 3) * 5 + 2
+    arch(x)  # one training step updates the running statistics
+    norm = arch.mlp[0]
+    assert not torch.equal(norm.running_mean, torch.zeros(3))
+    arch.eval()
+    single = arch(x[:1])  # a batch of one works in eval mode and does not depend on the rest of the batch
+    torch.testing.assert_close(single, arch(x)[:1])

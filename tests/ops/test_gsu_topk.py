@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dare_rec.ops import gsu_topk
-from dare_rec.ops.gsu_topk import mask_value_for
+from dare_rec.ops.gsu import mask_value_for
 
 
 def make_inputs(lengths: List[int], dim: int, max_len: int, seed: int):
@@ -90,7 +90,31 @@ def test_gradients_reach_scored_keys_query_and_position_bias():
     assert query.grad.abs().sum() > 0 and bias.grad.abs().sum() > 0
 
 
-def test_rejects_history_longer_than_max_len():
-    keys, offsets, query, bias = make_inputs([7], 4, max_len=7, seed=0)
-    with pytest.raises(AssertionError, match="longer than max_len"):
-        gsu_topk(keys, offsets, query, bias[:6], k=2, max_len=5, scale=1.0)
+def test_full_rows_use_the_same_math_as_ragged_rows():
+    """Every row full (the reference's zero-copy [B, N, D] layout with its own backward) vs the same rows
+    inside a ragged batch (the per-behavior layout): same scores, selections and gradients."""
+    keys, offsets, query, bias = make_inputs([6, 6, 6], 4, max_len=6, seed=2)
+    upstream = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    full = gsu_topk(keys, offsets, query, bias, k=3, max_len=6, scale=0.5)
+    full.scores.backward(upstream)
+    full_grads = [t.grad.clone() for t in (keys, query, bias)]
+    for t in (keys, query, bias):
+        t.grad = None
+    # a fourth, shorter row makes the batch ragged; it gets no upstream gradient
+    ragged = gsu_topk(torch.cat([keys, keys[:2]]), torch.cat([offsets, offsets[-1:] + 2]),
+                      torch.cat([query, query[:1]]), bias, k=3, max_len=6, scale=0.5)
+    ragged.scores[:3].backward(upstream)
+    torch.testing.assert_close(full.scores, ragged.scores[:3])
+    assert torch.equal(full.top_indices, ragged.top_indices[:3])
+    for full_grad, t in zip(full_grads, (keys, query, bias)):
+        torch.testing.assert_close(full_grad, t.grad)
+
+
+def test_rejects_inconsistent_shapes():
+    keys, offsets, query, bias = make_inputs([5, 2], 4, max_len=6, seed=0)
+    with pytest.raises(AssertionError, match="position_bias"):
+        gsu_topk(keys, offsets, query, bias[:6], k=2, max_len=6, scale=1.0)
+    with pytest.raises(AssertionError, match="same width"):
+        gsu_topk(keys, offsets, query[:, :3], bias, k=2, max_len=6, scale=1.0)
+    with pytest.raises(AssertionError, match="B \\* max_len"):
+        gsu_topk(keys, offsets, query, bias[:4], k=2, max_len=3, scale=1.0)

@@ -81,7 +81,7 @@ def test_torchx_job_trains_on_two_ranks_and_checkpoints(torchx_run):
     log = events(torchx_run)
     assert log[0]["event"] == "start" and log[0]["world_size"] == 2
     assert log[-1]["event"] == "end" and log[-1]["samples_per_s"] > 0
-    ckpt, _ = resolve_checkpoint(torchx_run)
+    ckpt = resolve_checkpoint(torchx_run)
     assert {".metadata", "config.yaml", "train_state.json"} <= {p.name for p in ckpt.iterdir()}
     assert len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
 
@@ -100,11 +100,11 @@ def test_train_main_under_elastic_launch(tiny_data, tmp_path):
     assert [e["step"] for e in log if e["event"] == "train"] == [2, 3, 4, 6, 8]
     val = [e for e in log if e["event"] == "val"][-1]
     assert {"auc", "gauc_user", "gauc_category", "logloss", "oracle_auc"} <= set(val)
-    ckpt, _ = resolve_checkpoint(out, "latest")
+    ckpt = resolve_checkpoint(out, "latest")
     assert ckpt.name == "step-00000008"
     stored = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
     dtypes = {key.rsplit(".", 2)[-2]: meta.properties.dtype for key, meta in stored.items()
-              if key.startswith("model.") and ".embeddings." in key}
+              if key.startswith("model.") and (".embeddings." in key or ".embedding_bags." in key)}
     assert dtypes == {"item_att": torch.float16, "cate_att": torch.float32, "item_rep": torch.float32,
                       "cate_rep": torch.float32}
 
@@ -127,6 +127,16 @@ def test_validation_does_not_change_training(tiny_data, tmp_path):
         return [e["loss"] for e in events(tmp_path / run) if e["event"] == "train"]
 
     assert losses("no_val") == losses("val_every_3", "--train.val_every", "3")
+
+
+def test_both_table_lookups_train_the_same_under_the_pipeline(tiny_data, tmp_path):
+    """sharding.lookup only changes the kernels: the pipelined job's losses agree step by step."""
+    def losses(lookup):
+        train.main(train_args(tiny_data, tmp_path / lookup, "--train.max_steps", "6", "--train.log_every", "1",
+                              "--sharding.lookup", lookup, "--model.variant", "twin_hard"))
+        return [e["loss"] for e in events(tmp_path / lookup) if e["event"] == "train"]
+
+    assert losses("sequence") == pytest.approx(losses("singleton_bags"), rel=1e-4)
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -18,7 +18,7 @@ META = torch.device("meta")
 def plan_for(*overrides, world_size=2, num_items=501, num_categories=21, device="cpu"):
     cfg = tiny_config(*overrides)
     model = build_model(cfg, num_items, num_categories, META, META)
-    apply_sparse_optimizer(model, cfg.train)
+    apply_sparse_optimizer(model, cfg.train, torch.device(device))
     return build_plan(model, cfg, world_size, world_size, device), cfg
 
 
@@ -27,7 +27,7 @@ def sharding_types(plan):
 
 
 def test_constraints_from_config_are_honoured():
-    plan, _ = plan_for("--sharding.default.sharding_type", "table_wise",
+    plan, _ = plan_for("--sharding.default.sharding_type", "table_wise", "--sharding.lookup", "sequence",
                        "--sharding.tables.item_rep.sharding_type", "row_wise",
                        "--sharding.tables.item_att.sharding_type", "column_wise")
     assert sharding_types(plan) == {"item_att": "column_wise", "cate_att": "table_wise",
@@ -35,7 +35,8 @@ def test_constraints_from_config_are_honoured():
 
 
 def test_shards_cover_every_table_exactly():
-    plan, cfg = plan_for("--sharding.default.sharding_type", "row_wise", world_size=3)
+    plan, cfg = plan_for("--sharding.default.sharding_type", "row_wise", "--sharding.lookup", "sequence",
+                         world_size=3)
     rows = plan_rows(plan, cfg)
     for table, (n_rows, dim) in {"item_att": (501, 8), "cate_att": (21, 8), "item_rep": (501, 16),
                                  "cate_rep": (21, 16)}.items():
@@ -52,15 +53,33 @@ def test_explanation_lists_tables_and_per_rank_memory():
     assert weights == 501 * 8 * 4 + 21 * 8 * 4 + 501 * 16 * 2 + 21 * 16 * 4
 
 
-def test_twin_plan_has_one_table_set():
-    plan, _ = plan_for("--model.variant", "twin", "--model.d_att", "16")
-    assert set(sharding_types(plan)) == {"item_shared", "cate_shared"}
+@pytest.mark.parametrize("variant,tables", [
+    ("twin", {"item_shared", "cate_shared"}),
+    ("twin_4e", {f"{field}_{role}_{side}" for field in ("item", "cate") for role in ("att", "rep")
+                 for side in ("hist", "target")}),
+])
+def test_plan_follows_the_layout_tables(variant, tables):
+    plan, _ = plan_for("--model.variant", variant)
+    assert set(sharding_types(plan)) == tables
+
+
+@pytest.mark.parametrize("optimizer,per_row", [("rowwise_adagrad", 1), ("adagrad", 16), ("sgd", 0)])
+def test_explanation_counts_the_sparse_optimizer_state(optimizer, per_row):
+    plan, cfg = plan_for("--sharding.default.sharding_type", "table_wise", "--train.sparse_optimizer", optimizer)
+    item_rep = next(r for r in plan_rows(plan, cfg) if r.table == "item_rep")
+    assert item_rep.optimizer_bytes == 501 * per_row * 4
+
+
+def test_adam_for_the_tables_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match=r"^train.sparse_optimizer: 'adam' needs a CUDA device"):
+        plan_for("--train.sparse_optimizer", "adam")
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: variant 'dare' has no"),
+    (["--sharding.tables.item_foo.sharding_type", "row_wise"], r"^sharding.tables.item_foo: the model \('dare'"),
     (["--sharding.default.compute_kernel", "fused_uvm_caching"], r"^sharding.default.compute_kernel: .*needs a CUDA"),
     (["--sharding.memory_per_rank_mb", "0.001"], r"^sharding: no sharding plan satisfies .*world size 2"),
+    (["--sharding.default.sharding_type", "row_wise"], r"^sharding.default.sharding_type: .*row_wise.* CUDA only"),
 ])
 def test_impossible_plans_fail_with_the_field_named(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -81,3 +100,21 @@ def test_plan_command_rejects_bad_world_size(capsys):
                   "--num-items", "10", "--num-categories", "5"])
     assert exit_info.value.code == 2
     assert "--local-world-size: must divide --world-size" in capsys.readouterr().err
+
+
+def test_prefetch_pipeline_plans_uvm_caching_tables_with_cache_prefetch():
+    plan, _ = plan_for("--sharding.default.compute_kernel", "fused_uvm_caching", "--train.pipeline", "prefetch",
+                       "--sharding.default.cache_load_factor", "0.5", device="cuda")
+    params = [ps for module_plan in plan.plan.values() for ps in module_plan.values()]
+    assert len(params) == 4 and all(ps.compute_kernel == "fused_uvm_caching" for ps in params)
+    assert all(ps.cache_params.prefetch_pipeline and ps.cache_params.load_factor == 0.5 for ps in params)
+
+
+@pytest.mark.parametrize("overrides,device,match", [
+    (["--train.pipeline", "prefetch"], "cuda", r"^sharding.default.compute_kernel: train.pipeline 'prefetch'"),
+    (["--train.pipeline", "prefetch", "--sharding.default.compute_kernel", "fused_uvm_caching"], "cpu",
+     r"^sharding.default.compute_kernel: 'fused_uvm_caching' needs a CUDA device"),
+])
+def test_prefetch_pipeline_needs_cuda_caching_tables(overrides, device, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_for(*overrides, device=device)

@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
+import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
-from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
+from dare_rec.ops.pytorch.pt_jagged import exact_precision, pt_full_rows_view, pt_jagged_layout
+
+
+class _JaggedRowDots(torch.autograd.Function):
+    """``out[l] = <keys[l], query[rows[l]]>`` for jagged ``keys [L, D]`` (row ``rows[l]``) -> ``[L]``.
+
+    Forward is FBGEMM's jagged batched matmul (a loop over each row's keys, no ``[L, D]`` temporary; the
+    obvious ``(keys * query[rows]).sum(-1)`` builds two); backward is two ``[L, D]`` passes in plain torch.
+    """
+
+    @staticmethod
+    def forward(ctx, keys: torch.Tensor, offsets: torch.Tensor, query: torch.Tensor, rows: torch.Tensor,
+                max_len: int) -> torch.Tensor:
+        ctx.save_for_backward(keys, query, rows)
+        return torch.ops.fbgemm.jagged_dense_bmm(keys, offsets, query.unsqueeze(2), max_len)[0].squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        keys, query, rows = ctx.saved_tensors
+        grad_keys = query.index_select(0, rows).mul_(grad.unsqueeze(1))
+        grad_query = torch.zeros_like(query).index_add_(0, rows, keys * grad.unsqueeze(1))
+        return grad_keys, None, grad_query, None, None
+
+
+class _RowDots(torch.autograd.Function):
+    """``out[b, n] = <rows[b, n], query[b]>`` for ``rows [B, N, D]``, ``query [B, D]`` -> ``[B, N]``.
+
+    Forward is one ``[1, D] @ [D, N]`` product per row (the fastest CPU layout). Autograd's own backward of
+    that product returns the rows' gradient transposed and then copies it; here it is written contiguous
+    directly (``g[b, n] * query[b]``), which makes forward + backward about 2.5x faster on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, query)
+        return torch.bmm(query.unsqueeze(1), rows.transpose(1, 2)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        rows, query = ctx.saved_tensors
+        return grad.unsqueeze(2) * query.unsqueeze(1), torch.bmm(grad.unsqueeze(1), rows).squeeze(1)
 
 
 def pt_gsu_topk(
@@ -17,16 +58,28 @@ def pt_gsu_topk(
     scale: float,
     mask_value: float,
 ):
-    """See :func:`dare_rec.ops.gsu_topk.gsu_topk` for the contract.
+    """See :func:`dare_rec.ops.gsu.gsu_topk` for the contract.
 
-    Scores are computed on the jagged values (cost O(L * D), no padded ``[B, N, D]`` tensor) and only the
-    scalar scores are scattered into the padded ``[B, N]`` view that top-K runs on.
+    The dot products ``<e_j, v>`` cost O(L * D) and are the only part that reads the keys: with every row
+    full they are one batched matrix-vector product on the zero-copy ``[B, N, D]`` view of the keys; otherwise
+    they are computed per behavior and only the scalars are scattered into the padded ``[B, N]`` view. Scale,
+    position bias, padding mask and top-K then run on ``[B, N]``.
     """
-    rows, slots, lengths = pt_jagged_layout(offsets)
-    positions = lengths[rows] - slots
-    jagged_scores = (keys * query[rows]).sum(-1) * scale + position_bias[positions]
-    scores = jagged_scores.new_full((query.size(0), max_len), mask_value)
-    scores = scores.index_put((rows, slots), jagged_scores)
+    num_rows = query.size(0)
+    lengths = offsets[1:] - offsets[:-1]
+    slots = torch.arange(max_len, device=keys.device)
+    dtype = torch.promote_types(keys.dtype, query.dtype)
+    full = pt_full_rows_view(keys, num_rows, max_len)
+    with exact_precision(keys.device):
+        if full is not None:
+            dots = _RowDots.apply(full.to(dtype), query.to(dtype))
+        else:
+            rows, jagged_slots, _ = pt_jagged_layout(offsets, keys.size(0))
+            jagged_dots = _JaggedRowDots.apply(keys.to(dtype), offsets, query.to(dtype), rows, max_len)
+            dots = jagged_dots.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), jagged_dots)
+    valid = slots < lengths.unsqueeze(1)
+    positions = (lengths.unsqueeze(1) - slots).clamp(min=0)
+    scores = (dots * scale + position_bias[positions]).masked_fill(~valid, mask_value)
     top_indices = scores.topk(min(k, max_len), dim=1).indices
     top_mask = top_indices < lengths.unsqueeze(1)
     return scores, top_indices, top_mask

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from dare_rec.ops.kernel import Kernel
+from dare_rec.ops.kernel import Kernel, resolve_kernel, triton_ops
 from dare_rec.ops.pytorch.pt_gsu_topk import pt_gsu_topk
 
 
@@ -54,13 +54,15 @@ def gsu_topk(
 
     Args:
         keys: ``[L, D]`` attention vectors of all behaviors of the batch (jagged values).
-        offsets: ``[B + 1]`` int64 row offsets into ``keys``; every row length must be <= ``max_len``.
+        offsets: ``[B + 1]`` int64 row offsets into ``keys`` (``offsets[0] = 0``, ``offsets[B] = L``); every
+            row length must be <= ``max_len`` (the reader truncates histories; not re-checked here, because
+            checking values would synchronise the device with the host every step).
         query: ``[B, D]`` attention vector of each sample's target.
         position_bias: ``[P]`` additive score per target-relative position, P > ``max_len``.
         k: behaviors to select per sample (fewer are valid when a history is shorter).
         max_len: N, the padded width of ``scores``.
         scale: multiplies the dot product (e.g. 1 / sqrt(D)).
-        kernel: implementation.
+        kernel: implementation (AUTO is resolved from the inputs' device, see :func:`resolve_kernel`).
 
     Returns:
         :class:`GsuOutput`. Empty histories select nothing (``top_mask`` all False), never produce NaN.
@@ -71,9 +73,9 @@ def gsu_topk(
         torch._assert(offsets.numel() == query.size(0) + 1, "gsu_topk: offsets must have B + 1 entries")
         torch._assert(position_bias.numel() > max_len, "gsu_topk: position_bias needs max_len + 1 entries")
         torch._assert(k > 0, "gsu_topk: k must be positive")
-        lengths = offsets[1:] - offsets[:-1]
-        torch._assert(bool((lengths <= max_len).all()), "gsu_topk: a history is longer than max_len")
+        torch._assert(keys.size(0) <= query.size(0) * max_len, "gsu_topk: more keys than B * max_len")
     mask_value = mask_value_for(torch.promote_types(keys.dtype, query.dtype))
-    if kernel == Kernel.PYTORCH:
-        return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
-    raise NotImplementedError(f"gsu_topk: no {kernel} kernel")
+    if resolve_kernel(kernel, keys.device.type) == Kernel.TRITON:
+        triton = triton_ops(keys.device.type)
+        return GsuOutput(*triton.triton_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
+    return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
