@@ -15,7 +15,8 @@ ragged (``--lengths ragged``: lengths uniform in [1, N]). Each measurement is pa
 Parts ``infer`` and ``train``: the whole model (``dare_rec.modules.model.build_model`` in
 DistributedModelParallel with world size 1, fused sparse optimizer, Adam for the dense part, as the training
 job builds it) on random batches of full histories (item ids Zipf-distributed, a = 1.1), samples/s of an
-evaluation forward and of a training step (forward, backward, optimizer), DARE for every d_att next to TWIN
+evaluation forward and of a training step (forward, backward, optimizer, through TorchRec's
+``TrainPipelineSparseDist`` like the training job), DARE for every d_att next to TWIN
 at the same d_rep (TWIN has no d_att: one value per N), and peak device memory on CUDA.
 
 Configurations are interleaved (each round visits every configuration; within a configuration the op and its
@@ -32,6 +33,7 @@ the per-pair op/memcpy ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -202,49 +204,111 @@ class ModelCase:
     d_att: Optional[int]  # None for TWIN (one table set of dim d_rep)
 
 
-def zipf_ids(n: int, vocab: int, g: torch.Generator, exponent: float = 1.1) -> torch.Tensor:
+ID_DISTRIBUTIONS = ("zipf", "uniform")
+ZIPF_EXPONENT = 1.1
+
+
+def zipf_ids(n: int, vocab: int, g: torch.Generator, exponent: float = ZIPF_EXPONENT) -> torch.Tensor:
     """``n`` ids in [1, vocab) with popularity ~ rank^-exponent (id 0 is padding)."""
     weights = torch.arange(1, vocab, dtype=torch.float64) ** -exponent
     cdf = weights.cumsum(0)
     return torch.searchsorted(cdf / cdf[-1], torch.rand(n, generator=g, dtype=torch.float64)).clamp(max=vocab - 2) + 1
 
 
+def random_ids(n: int, vocab: int, g: torch.Generator, distribution: str = "zipf",
+               zipf_exponent: float = ZIPF_EXPONENT) -> torch.Tensor:
+    """``n`` ids in [1, vocab): Zipf-distributed (see :func:`zipf_ids`) or uniform."""
+    if distribution == "zipf":
+        return zipf_ids(n, vocab, g, zipf_exponent)
+    if distribution == "uniform":
+        return torch.randint(1, vocab, (n,), generator=g)
+    raise ValueError(f"id distribution {distribution!r}: choose one of {ID_DISTRIBUTIONS}")
+
+
+@dataclass
+class FullHistories:
+    """The ids of B random samples whose histories are all N long (the paper's protocol cuts every history at N).
+
+    Attributes:
+        hist_items, hist_cates: ``[B, N]`` int64, oldest -> newest.
+        target_items, target_cates: ``[B]`` int64.
+        labels: ``[B]`` float32, 0 or 1.
+    """
+
+    hist_items: torch.Tensor
+    hist_cates: torch.Tensor
+    target_items: torch.Tensor
+    target_cates: torch.Tensor
+    labels: torch.Tensor
+
+    @staticmethod
+    def sample(batch: int, max_len: int, num_items: int, num_categories: int, g: torch.Generator,
+               distribution: str = "zipf", zipf_exponent: float = ZIPF_EXPONENT) -> "FullHistories":
+        def ids(n: int, vocab: int) -> torch.Tensor:
+            return random_ids(n, vocab, g, distribution, zipf_exponent)
+
+        return FullHistories(hist_items=ids(batch * max_len, num_items).view(batch, max_len),
+                             hist_cates=ids(batch * max_len, num_categories).view(batch, max_len),
+                             target_items=ids(batch, num_items), target_cates=ids(batch, num_categories),
+                             labels=torch.randint(0, 2, (batch,), generator=g).float())
+
+    def to_batch(self):
+        """The training batch (the dataset contract's KJT keys, :class:`dare_rec.data.batch.Batch`)."""
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+        from dare_rec.data.batch import SPARSE_KEYS, Batch
+
+        batch, max_len = self.hist_items.shape
+        hist = torch.full((batch,), max_len)
+        target = torch.ones(batch, dtype=torch.long)
+        values = torch.cat([self.hist_items.flatten(), self.hist_cates.flatten(), self.target_items,
+                            self.target_cates])
+        features = KeyedJaggedTensor.from_lengths_sync(list(SPARSE_KEYS), values,
+                                                       torch.cat([hist, hist, target, target]))
+        return Batch(sparse_features=features, labels=self.labels, user_ids=torch.arange(batch))
+
+
 def random_batch(batch: int, max_len: int, num_items: int, num_categories: int, g: torch.Generator):
-    """A training batch of full histories (the dataset contract's KJT keys)."""
-    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+    """A training batch of full histories with Zipf ids."""
+    return FullHistories.sample(batch, max_len, num_items, num_categories, g).to_batch()
 
-    from dare_rec.data.batch import SPARSE_KEYS, Batch
 
-    hist = torch.full((batch,), max_len)
-    target = torch.ones(batch, dtype=torch.long)
-    values = torch.cat([zipf_ids(batch * max_len, num_items, g), zipf_ids(batch * max_len, num_categories, g),
-                        zipf_ids(batch, num_items, g), zipf_ids(batch, num_categories, g)])
-    features = KeyedJaggedTensor.from_lengths_sync(list(SPARSE_KEYS), values, torch.cat([hist, hist, target, target]))
-    return Batch(sparse_features=features, labels=torch.randint(0, 2, (batch,), generator=g).float(),
-                 user_ids=torch.arange(batch))
+def model_overrides(case: ModelCase, d_rep: int) -> List[str]:
+    """Config overrides of one model case (on top of the defaults)."""
+    d_att = case.d_att if case.d_att is not None else d_rep
+    return ["--model.variant", case.variant, "--model.d_att", str(d_att), "--model.d_rep", str(d_rep),
+            "--model.top_k", str(TOP_K), "--model.gsu_kernel", case.kernel, "--data.max_len", str(case.max_len)]
 
 
 class ModelRun:
-    """One sharded model (DMP, world size 1) with its optimizer and a few batches on ``device``."""
+    """One model built like the training job: ``build_model`` -> fused sparse optimizer -> DMP (world size 1,
+    the process group must exist) -> dense optimizer, trained through TorchRec's ``TrainPipelineSparseDist``
+    (as ``pipelines/train.py`` does) on ``batches`` in turn.
 
-    def __init__(self, case: ModelCase, args: argparse.Namespace, device: torch.device) -> None:
+    Args:
+        overrides: ``--section.field value`` tokens on top of the config defaults.
+        num_items, num_categories: vocabulary sizes including padding id 0.
+        batches: the batches the steps cycle through (already on ``device``).
+    """
+
+    def __init__(self, overrides: Sequence[str], num_items: int, num_categories: int, batches: Sequence,
+                 device: torch.device) -> None:
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
         from dare_rec.config import load_config
         from dare_rec.modules.model import build_model
         from dare_rec.optim import apply_sparse_optimizer, build_optimizer
         from sharding.planner import shard_model
 
-        d_att = case.d_att if case.d_att is not None else args.d_rep
-        cfg = load_config(None, ["--model.variant", case.variant, "--model.d_att", str(d_att),
-                                 "--model.d_rep", str(args.d_rep), "--model.top_k", str(TOP_K),
-                                 "--model.gsu_kernel", case.kernel, "--data.max_len", str(case.max_len)])
+        cfg = load_config(None, list(overrides))
         torch.manual_seed(0)
-        model = build_model(cfg, args.num_items, args.num_categories, torch.device("meta"), device)
+        model = build_model(cfg, num_items, num_categories, torch.device("meta"), device)
         apply_sparse_optimizer(model, cfg.train, device)
         self.model = shard_model(model, cfg, device, world_size=1, local_world_size=1)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        g = torch.Generator().manual_seed(1)
-        self.batches = [random_batch(args.model_batch_size, case.max_len, args.num_items, args.num_categories, g)
-                        .to(device) for _ in range(2)]
+        self.batches = list(batches)
+        self.pipeline = TrainPipelineSparseDist(self.model, self.optimizer, device, execute_all_batches=True)
+        self._stream = itertools.cycle(self.batches)
         self.step_index = 0
 
     def next_batch(self):
@@ -252,12 +316,13 @@ class ModelRun:
         return self.batches[self.step_index % len(self.batches)]
 
     def train_step(self) -> None:
-        self.optimizer.zero_grad()
-        loss, _ = self.model(self.next_batch())
-        loss.backward()
-        self.optimizer.step()
+        """Forward, backward and optimizer step of the next batch (the pipeline holds the following ones)."""
+        self.pipeline.progress(self._stream)
 
     def infer_step(self) -> None:
+        # The pipeline rewrote the sharded modules' forward; detached, the plain model runs (progress()
+        # attaches it again, keeping its in-flight batches).
+        self.pipeline.detach()
         self.model.eval()
         with torch.no_grad():
             self.model(self.next_batch())
@@ -272,7 +337,13 @@ def run_model_parts(cases: List[ModelCase], parts: List[str], args: argparse.Nam
     init_distributed(timeout_s=600)
     rows = []
     for max_len in sorted({c.max_len for c in cases}):
-        runs = {c: ModelRun(c, args, device) for c in cases if c.max_len == max_len}
+        runs = {}
+        for case in (c for c in cases if c.max_len == max_len):
+            g = torch.Generator().manual_seed(1)
+            batches = [random_batch(args.model_batch_size, max_len, args.num_items, args.num_categories, g).to(device)
+                       for _ in range(2)]
+            runs[case] = ModelRun(model_overrides(case, args.d_rep), args.num_items, args.num_categories, batches,
+                                  device)
         times: Dict[ModelCase, Dict[str, List[float]]] = {c: {p: [] for p in parts} for c in runs}
         peak: Dict[ModelCase, int] = {}
         for round_index in range(args.rounds):
