@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
-from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.distributed.train_pipeline import PrefetchTrainPipelineSparseDist, TrainPipelineSparseDist
 from tqdm import tqdm
 
 from dare_rec import checkpoint as ckpt
@@ -115,6 +115,19 @@ def _batch_stream(reader: ParquetBatchReader, first_step: int, epochs: int,
                 yield batch
         finally:
             batches.close()
+
+
+def make_train_pipeline(kind: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        device: torch.device) -> TrainPipelineSparseDist:
+    """The TorchRec train pipeline named by ``train.pipeline``.
+
+    ``sparse_dist`` copies batch i+1 to the device and starts its input all-to-all while step i runs.
+    ``prefetch`` (CUDA, ``fused_uvm_caching`` tables; the config check enforces both) additionally prefetches
+    batch i+1's cache rows from host memory into the HBM cache on a side stream, so a step never waits for UVM
+    reads. Both drain every batch (``execute_all_batches``), which the exact-resume bookkeeping relies on.
+    """
+    pipelines = {"sparse_dist": TrainPipelineSparseDist, "prefetch": PrefetchTrainPipelineSparseDist}
+    return pipelines[kind](model, optimizer, device, execute_all_batches=True)
 
 
 def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[int]:
@@ -343,7 +356,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         log.write("checkpoint", step=step, checkpoint=path.name, best=improved, seconds=time.perf_counter() - started)
         return path
 
-    pipeline = TrainPipelineSparseDist(model, optimizer, env.device, execute_all_batches=True)
+    pipeline = make_train_pipeline(cfg.train.pipeline, model, optimizer, env.device)
     stream = _batch_stream(train_reader, step, cfg.train.epochs, trace)
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
     every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_every_minutes
