@@ -217,7 +217,9 @@ class ModelConfig:
     # null: TorchRec's / PyTorch's default initialisation; a number: every weight (tables, position tables,
     # linear maps, PReLU slopes, BatchNorm scales; not biases) ~ N(0, init_std), as the reference code does.
     init_std: Optional[float] = None
-    gsu_kernel: str = "pytorch"
+    # auto: the Triton kernels on CUDA when triton imports, the PyTorch reference otherwise (same math,
+    # parity-tested); pytorch or triton force one.
+    gsu_kernel: str = "auto"
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
