@@ -23,7 +23,9 @@ How the sharded tables are read (``sharding.lookup``, same vectors and gradients
 ``sequence``: EmbeddingCollections (FBGEMM's sequence, "nobag", kernels; the GPU choice).
 ``singleton_bags``: EmbeddingBagCollections over a KJT in which every id is its own SUM bag (FBGEMM's pooled
 kernels). On CPU FBGEMM's sequence backward costs ~8 us per distinct id (hash maps, serial), the pooled one a
-fraction of it, so this is the CPU choice (benchmarks/results/profile_notes.md).
+fraction of it, so this is the CPU choice (benchmarks/results/profile_notes.md). Each table reads one bag
+feature named after the table (:class:`BagKey`) whose ``L + B`` bags are the history ids, then the target ids,
+so a table serving both sides fills every bag: the pooled output is ``[L + B, sum of dims]`` with no empty rows.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ _FIELDS: Dict[str, Dict[str, str]] = {
     "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE},
 }
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
+
+
+class BagKey(NamedTuple):
+    """The bag feature of one table under ``singleton_bags``: ``name`` (= the table's name), the ``field``
+    (item / cate) whose ids it reads, and the ``sides`` whose ids fill its bags (the others stay empty)."""
+
+    name: str
+    field: str
+    sides: Tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -171,13 +182,16 @@ class SparseArch(nn.Module):
         config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
         extra = {"pooling": PoolingType.SUM} if self.bags else {}
         tables: Dict[str, list] = {}
+        self._bag_keys: Dict[str, Tuple[BagKey, ...]] = {}
         for s in self.sets.values():
+            self._bag_keys[s.collection] = self._bag_keys.get(s.collection, ()) + tuple(
+                BagKey(f"{field}_{s.name}", field, s.sides) for field in _FIELDS)
             tables.setdefault(s.collection, []).extend(
                 config_class(
                     name=f"{field}_{s.name}",
                     num_embeddings=vocab[field],
                     embedding_dim=s.dim,
-                    feature_names=[features[side] for side in s.sides],
+                    feature_names=[f"{field}_{s.name}"] if self.bags else [features[side] for side in s.sides],
                     data_type=_DATA_TYPES[sharding.for_table(f"{field}_{s.name}").data_type],
                     init_fn=init_fn,
                     **extra,
@@ -201,6 +215,11 @@ class SparseArch(nn.Module):
                 dense_device)
             for role in ROLES for side in SIDES
         }) if spec.projection == "linear" else None
+
+    def table_inputs(self) -> Dict[str, List[str]]:
+        """Table name -> the batch features (``hist_item``, ``target_item``, ...) whose ids it looks up."""
+        return {f"{field}_{s.name}": [features[side] for side in s.sides]
+                for s in self.sets.values() for field, features in _FIELDS.items()}
 
     @property
     def selects_representation_lookups(self) -> bool:
@@ -261,7 +280,8 @@ class SparseArch(nn.Module):
         if not self.bags:
             looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
             return {key: looked_up[key].values() for key in self._features[collection]}
-        return split_bags(module(singleton_bags(features)), features)
+        keys = self._bag_keys[collection]
+        return split_bags(module(singleton_bags(features, keys)), features, keys)
 
     def _role_vectors(self, looked_up: Dict[str, torch.Tensor], role: str, side: str) -> torch.Tensor:
         """``[item; cate]`` vectors of ``role`` on ``side`` from one collection's lookup (projected when the
@@ -308,31 +328,40 @@ def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.fx.wrap
-def singleton_bags(features: KeyedJaggedTensor) -> KeyedJaggedTensor:
-    """The batch KJT with every id in its own bag, for EmbeddingBagCollection lookups (SUM of one id = its row).
+def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> KeyedJaggedTensor:
+    """The batch KJT as one bag feature per table (``keys``), every id its own bag, for EmbeddingBagCollection
+    lookups (SUM of one id = its row).
 
-    Every key gets stride ``L + B``: history ids fill the first L bags, target ids the last B, every other bag
-    of a key is empty (a zero vector, no gradient). Ranks may have different strides (TorchRec's pooled
-    sharding exchanges each rank's own batch size; tested with uneven batches on 2 ranks).
+    Every key has stride ``L + B``: bags 0..L-1 are the history ids, bags L..L+B-1 the target ids; a key
+    whose table serves one side only leaves the other side's bags empty (a zero vector, no gradient). Ranks
+    may have different strides (TorchRec's pooled sharding exchanges each rank's own batch size; tested with
+    uneven batches on 2 ranks).
     """
-    hist, target = features[S.HIST_ITEM].values(), features[S.TARGET_ITEM].values()
-    hist_lengths = torch.cat([torch.ones_like(hist, dtype=torch.int32), torch.zeros_like(target, dtype=torch.int32)])
-    target_lengths = torch.cat([torch.zeros_like(hist, dtype=torch.int32), torch.ones_like(target, dtype=torch.int32)])
-    return KeyedJaggedTensor(
-        keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
-        values=torch.cat([hist, features[S.HIST_CATE].values(), target, features[S.TARGET_CATE].values()]),
-        lengths=torch.cat([hist_lengths, hist_lengths, target_lengths, target_lengths]),
-        stride=hist.numel() + target.numel(),
-    )
+    hist_count, target_count = features[S.HIST_ITEM].values().numel(), features[S.TARGET_ITEM].values().numel()
+    device = features.values().device
+    ones = {side: torch.ones(count, dtype=torch.int32, device=device)
+            for side, count in ((HIST, hist_count), (TARGET, target_count))}
+    values, lengths = [], []
+    for key in keys:
+        values.extend(features[_FIELDS[key.field][side]].values() for side in key.sides)
+        lengths.extend(ones[side] if side in key.sides else torch.zeros_like(ones[side]) for side in SIDES)
+    return KeyedJaggedTensor(keys=[key.name for key in keys], values=torch.cat(values),
+                             lengths=torch.cat(lengths),
+                             stride=hist_count + target_count)
 
 
 @torch.fx.wrap
-def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Dict[str, torch.Tensor]:
     """Per feature of an EmbeddingBagCollection's output over :func:`singleton_bags`: the history vectors
-    ``[L, d]`` (its first L rows) and the target vectors ``[B, d]`` (its last B rows)."""
-    total = features[S.HIST_ITEM].values().numel()
-    return {key: values[:total] if key in (S.HIST_ITEM, S.HIST_CATE) else values[total:]
-            for key, values in pooled.to_dict().items()}
+    ``[L, d]`` (each key's first L rows) and the target vectors ``[B, d]`` (its last B rows)."""
+    hist_count, target_count = features[S.HIST_ITEM].values().numel(), features[S.TARGET_ITEM].values().numel()
+    per_key = pooled.to_dict()
+    out: Dict[str, torch.Tensor] = {}
+    for key in keys:
+        # one split per key: its backward is one concatenation, where slicing each side would zero-fill
+        rows = dict(zip(SIDES, per_key[key.name].split([hist_count, target_count])))
+        out.update({_FIELDS[key.field][side]: rows[side] for side in key.sides})
+    return out
 
 
 class PositionTable(nn.Module):

@@ -44,7 +44,9 @@ def table_dims(train):
 
 
 def table_features(train):
-    return {t.name: t.feature_names for t in table_configs(train)}
+    inputs = train.model.sparse_arch.table_inputs()
+    assert list(inputs) == [t.name for t in table_configs(train)]
+    return inputs
 
 
 def test_dare_has_decoupled_tables_with_independent_dims():
