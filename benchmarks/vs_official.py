@@ -914,8 +914,10 @@ def throughput_markdown(report: Dict[str, Any]) -> str:
         lines.append("")
     lines += ["The reference step: its forward (which converts the numpy batch), its L2 term, backward, "
               "`torch.optim.Adam` over every parameter (dense table gradients); its per-step logging is left out. "
-              "Ours: `build_model` -> fused sparse optimizer (row-wise Adagrad) -> DMP (world size 1) -> Adam "
-              "for the dense part, stepped by TorchRec's `TrainPipelineSparseDist`, config defaults otherwise.", ""]
+              "Ours: `build_model` -> fused sparse optimizer -> DMP (world size 1) -> Adam for the dense part, "
+              "stepped by TorchRec's `TrainPipelineSparseDist`; config defaults, then the shape's overrides and "
+              f"`--ours` ({report.get('ours') or 'none'}); tables' optimizer: "
+              f"{report.get('sparse_optimizer', '?')}.", ""]
     return "\n".join(lines)
 
 
@@ -1035,7 +1037,8 @@ def throughput(args: argparse.Namespace) -> int:
                 runs[case] = OfficialRun(build, argv, [official_batch(h) for h in histories[case.items]], device,
                                          args.seed)
             else:
-                argv = our_throughput_overrides(case.model, case.d_att, args.max_len, args.d_rep)
+                argv = (our_throughput_overrides(case.model, case.d_att, args.max_len, args.d_rep)
+                        + shlex.split(args.ours))
                 runs[case] = ModelRun(argv, case.items, args.categories,
                                       [h.to_batch().to(device) for h in histories[case.items]], device)
             flags[case.label()] = argv
@@ -1076,6 +1079,8 @@ def throughput(args: argparse.Namespace) -> int:
         "targets": throughput_targets(ratios),
         "results": rows,
         "arguments": flags,
+        "ours": args.ours,
+        "sparse_optimizer": load_config(None, shlex.split(args.ours)).train.sparse_optimizer,
     }
     report_json.parent.mkdir(parents=True, exist_ok=True)
     report_json.write_text(json.dumps(report, indent=2) + "\n")
@@ -1132,6 +1137,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     thr.add_argument("--ids", default="zipf", help="item and category ids: zipf (default) or uniform")
     thr.add_argument("--zipf-exponent", type=float, help="popularity ~ rank^-a (default 1.1)")
     thr.add_argument("--seed", type=int, default=0, help="seed of the batches and of both models' init")
+    thr.add_argument("--ours", default="", metavar="OVERRIDES",
+                     help="config overrides of our side on top of the defaults, e.g. "
+                          "'--train.sparse_optimizer rowwise_adagrad' (recorded in the report)")
     thr.add_argument("--quick", action="store_true",
                      help="defaults of a small shape: d_att 8 16, 20k items, 1k categories, B 64, N 50, 2 x 2 steps")
     thr.add_argument("--name", help="report name: <results-dir>/vs_official_<name>.{json,md,png} "
