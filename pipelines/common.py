@@ -9,13 +9,12 @@ import numpy as np
 import torch
 import torch.utils.deterministic
 from torchrec.distributed.model_parallel import DistributedModelParallel
-from tqdm import tqdm
 
 from dare_rec.config import Config, resolve_lookup
-from dare_rec.data.batch import padding_batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DataError, DatasetMeta
 from dare_rec.distributed import DistEnv, broadcast_object, gather_arrays
+from dare_rec.eval_loop import lockstep_batches
 from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
@@ -62,31 +61,21 @@ def predict(model: torch.nn.Module, reader: ParquetBatchReader, env: DistEnv, de
     padding batch whose outputs are dropped. Keys: logits, labels, user_ids, target_cates, sample_ids
     (+ click_probs).
     """
-    steps = reader.max_batches_any_rank()
     parts: Dict[str, list] = {"logits": [], "labels": [], "user_ids": [], "target_cates": [], "sample_ids": []}
     if reader.with_click_prob:
         parts["click_probs"] = []
-    model.eval()
-    batches = reader.epoch(0)
-    try:
-        with torch.no_grad():
-            for _ in tqdm(range(steps), desc=desc, unit="batch", leave=False,
-                          disable=not (progress and env.is_main)):
-                batch = next(batches, None)
-                inputs = batch if batch is not None else padding_batch()
-                _, (_, logits, _) = model(inputs.to(env.device, non_blocking=True))
-                if batch is None:
-                    continue
-                parts["logits"].append(logits.float().cpu().numpy())
-                parts["labels"].append(batch.labels.numpy())
-                parts["user_ids"].append(batch.user_ids.numpy())
-                parts["target_cates"].append(batch.sparse_features["target_cate"].values().numpy())
-                parts["sample_ids"].append(batch.sample_ids.numpy())
-                if reader.with_click_prob:
-                    parts["click_probs"].append(batch.click_probs.numpy())
-    finally:
-        batches.close()
-        model.train()
+    with torch.no_grad():
+        for inputs, batch in lockstep_batches(model, reader, env, desc, progress):
+            _, (_, logits, _) = model(inputs)
+            if batch is None:
+                continue
+            parts["logits"].append(logits.float().cpu().numpy())
+            parts["labels"].append(batch.labels.numpy())
+            parts["user_ids"].append(batch.user_ids.numpy())
+            parts["target_cates"].append(batch.sparse_features["target_cate"].values().numpy())
+            parts["sample_ids"].append(batch.sample_ids.numpy())
+            if reader.with_click_prob:
+                parts["click_probs"].append(batch.click_probs.numpy())
     local = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     return gather_arrays(local, env)
 

@@ -12,12 +12,12 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from dare_rec.data import schema as S
-from dare_rec.data.batch import Batch, padding_batch
+from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.distributed import DistEnv, gather_arrays
+from dare_rec.eval_loop import lockstep_batches
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.model import DareModel
 from dare_rec.modules.search import target_vector
@@ -41,29 +41,19 @@ def collect_split(model: nn.Module, reader: ParquetBatchReader, env: DistEnv, co
     truncation), which the analyses use to check row order. Returns the arrays on rank 0, None elsewhere.
     """
     inner = dare_model(model)
-    steps = reader.max_batches_any_rank()
     parts: Dict[str, list] = {}
-    model.eval()
-    batches = reader.epoch(0)
-    try:
-        with torch.no_grad():
-            for _ in tqdm(range(steps), desc=desc, unit="batch", leave=False,
-                          disable=not (progress and env.is_main)):
-                batch = next(batches, None)
-                inputs = (batch if batch is not None else padding_batch()).to(env.device)
-                emb = inner.sparse_arch(inputs.sparse_features)
-                with torch.autocast(inner.autocast_device, dtype=torch.bfloat16, enabled=inner.bf16):
-                    arrays = collector(inner, inputs, emb)
-                if batch is None:
-                    continue
-                arrays.update(labels=batch.labels.numpy(), user_ids=batch.user_ids.numpy(),
-                              target_cates=batch.sparse_features[S.TARGET_CATE].values().numpy(),
-                              lengths=batch.sparse_features[S.HIST_ITEM].lengths().numpy().astype(np.int64))
-                for key, value in arrays.items():
-                    parts.setdefault(key, []).append(value)
-    finally:
-        batches.close()
-        model.train()
+    with torch.no_grad():
+        for inputs, batch in lockstep_batches(model, reader, env, desc, progress):
+            emb = inner.sparse_arch(inputs.sparse_features)
+            with torch.autocast(inner.autocast_device, dtype=torch.bfloat16, enabled=inner.bf16):
+                arrays = collector(inner, inputs, emb)
+            if batch is None:
+                continue
+            arrays.update(labels=batch.labels.numpy(), user_ids=batch.user_ids.numpy(),
+                          target_cates=batch.sparse_features[S.TARGET_CATE].values().numpy(),
+                          lengths=batch.sparse_features[S.HIST_ITEM].lengths().numpy().astype(np.int64))
+            for key, value in arrays.items():
+                parts.setdefault(key, []).append(value)
     return gather_arrays({k: np.concatenate(v) for k, v in parts.items()}, env)
 
 
