@@ -50,14 +50,11 @@ class RowGradients(NamedTuple):
 StepGradients = Dict[str, Dict[str, RowGradients]]
 
 
-def lookup_tables(model: ModelConfig) -> Dict[Tuple[str, str], str]:
-    """(collection, feature) -> table name, for every lookup the sparse arch makes."""
-    out = {}
-    for s in table_sets(model):
-        for field, features in _FEATURES.items():
-            for side in s.sides:
-                out[(s.collection, features[side])] = f"{field}_{s.name}"
-    return out
+def lookup_tables(model: ModelConfig) -> Dict[Tuple[str, str], List[Tuple[str, str]]]:
+    """(set, side) -> its (table name, feature) per field in ``[item; cate]`` column order, for every lookup
+    the sparse arch makes."""
+    return {(s.name, side): [(f"{field}_{s.name}", features[side]) for field, features in _FEATURES.items()]
+            for s in table_sets(model) for side in s.sides}
 
 
 def position_table_name(set_name: str) -> str:
@@ -90,15 +87,17 @@ class RoleGradientProbe:
         arch = model.sparse_arch
         self.positions = {} if arch.positions is None else {
             position_table_name(name): table.weight for name, table in arch.positions.items()}
-        self._lookups: Dict[str, Dict[str, torch.Tensor]] = {}
-        # SparseArch._lookup returns each collection's vectors per feature ([L, d] history, [B, d] target)
-        # whichever way the tables are read (sharding.lookup); record them for the per-row gradients.
+        self._lookups: Dict[Tuple[str, str], torch.Tensor] = {}
+        # SparseArch._lookup returns each collection's [item; cate] vectors per (set, side) ([L, 2d] history,
+        # [B, 2d] target) whichever way the tables are read (sharding.lookup); record them for the per-row
+        # gradients.
         self._arch = arch
         original = arch._lookup
 
-        def capture(collection: str, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
-            self._lookups[collection] = original(collection, features)
-            return self._lookups[collection]
+        def capture(collection: str, features: KeyedJaggedTensor) -> Dict[Tuple[str, str], torch.Tensor]:
+            looked_up = original(collection, features)
+            self._lookups.update(looked_up)
+            return looked_up
 
         arch._lookup = capture
 
@@ -121,10 +120,12 @@ class RoleGradientProbe:
         loss = step_loss(self.model, leaf_emb, features, labels)
         loss.backward()
 
-        inputs: List[Tuple[str, Optional[torch.Tensor], torch.Tensor]] = []  # (table, ids or None, tensor)
-        for (collection, feature), table in self.tables.items():
-            inputs.append((table, features[feature].values(), self._lookups[collection][feature]))
-        inputs += [(name, None, weight) for name, weight in self.positions.items()]
+        # (tables with their ids, or a position table with None; the tensor whose gradient they share)
+        inputs: List[Tuple[List[Tuple[str, Optional[torch.Tensor]]], torch.Tensor]] = []
+        for set_side, fields in self.tables.items():
+            inputs.append(([(table, features[feature].values()) for table, feature in fields],
+                           self._lookups[set_side]))
+        inputs += [([(name, None)], weight) for name, weight in self.positions.items()]
 
         grads: StepGradients = {}
         total: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}  # id(output) -> (output, summed grad)
@@ -136,12 +137,14 @@ class RoleGradientProbe:
                 total[id(out)] = (out, g if prev is None else prev[1] + g)
             if not pairs:
                 continue
-            per_input = torch.autograd.grad([o for o, _ in pairs], [t for _, _, t in inputs], [g for _, g in pairs],
+            per_input = torch.autograd.grad([o for o, _ in pairs], [t for _, t in inputs], [g for _, g in pairs],
                                             retain_graph=True, allow_unused=True)
             by_table: Dict[str, List[Tuple[Optional[torch.Tensor], torch.Tensor]]] = {}
-            for (table, ids, _), g in zip(inputs, per_input):
-                if g is not None:
-                    by_table.setdefault(table, []).append((ids, g))
+            for (tables, _), g in zip(inputs, per_input):
+                if g is None:
+                    continue
+                for (table, ids), part in zip(tables, g.chunk(len(tables), dim=1)):  # equal dims per set
+                    by_table.setdefault(table, []).append((ids, part))
             for table, parts in by_table.items():
                 grads.setdefault(table, {})[role] = _rows(parts)
         outputs = list(total.values())

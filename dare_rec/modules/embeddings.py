@@ -30,6 +30,7 @@ so a table serving both sides fills every bag: the pooled output is ``[L + B, su
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +57,7 @@ _FIELDS: Dict[str, Dict[str, str]] = {
     "item": {HIST: S.HIST_ITEM, TARGET: S.TARGET_ITEM},
     "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE},
 }
+_FIRST_FIELD, _LAST_FIELD = tuple(_FIELDS)[0], tuple(_FIELDS)[-1]
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
 
@@ -183,7 +185,10 @@ class SparseArch(nn.Module):
         extra = {"pooling": PoolingType.SUM} if self.bags else {}
         tables: Dict[str, list] = {}
         self._bag_keys: Dict[str, Tuple[BagKey, ...]] = {}
+        self._set_sides: Dict[str, Tuple[Tuple[str, str], ...]] = {}  # collection -> its (set, side) pairs
         for s in self.sets.values():
+            self._set_sides[s.collection] = self._set_sides.get(s.collection, ()) + tuple(
+                (s.name, side) for side in s.sides)
             self._bag_keys[s.collection] = self._bag_keys.get(s.collection, ()) + tuple(
                 BagKey(f"{field}_{s.name}", field, s.sides) for field in _FIELDS)
             tables.setdefault(s.collection, []).extend(
@@ -232,6 +237,8 @@ class SparseArch(nn.Module):
         :attr:`selects_representation_lookups`) only the attention tables are read: ``rep_hist`` and
         ``rep_target`` are None and come later from :meth:`lookup_selected`, after the search."""
         names = self.collections if representation else [ATTENTION]
+        # collection -> its vectors per (set, side); indexed, never iterated: the train pipeline fx-traces
+        # this code and a wrapped function's result is a proxy there
         looked_up = {name: self._lookup(name, features) for name in names}
         # Without projections a set that serves two roles gives both the same vectors: build them once.
         built: Dict[Tuple[str, str], torch.Tensor] = {}
@@ -242,7 +249,7 @@ class SparseArch(nn.Module):
                 return None
             key = (f"{role}_{side}" if self.projections is not None else s.name, side)
             if key not in built:
-                built[key] = self._role_vectors(looked_up[s.collection], role, side)
+                built[key] = self._role_vectors(looked_up[s.collection][(s.name, side)], role, side)
             return built[key]
 
         return SequenceEmbeddings(
@@ -269,28 +276,33 @@ class SparseArch(nn.Module):
         Returns:
             selected ``[B, K', 2 * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, 2 * d_rep]``.
         """
-        collection = self.sets[set_name(self.layout, REPRESENTATION, HIST)].collection
-        looked_up = self._lookup(collection, selected_features(features, offsets, top_indices, top_mask))
-        selected = self._role_vectors(looked_up, REPRESENTATION, HIST)
-        return pad_selected(selected, top_mask), self._role_vectors(looked_up, REPRESENTATION, TARGET)
+        hist_set = set_name(self.layout, REPRESENTATION, HIST)
+        target_set = set_name(self.layout, REPRESENTATION, TARGET)
+        looked_up = self._lookup(self.sets[hist_set].collection,
+                                 selected_features(features, offsets, top_indices, top_mask))
+        selected = self._role_vectors(looked_up[(hist_set, HIST)], REPRESENTATION, HIST)
+        return (pad_selected(selected, top_mask),
+                self._role_vectors(looked_up[(target_set, TARGET)], REPRESENTATION, TARGET))
 
-    def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
-        """One collection's vectors per feature: ``[L, d]`` for history features, ``[B, d]`` for targets."""
+    def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[Tuple[str, str], torch.Tensor]:
+        """One collection's ``[item; cate]`` vectors per (set, side) it serves: ``[L, 2 * d]`` for the
+        history side, ``[B, 2 * d]`` for the targets."""
         module = self.collections[collection]
         if not self.bags:
             looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
-            return {key: looked_up[key].values() for key in self._features[collection]}
+            return sequence_set_vectors({key: looked_up[key].values() for key in self._features[collection]},
+                                        self._set_sides[collection])
         keys = self._bag_keys[collection]
-        return split_bags(module(singleton_bags(features, keys)), features, keys)
+        return split_bags(module(singleton_bags(features, keys)), features, self._set_sides[collection])
 
-    def _role_vectors(self, looked_up: Dict[str, torch.Tensor], role: str, side: str) -> torch.Tensor:
-        """``[item; cate]`` vectors of ``role`` on ``side`` from one collection's lookup (projected when the
-        spec has projections)."""
-        parts = [looked_up[by_side[side]] for by_side in _FIELDS.values()]
-        if self.projections is not None:
-            maps = self.projections[f"{role}_{side}"].fields
-            parts = [maps[field](part) for field, part in zip(_FIELDS, parts)]
-        return torch.cat(parts, dim=1)
+    def _role_vectors(self, vectors: torch.Tensor, role: str, side: str) -> torch.Tensor:
+        """``[rows, 2 * d]`` ``[item; cate]`` vectors of ``role`` on ``side``: a set's lookup, each field
+        projected when the spec has projections."""
+        if self.projections is None:
+            return vectors
+        maps = self.projections[f"{role}_{side}"].fields
+        return torch.cat([maps[field](part) for field, part in zip(_FIELDS, vectors.chunk(len(_FIELDS), dim=1))],
+                         dim=1)
 
     def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
         """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``."""
@@ -351,17 +363,36 @@ def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Key
 
 
 @torch.fx.wrap
-def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Dict[str, torch.Tensor]:
-    """Per feature of an EmbeddingBagCollection's output over :func:`singleton_bags`: the history vectors
-    ``[L, d]`` (each key's first L rows) and the target vectors ``[B, d]`` (its last B rows)."""
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
+               set_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate]`` vectors of each
+    (set, side) in ``set_sides``: rows 0..L-1 of the set's two columns blocks for the history, the last B rows
+    for the targets.
+
+    The pooled values are ``[L + B, sum of dims]`` with each table's columns in key order, and a set's item
+    and category tables are adjacent keys, so every result is a view: no copy forward, and the backward
+    assembles the values' gradient with one concatenation (per-feature splits and ``[item; cate]``
+    concatenations cost three copies of the lookups each way).
+    """
     hist_count, target_count = features[S.HIST_ITEM].values().numel(), features[S.TARGET_ITEM].values().numel()
-    per_key = pooled.to_dict()
-    out: Dict[str, torch.Tensor] = {}
-    for key in keys:
-        # one split per key: its backward is one concatenation, where slicing each side would zero-fill
-        rows = dict(zip(SIDES, per_key[key.name].split([hist_count, target_count])))
-        out.update({_FIELDS[key.field][side]: rows[side] for side in key.sides})
+    rows = dict(zip(SIDES, pooled.values().split([hist_count, target_count])))
+    starts = dict(zip(pooled.keys(), itertools.accumulate([0] + pooled.length_per_key())))
+    out: Dict[Tuple[str, str], torch.Tensor] = {}
+    for name, side in set_sides:
+        first, last = f"{_FIRST_FIELD}_{name}", f"{_LAST_FIELD}_{name}"
+        width = starts[last] - starts[first] + pooled.length_per_key()[pooled.keys().index(last)]
+        # a set that fills the whole output (every layout but ``four``) takes the rows as they are: a narrow
+        # view would add a zero-filled full-size gradient and a copy to the backward
+        whole = width == rows[side].size(1)
+        out[(name, side)] = rows[side] if whole else rows[side].narrow(1, starts[first], width)
     return out
+
+
+def sequence_set_vectors(per_feature: Dict[str, torch.Tensor],
+                         set_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingCollection's per-feature values -> the ``[item; cate]`` vectors of each (set, side)."""
+    return {(name, side): torch.cat([per_feature[by_side[side]] for by_side in _FIELDS.values()], dim=1)
+            for name, side in set_sides}
 
 
 class PositionTable(nn.Module):

@@ -48,7 +48,7 @@ def test_role_paths_sum_to_the_table_gradient(tiny_data, variant, shared, lookup
     # the probe's step leaves every parameter with the ordinary gradient (so training is unchanged)
     for (name, p), (_, q) in zip(probed.named_parameters(), reference.named_parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
-    expected_tables = set(lookup_tables(cfg.model).values()) | {f"pos_{n}" for n in probed.model.sparse_arch.positions}
+    expected_tables = {table for fields in lookup_tables(cfg.model).values() for table, _ in fields} | {f"pos_{n}" for n in probed.model.sparse_arch.positions}
     assert set(grads) == expected_tables
     for table, weight in table_weights(reference.model).items():
         roles = grads[table]

@@ -237,7 +237,7 @@ def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, 
         assert set(grads["selected"]) == {n for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_hard"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_hard", "twin_proj"])
 def test_singleton_bag_lookups_give_the_sequence_lookups_outputs_and_gradients(tiny_data, variant):
     """sharding.lookup only changes how the tables are read: with the same weights, EmbeddingBagCollections
     over one-id bags give the EmbeddingCollections' logits and table gradients, in training and evaluation."""
