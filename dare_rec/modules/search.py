@@ -168,8 +168,13 @@ class FullSequenceAttention(nn.Module):
         h = jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)
         if emb.rep_positions is None:
             return h
-        slot_pos = emb.rep_positions[(lengths - slots).clamp(min=0)]
-        return torch.cat([h, (weights.unsqueeze(-1) * slot_pos).sum(1)], dim=1)
+        # Slot j of a history of n behaviors sits at position n - j, so the weighted sum of position vectors
+        # is (weight of each position) @ table: a [B, P] gather of weights, not a [B, N, d_pos] gather of rows.
+        positions = torch.arange(emb.rep_positions.size(0), device=scores.device).unsqueeze(0)
+        source_slots = (lengths - positions).clamp(0, scores.size(1) - 1)
+        occupied = (positions >= 1) & (positions <= lengths)
+        position_weights = weights.gather(1, source_slots) * occupied
+        return torch.cat([h, position_weights @ emb.rep_positions], dim=1)
 
 
 def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:

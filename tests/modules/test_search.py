@@ -81,6 +81,17 @@ def test_full_sequence_attention_by_hand():
     torch.testing.assert_close(h, torch.tensor([[3.0, 1.5]]))
 
 
+def test_full_sequence_attention_weights_each_position_by_its_behavior():
+    # ragged rows (3 behaviors, 1 behavior), unequal weights: slot j of a history of n sits at position n - j
+    rep_hist = torch.tensor([[1.0], [2.0], [3.0], [5.0]])
+    scores = torch.tensor([[0.0, math.log(2.0), math.log(3.0)], [7.0, 99.0, 99.0]])
+    positions = [[0.0], [10.0], [20.0], [30.0]]  # position p -> [10 p]
+    h = FullSequenceAttention(Kernel.PYTORCH)(scores, embeddings([0, 3, 4], rep_hist=rep_hist, positions=positions))
+    w = torch.tensor([1.0, 2.0, 3.0]) / 6  # softmax(0, ln 2, ln 3) over slots 0, 1, 2 at positions 3, 2, 1
+    expected_first = [float(w @ torch.tensor([1.0, 2.0, 3.0])), float(w @ torch.tensor([30.0, 20.0, 10.0]))]
+    torch.testing.assert_close(h, torch.tensor([expected_first, [5.0, 10.0]]))
+
+
 def test_empty_history_gives_zero_aggregation():
     gsu = GsuOutput(torch.full((1, 2), torch.finfo(torch.float32).min), torch.tensor([[0, 1]]),
                     torch.tensor([[False, False]]))
