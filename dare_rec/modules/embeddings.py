@@ -57,7 +57,6 @@ _FIELDS: Dict[str, Dict[str, str]] = {
     "item": {HIST: S.HIST_ITEM, TARGET: S.TARGET_ITEM},
     "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE},
 }
-_FIRST_FIELD, _LAST_FIELD = tuple(_FIELDS)[0], tuple(_FIELDS)[-1]
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
 
@@ -366,25 +365,30 @@ def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Key
 def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
                set_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
     """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate]`` vectors of each
-    (set, side) in ``set_sides``: rows 0..L-1 of the set's two columns blocks for the history, the last B rows
-    for the targets.
+    (set, side) in ``set_sides``: the set's columns of rows 0..L-1 for the history, of the last B rows for
+    the targets.
 
-    The pooled values are ``[L + B, sum of dims]`` with each table's columns in key order, and a set's item
-    and category tables are adjacent keys, so every result is a view: no copy forward, and the backward
-    assembles the values' gradient with one concatenation (per-feature splits and ``[item; cate]``
-    concatenations cost three copies of the lookups each way).
+    The pooled values are ``[L + B, sum of dims]``, each key's columns in the order of ``pooled.keys()``. When a
+    set's item and category keys are adjacent in that order, its vectors are a view: no copy forward, and the
+    backward assembles the values' gradient with one concatenation (per-feature splits and ``[item; cate]``
+    concatenations cost three copies of the lookups each way). A sharded collection may order its keys
+    otherwise (table-wise sharding lists them rank by rank); then the set's columns are concatenated.
     """
     hist_count, target_count = features[S.HIST_ITEM].values().numel(), features[S.TARGET_ITEM].values().numel()
     rows = dict(zip(SIDES, pooled.values().split([hist_count, target_count])))
-    starts = dict(zip(pooled.keys(), itertools.accumulate([0] + pooled.length_per_key())))
+    keys, dims = pooled.keys(), pooled.length_per_key()
+    starts = list(itertools.accumulate([0] + dims))
     out: Dict[Tuple[str, str], torch.Tensor] = {}
     for name, side in set_sides:
-        first, last = f"{_FIRST_FIELD}_{name}", f"{_LAST_FIELD}_{name}"
-        width = starts[last] - starts[first] + pooled.length_per_key()[pooled.keys().index(last)]
-        # a set that fills the whole output (every layout but ``four``) takes the rows as they are: a narrow
-        # view would add a zero-filled full-size gradient and a copy to the backward
-        whole = width == rows[side].size(1)
-        out[(name, side)] = rows[side] if whole else rows[side].narrow(1, starts[first], width)
+        positions = [keys.index(f"{field}_{name}") for field in _FIELDS]
+        block = rows[side]
+        if positions == list(range(positions[0], positions[0] + len(positions))):
+            first, width = starts[positions[0]], starts[positions[-1] + 1] - starts[positions[0]]
+            # a set that fills the whole output (every layout but ``four``, keys in order) takes the rows as
+            # they are: a narrow view would add a zero-filled full-size gradient and a copy to the backward
+            out[(name, side)] = block if width == block.size(1) else block.narrow(1, first, width)
+        else:
+            out[(name, side)] = torch.cat([block.narrow(1, starts[i], dims[i]) for i in positions], dim=1)
     return out
 
 
