@@ -23,17 +23,24 @@ import yaml
 
 from dare_rec.metrics.offline import METRIC_HIGHER_IS_BETTER
 from dare_rec.modules.variants import AXES, VARIANTS, ModelSpec
-from dare_rec.ops.kernel import Kernel
+from dare_rec.ops.kernel import Kernel, UpdateKernel
 
 GSU_KERNELS = tuple(kernel.value for kernel in Kernel)
+UPDATE_KERNELS = tuple(kernel.value for kernel in UpdateKernel)
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
 COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
 TABLE_DATA_TYPES = ("fp32", "fp16")
 RESUME_MODES = ("auto", "never")
-# Optimizers FBGEMM runs inside the backward pass of the sharded tables. Its CPU kernels support only the
-# first three; Adam and partial row-wise Adam (one second-moment value per row) are CUDA-only there.
-SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam")
-CUDA_ONLY_SPARSE_OPTIMIZERS = ("adam", "rowwise_adam")
+# Optimizers of the embedding tables (train.sparse_optimizer). All but dense_adam run inside the backward pass
+# of the sharded tables and update only the rows looked up in the step: FBGEMM's kernels, except Adam on CPU
+# (dare_rec/cpu_adam.py; FBGEMM's CUDA Adam on CUDA, same semantics) and partial row-wise Adam (one
+# second-moment value per row; CUDA only). dense_adam is the reference code's recipe: the tables are
+# replicated on every rank (data-parallel) and trained by the dense Adam with the rest of the model, so every
+# row moves every step (its moments keep decaying); memory: the whole tables plus two Adam moments per weight
+# on every rank.
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam", "dense_adam")
+CUDA_ONLY_SPARSE_OPTIMIZERS = ("rowwise_adam",)
+DENSE_ADAM = "dense_adam"
 # How the sharded tables are read (dare_rec/modules/embeddings.py): EmbeddingCollections (FBGEMM sequence
 # kernels) or EmbeddingBagCollections with one bag per id (pooled kernels; ~7x faster backward on CPU).
 SEQUENCE_LOOKUP = "sequence"
@@ -275,14 +282,14 @@ class TrainConfig:
     epochs: int = 1
     # Stop after this many steps (0: run all epochs).
     max_steps: int = 0
-    # Optimizer of the sharded tables, fused into the backward pass by FBGEMM (SPARSE_OPTIMIZERS; adam and
-    # rowwise_adam need CUDA), and its learning rate. The defaults of the recipe (exact Adagrad 0.2, Adam 0.01,
-    # BatchNorm, N(0, 0.01) init, dense L2 1e-6) are the recipe measured best on the comparison datasets
-    # (README "Training recipe"). rowwise_adagrad keeps one optimizer state per row instead of per weight and
-    # makes the CPU step 1.5-2x faster, for a measured 0.002-0.008 AUC; the former defaults (row-wise Adagrad
-    # 0.05, Adam 0.001, no BatchNorm) learned a protocol-prepared log far too slowly.
+    # Optimizer of the embedding tables (SPARSE_OPTIMIZERS above; rowwise_adam needs CUDA) and its learning
+    # rate. The defaults of the recipe (exact Adagrad 0.2, Adam 0.01, BatchNorm, N(0, 0.01) init, dense L2 1e-6)
+    # are the recipe measured best on the comparison datasets (README "Training recipe").
     sparse_optimizer: str = "adagrad"
     sparse_lr: float = 0.2
+    # UPDATE_KERNELS: implementation of the row-sparse Adam update on CPU (sparse_optimizer adam): auto,
+    # pytorch (eager reference) or compiled (TorchInductor, one fused loop; needs a C++ compiler).
+    sparse_adam_kernel: str = "auto"
     # Adam over everything dense (MLPs, position tables, projections, DIN attention, BatchNorm).
     dense_lr: float = 0.01
     # L2 penalty l2 * sum(w^2) on dense weights (not biases, not position tables), as the reference code
@@ -383,6 +390,8 @@ class Config:
         _require(t.dense_l2 >= 0, "train.dense_l2", f"must be >= 0, got {t.dense_l2}")
         _require(t.sparse_optimizer in SPARSE_OPTIMIZERS, "train.sparse_optimizer",
                  f"unknown optimizer {t.sparse_optimizer!r}; choose one of {SPARSE_OPTIMIZERS}")
+        _require(t.sparse_adam_kernel in UPDATE_KERNELS, "train.sparse_adam_kernel",
+                 f"unknown kernel {t.sparse_adam_kernel!r}; choose one of {UPDATE_KERNELS}")
         _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
         _require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes",
                  f"must be >= 0, got {t.checkpoint_every_minutes}")
@@ -412,6 +421,10 @@ class Config:
                      f"must be > 0 or null, got {table.min_partition}")
             _require(table.cache_load_factor is None or 0 < table.cache_load_factor <= 1,
                      f"{key}.cache_load_factor", f"must be in (0, 1] or null, got {table.cache_load_factor}")
+            if t.sparse_optimizer == DENSE_ADAM:
+                _require(table.sharding_type is None and table.compute_kernel == "fused", f"{key}",
+                         "train.sparse_optimizer dense_adam replicates every table (data-parallel, TorchRec's dense "
+                         "kernel): leave sharding_type null and compute_kernel 'fused'")
         _require(t.pipeline in TRAIN_PIPELINES, "train.pipeline",
                  f"unknown pipeline {t.pipeline!r}; choose one of {TRAIN_PIPELINES}")
         _validate_logs(self.logs)

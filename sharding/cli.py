@@ -16,7 +16,7 @@ import torch
 from dare_rec.config import ConfigError, config_help, load_config, resolve_lookup
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
-from dare_rec.optim import apply_sparse_optimizer
+from dare_rec.optim import apply_sparse_optimizer, is_table
 from pipelines.errors import cli_errors
 from sharding.planner import build_plan, explain_plan
 
@@ -51,12 +51,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = build_model(cfg, num_items, num_categories, torch.device("meta"), torch.device("meta"))
     apply_sparse_optimizer(model, cfg.train, torch.device(args.device))
     plan = build_plan(model, cfg, args.world_size, local, args.device)
-    dense_params = sum(p.numel() for n, p in model.named_parameters() if "collections" not in n)
+    dense_params = sum(p.numel() for n, p in model.named_parameters() if not is_table(n))
     spec = cfg.model.spec()
     print(f"variant {cfg.model.variant} (layout {spec.layout}): attention dim {cfg.model.attention_dim}, "
           f"representation dim {cfg.model.d_rep}, items {num_items:,}, "
           f"categories {num_categories:,}; world size {args.world_size} ({local} per node) on {args.device}\n")
-    print(explain_plan(plan, cfg, args.world_size, dense_params))
+    shapes = {name.split(".")[-2]: tuple(p.shape) for name, p in model.named_parameters() if is_table(name)}
+    print(explain_plan(plan, cfg, args.world_size, dense_params, shapes))
     return 0
 
 

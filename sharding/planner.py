@@ -8,7 +8,7 @@ broadcast forever; planning everywhere makes an impossible plan fail on every ra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -20,7 +20,8 @@ from torchrec.distributed.planner.types import PlannerError
 from fbgemm_gpu.split_table_batched_embeddings_ops_common import CacheAlgorithm
 from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
-from dare_rec.config import SINGLETON_BAGS, Config, ConfigError, resolve_lookup
+from dare_rec.config import DENSE_ADAM, SINGLETON_BAGS, Config, ConfigError, resolve_lookup
+from dare_rec.cpu_adam import cpu_row_sparse_adam
 from dare_rec.modules.embeddings import table_names
 
 _MB = 1024 * 1024
@@ -30,8 +31,10 @@ _BYTES = {"fp32": 4, "fp16": 2}
 
 def optimizer_state_bytes(optimizer: str, rows: int, cols: int) -> int:
     """fp32 optimizer state of a table shard: row-wise Adagrad keeps one value per row, Adagrad one per
-    weight, Adam two per weight, partial row-wise Adam one per weight plus one per row, SGD none."""
-    per_row = {"rowwise_adagrad": 1, "adagrad": cols, "sgd": 0, "adam": 2 * cols, "rowwise_adam": cols + 1}
+    weight, row-sparse Adam two per weight plus its per-row step count, partial row-wise Adam one per weight
+    plus one per row, dense Adam two per weight, SGD none."""
+    per_row = {"rowwise_adagrad": 1, "adagrad": cols, "sgd": 0, "adam": 2 * cols + 1, "rowwise_adam": cols + 1,
+               DENSE_ADAM: 2 * cols}
     return rows * per_row[optimizer] * 4
 
 
@@ -45,6 +48,11 @@ def sharders() -> List[ModuleSharder[nn.Module]]:
 def check_sharding_config(cfg: Config, compute_device: str) -> None:
     """Rejects table names the variant does not have and kernels the device cannot run (ConfigError)."""
     names = table_names(cfg.model)
+    if (cfg.train.sparse_optimizer == DENSE_ADAM and compute_device != "cuda"
+            and resolve_lookup(cfg.sharding.lookup, compute_device) != SINGLETON_BAGS):
+        raise ConfigError(f"train.sparse_optimizer: dense_adam replicates the tables, which TorchRec reads as "
+                          f"sequences only on CUDA; use sharding.lookup 'singleton_bags' (or 'auto') on "
+                          f"{compute_device}")
     for name in cfg.sharding.tables:
         if name not in names:
             raise ConfigError(f"sharding.tables.{name}: the model ({cfg.model.variant!r}, layout "
@@ -69,7 +77,11 @@ def check_sharding_config(cfg: Config, compute_device: str) -> None:
 
 
 def constraints(cfg: Config) -> Dict[str, ParameterConstraints]:
-    """One ParameterConstraints per table from ``cfg.sharding`` (default + per-table overrides)."""
+    """One ParameterConstraints per table from ``cfg.sharding`` (default + per-table overrides); with
+    ``train.sparse_optimizer dense_adam`` every table data-parallel on TorchRec's dense kernel."""
+    if cfg.train.sparse_optimizer == DENSE_ADAM:
+        return {name: ParameterConstraints(sharding_types=["data_parallel"], compute_kernels=["dense"])
+                for name in table_names(cfg.model)}
     out = {}
     for name in table_names(cfg.model):
         table = cfg.sharding.for_table(name)
@@ -124,6 +136,9 @@ def shard_model(module: nn.Module, cfg: Config, device: torch.device, world_size
                 local_world_size: int) -> DistributedModelParallel:
     """Plans and wraps ``module`` in DistributedModelParallel (the process group must exist)."""
     plan = build_plan(module, cfg, world_size, local_world_size, device.type)
+    if cfg.train.sparse_optimizer == "adam" and device.type == "cpu":
+        with cpu_row_sparse_adam():  # FBGEMM has no CPU Adam: TorchRec builds ours (dare_rec/cpu_adam.py)
+            return DistributedModelParallel(module=module, device=device, plan=plan, sharders=sharders())
     return DistributedModelParallel(module=module, device=device, plan=plan, sharders=sharders())
 
 
@@ -142,12 +157,24 @@ class ShardRow:
     optimizer_bytes: int
 
 
-def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
-    """Every shard of every table in ``plan`` with its size and estimated weight + optimizer-state bytes."""
+def plan_rows(plan: ShardingPlan, cfg: Config, table_shapes: Optional[Dict[str, Tuple[int, int]]] = None
+              ) -> List[ShardRow]:
+    """Every shard of every table in ``plan`` with its size and estimated weight + optimizer-state bytes.
+
+    A data-parallel table (``dense_adam``) has no shards in the plan: it is one full copy per rank, sized from
+    ``table_shapes`` (table name -> rows, cols), which such a plan requires."""
     rows: List[ShardRow] = []
     for module_path, module_plan in plan.plan.items():
         for table, ps in module_plan.items():
             dtype_bytes = _BYTES[cfg.sharding.for_table(table).data_type]
+            if ps.sharding_spec is None:  # data-parallel: the whole table on every rank
+                if table_shapes is None:
+                    raise ValueError(f"plan_rows: {table} is data-parallel; pass table_shapes to size it")
+                n_rows, n_cols = table_shapes[table]
+                opt_bytes = optimizer_state_bytes(cfg.train.sparse_optimizer, n_rows, n_cols)
+                rows.extend(ShardRow(module_path, table, ps.sharding_type, ps.compute_kernel, rank, 0, 0, n_rows,
+                                     n_cols, n_rows * n_cols * dtype_bytes, opt_bytes) for rank in ps.ranks)
+                continue
             for shard in ps.sharding_spec.shards:
                 n_rows, n_cols = shard.shard_sizes
                 row_offset, col_offset = shard.shard_offsets
@@ -158,9 +185,10 @@ def plan_rows(plan: ShardingPlan, cfg: Config) -> List[ShardRow]:
     return rows
 
 
-def explain_plan(plan: ShardingPlan, cfg: Config, world_size: int, dense_params: Optional[int] = None) -> str:
+def explain_plan(plan: ShardingPlan, cfg: Config, world_size: int, dense_params: Optional[int] = None,
+                 table_shapes: Optional[Dict[str, Tuple[int, int]]] = None) -> str:
     """A readable table of the plan and per-rank memory (estimates of weights + optimizer state)."""
-    rows = plan_rows(plan, cfg)
+    rows = plan_rows(plan, cfg, table_shapes)
     lines = [
         f"{'table':<12} {'sharding':<14} {'kernel':<18} {'dtype':<5} {'rank':>4} {'rows x cols':>16} {'MB':>9}",
     ]
@@ -169,6 +197,9 @@ def explain_plan(plan: ShardingPlan, cfg: Config, world_size: int, dense_params:
         lines.append(f"{r.table:<12} {r.sharding_type:<14} {r.compute_kernel:<18} {dtype:<5} {r.rank:>4} "
                      f"{f'{r.rows} x {r.cols}':>16} {(r.weight_bytes + r.optimizer_bytes) / _MB:>9.2f}")
     lines.append("")
+    if cfg.train.sparse_optimizer == DENSE_ADAM:
+        lines.append("train.sparse_optimizer dense_adam (the reference code's recipe): every table is replicated "
+                     "on every rank and trained by the dense Adam (two moments per weight)")
     lines.append("per-rank memory (MB): sparse weights + sparse optimizer state"
                  + (" + replicated dense params with Adam state" if dense_params is not None else ""))
     dense_mb = 0.0 if dense_params is None else dense_params * 4 * 3 / _MB

@@ -30,6 +30,7 @@ def test_preset_and_overrides_are_typed():
     (["--model.init_std", "0"], "model.init_std"),
     (["--model.d_pos_att", "0"], "model.d_pos_att"),
     (["--train.sparse_optimizer", "lamb"], "train.sparse_optimizer"),
+    (["--train.sparse_adam_kernel", "triton"], "train.sparse_adam_kernel"),
     (["--train.dense_l2", "-1"], "train.dense_l2"),
     (["--data.batch_size", "0"], "data.batch_size"),
     (["--train.sparse_lr", "0"], "train.sparse_lr"),

@@ -10,6 +10,7 @@ import enum
 import functools
 import importlib
 import os
+import shutil
 
 TRITON_MODULE = "dare_rec.ops.triton"
 
@@ -29,6 +30,29 @@ class Kernel(str, enum.Enum):
     PYTORCH = "pytorch"
     TRITON = "triton"
     AUTO = "auto"
+
+
+class UpdateKernel(str, enum.Enum):
+    """Implementation of the row-sparse Adam table update on CPU (``dare_rec.ops.row_sparse_adam``).
+
+    * PYTORCH: the eager reference (a dozen gathers, element-wise ops and scatters over the updated rows).
+    * COMPILED: the same function compiled by TorchInductor into one fused C++ loop over the updated rows; needs
+      a C++ compiler, compiles once per process (about 20 s the first time on a machine, then from
+      Inductor's on-disk cache) and is parity-tested against PYTORCH.
+    * AUTO: COMPILED when a C++ compiler is on PATH, else PYTORCH.
+    """
+
+    PYTORCH = "pytorch"
+    COMPILED = "compiled"
+    AUTO = "auto"
+
+
+def resolve_update_kernel(kernel: UpdateKernel) -> UpdateKernel:
+    """AUTO -> COMPILED when a C++ compiler (``$CXX``, g++, c++ or clang++) is on PATH, else PYTORCH."""
+    if kernel != UpdateKernel.AUTO:
+        return kernel
+    compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    return UpdateKernel.COMPILED if any(c and shutil.which(c) for c in compilers) else UpdateKernel.PYTORCH
 
 
 @functools.lru_cache(maxsize=None)

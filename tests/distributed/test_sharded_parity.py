@@ -4,7 +4,9 @@ Each rank feeds its half of a global batch to DistributedModelParallel; the refe
 the whole batch. Loss gradients of the reference (mean over 2B samples) equal the ranks' averaged gradients
 (mean over B per rank, averaged across ranks for dense and embedding parameters alike), so after one step
 the updated weights must agree: embeddings with FBGEMM's fused optimizer (row-wise Adagrad, Adagrad or SGD),
-dense parts with Adam (and its coupled weight decay for train.dense_l2). Every table layout is covered.
+with the row-sparse Adam of dare_rec.cpu_adam (pooled with a different batch stride per rank, and unpooled), or
+replicated and trained by the dense Adam (dense_adam); dense parts with Adam (and its coupled weight decay for
+train.dense_l2). Every table layout is covered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
+from dare_rec.modules.embeddings import table_names
 from dare_rec.optim import apply_sparse_optimizer, build_optimizer, takes_l2
 from sharding.planner import plan_rows, shard_model
 from tests.conftest import tiny_config
@@ -43,16 +46,19 @@ def full_block(tensor, r, c, like):
 
 
 def sparse_step_(optimizer, weight, grad, lr, eps, column_splits):
-    """One FBGEMM step from zero state, per column shard (each column shard is its own table in FBGEMM, with
+    """One table step from zero state, per column shard (each column shard is its own table in FBGEMM, with
     its own state). EXACT_ROWWISE_ADAGRAD: state = mean(g^2) over the shard's columns, w -= lr * g /
-    (sqrt(state) + eps); EXACT_ADAGRAD: the same per element; EXACT_SGD: w -= lr * g. Rows the batch did not
-    touch are left alone."""
+    (sqrt(state) + eps); EXACT_ADAGRAD: the same per element; EXACT_SGD: w -= lr * g; Adam's first step (the
+    row's count is 1, so the bias-corrected moments are g and g^2): w -= lr * g / (|g| + eps). Rows the batch
+    did not touch are left alone."""
     start = 0
     for width in column_splits:
         g = grad[:, start:start + width]
         touched = (g != 0).any(dim=1, keepdim=True)
         if optimizer == "sgd":
             update = lr * g
+        elif optimizer == "adam":
+            update = lr * g / (g.abs() + eps)
         else:
             state = (g * g).mean(dim=1, keepdim=True) if optimizer == "rowwise_adagrad" else g * g
             update = lr * g / (state.sqrt() + eps)
@@ -64,8 +70,9 @@ def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_
     torch.set_num_threads(1)
     # min_partition 8 splits the 16-wide representation tables into two column shards
     cfg = tiny_config("--data.path", str(data_root), "--model.variant", variant, "--sharding.lookup", lookup,
-                      "--sharding.default.sharding_type", sharding_type, "--sharding.default.min_partition", "8",
-                      "--train.sparse_optimizer", sparse_optimizer, "--train.dense_l2", str(dense_l2))
+                      "--sharding.default.sharding_type", sharding_type or "null",
+                      "--sharding.default.min_partition", "8", "--train.sparse_optimizer", sparse_optimizer,
+                      "--train.sparse_lr", "0.05", "--train.dense_l2", str(dense_l2))
     meta = DatasetMeta.read(data_root)
     local = list(ParquetBatchReader(data_root, "train", LOCAL_BATCH, cfg.data.max_len))[rank]
     whole = next(iter(ParquetBatchReader(data_root, "train", LOCAL_BATCH * world_size, cfg.data.max_len)))
@@ -102,20 +109,24 @@ def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_
     loss.backward()
     optimizer.step()
     ref_loss.backward()
-    shards = plan_rows(dmp.plan, cfg)
+    replicated = sparse_optimizer == "dense_adam"
+    shards = [] if replicated else plan_rows(dmp.plan, cfg)
     if sharding_type == "column_wise":
         wide = next(s.table for s in shards if s.table.startswith("item_rep") or s.table == "item_shared")
         assert column_splits(shards, wide) == [8, 8], "column-wise plan did not split the table"
-    tables = {s.table for s in shards}
+    tables = set(table_names(cfg.model))
     dense = {n: p for n, p in reference.named_parameters() if not any(f".{t}." in n for t in tables)}
     decayed = [p for n, p in dense.items() if takes_l2(n)]
     rest = [p for n, p in dense.items() if not takes_l2(n)]
-    torch.optim.Adam([{"params": decayed, "weight_decay": 2 * dense_l2}, {"params": rest}],
+    table_params = [p for n, p in reference.named_parameters() if any(f".{t}." in n for t in tables)]
+    # dense_adam: the tables are replicated and stepped by the dense Adam, at sparse_lr and without L2
+    groups = [{"params": decayed, "weight_decay": 2 * dense_l2}, {"params": rest}]
+    torch.optim.Adam(groups + ([{"params": table_params, "lr": cfg.train.sparse_lr}] if replicated else []),
                      lr=cfg.train.dense_lr).step()
     with torch.no_grad():
         for name, p in reference.named_parameters():
             table = next((t for t in tables if f".{t}." in name), None)
-            if table is not None:
+            if table is not None and not replicated:
                 sparse_step_(sparse_optimizer, p, p.grad, cfg.train.sparse_lr, 1e-8, column_splits(shards, table))
     updated = reference.state_dict()
     for key, r, c, block in local_shards(dmp.state_dict()):
@@ -139,6 +150,9 @@ def column_splits(shards, table):
     ("dare", "sequence", "column_wise", "rowwise_adagrad", 0.0),
     ("twin", "singleton_bags", "table_wise", "adagrad", 0.01),  # shared layout; exact Adagrad; dense L2
     ("twin_4e", "singleton_bags", "column_wise", "sgd", 0.0),  # four table sets; SGD
+    ("dare", "singleton_bags", "table_wise", "adam", 0.0),  # row-sparse Adam, pooled, per-rank batch strides
+    ("twin", "sequence", "row_wise", "adam", 0.0),  # row-sparse Adam, unpooled, two tables per FBGEMM module
+    ("dare", "singleton_bags", None, "dense_adam", 0.01),  # the reference's recipe: replicated tables
 ])
 def test_sharded_forward_and_step_match_unsharded(tiny_data, variant, lookup, sharding_type, sparse_optimizer,
                                                   dense_l2):

@@ -94,6 +94,29 @@ def test_resume_after_a_crash_takes_exactly_the_steps_of_an_uninterrupted_run(ti
     assert end["event"] == "end" and end["steps"] == 56 and end["best"] == events(reference)[-1]["best"]
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "dense_adam"])
+def test_adam_table_state_is_checkpointed_and_resumes_exactly(tiny_data, tmp_path, monkeypatch, optimizer):
+    # row-sparse Adam (dare_rec/cpu_adam.py: moments and per-row counts in the fused optimizer's DCP state)
+    # and dense Adam over replicated tables (the dense optimizer's state): a crash at step 14 resumes from the
+    # best checkpoint of the validation at step 10
+    extra = ("--train.sparse_optimizer", optimizer, "--train.sparse_lr", "0.01", "--train.epochs", "1")
+    assert run_main(tiny_data, tmp_path / "whole", *extra) == 0
+    set_pointer = ckpt.set_pointer
+
+    def crash(root, pointer, name):
+        if name == "step-00000014" and pointer == ckpt.LATEST:
+            raise RuntimeError("simulated kill")
+        set_pointer(root, pointer, name)
+
+    monkeypatch.setattr(ckpt, "set_pointer", crash)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_main(tiny_data, tmp_path / "run", *extra)
+    monkeypatch.setattr(ckpt, "set_pointer", set_pointer)
+    assert run_main(tiny_data, tmp_path / "run", *extra) == 0
+    assert [e["step"] for e in events(tmp_path / "run") if e["event"] == "resume"] == [10]
+    assert comparable(tmp_path / "run") == comparable(tmp_path / "whole")
+
+
 def test_the_best_checkpoint_is_kept_and_evaluated_by_default(reference, capsys):
     vals = [e for e in events(reference) if e["event"] == "val"]
     best = max(vals, key=lambda e: e["auc"])  # max() keeps the first of equal values, like the run

@@ -63,16 +63,44 @@ def test_plan_follows_the_layout_tables(variant, tables):
     assert set(sharding_types(plan)) == tables
 
 
-@pytest.mark.parametrize("optimizer,per_row", [("rowwise_adagrad", 1), ("adagrad", 16), ("sgd", 0)])
+@pytest.mark.parametrize("optimizer,per_row", [("rowwise_adagrad", 1), ("adagrad", 16), ("sgd", 0),
+                                               ("adam", 2 * 16 + 1)])
 def test_explanation_counts_the_sparse_optimizer_state(optimizer, per_row):
     plan, cfg = plan_for("--sharding.default.sharding_type", "table_wise", "--train.sparse_optimizer", optimizer)
     item_rep = next(r for r in plan_rows(plan, cfg) if r.table == "item_rep")
     assert item_rep.optimizer_bytes == 501 * per_row * 4
 
 
-def test_adam_for_the_tables_is_refused_on_cpu():
-    with pytest.raises(ConfigError, match=r"^train.sparse_optimizer: 'adam' needs a CUDA device"):
-        plan_for("--train.sparse_optimizer", "adam")
+def test_dense_adam_replicates_every_table_with_two_moments(capsys):
+    plan, cfg = plan_for("--train.sparse_optimizer", "dense_adam")
+    params = [ps for module_plan in plan.plan.values() for ps in module_plan.values()]
+    assert len(params) == 4 and all(ps.sharding_type == "data_parallel" and ps.compute_kernel == "dense"
+                                    for ps in params)
+    with pytest.raises(ValueError, match="table_shapes"):
+        plan_rows(plan, cfg)
+    rows = plan_rows(plan, cfg, {"item_rep": (501, 16), "cate_rep": (21, 16), "item_att": (501, 8),
+                                 "cate_att": (21, 8)})
+    item_rep = [r for r in rows if r.table == "item_rep"]
+    assert sorted(r.rank for r in item_rep) == [0, 1]  # one full copy per rank
+    assert all(r.weight_bytes == 501 * 16 * 4 and r.optimizer_bytes == 501 * 32 * 4 for r in item_rep)
+    assert cli.main(["--config", str(TINY_PRESET), "--world-size", "2", "--num-items", "1000", "--num-categories",
+                     "50", "--train.sparse_optimizer", "dense_adam"]) == 0
+    out = capsys.readouterr().out
+    assert "the reference code's recipe" in out and out.count("data_parallel") == 8
+
+
+def test_partial_rowwise_adam_for_the_tables_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match=r"^train.sparse_optimizer: 'rowwise_adam' needs a CUDA device"):
+        plan_for("--train.sparse_optimizer", "rowwise_adam")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["--sharding.default.sharding_type", "table_wise"], r"^sharding.default: train.sparse_optimizer dense_adam"),
+    (["--sharding.lookup", "sequence"], r"^train.sparse_optimizer: dense_adam .*singleton_bags"),
+])
+def test_dense_adam_refuses_sharded_tables_and_cpu_sequence_lookups(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_for("--train.sparse_optimizer", "dense_adam", *overrides)
 
 
 @pytest.mark.parametrize("overrides,match", [
