@@ -304,24 +304,30 @@ def _planted_clicks(spec: PlantedLogSpec, sampler: _CategorySampler, lengths: np
     return items
 
 
-def _planted_chunk(spec: PlantedLogSpec, catalog: _Catalog, sampler: _CategorySampler, chunk: int,
-                   num_users: int, rng: np.random.Generator) -> pa.Table:
-    """The Taobao rows of one chunk of users: users in increasing sparse id order, each in time order."""
-    excess = max(spec.mean_len - spec.min_len, 1e-9)
-    mu = np.log(excess) - spec.len_sigma ** 2 / 2
-    lengths = spec.min_len + np.minimum(np.floor(rng.lognormal(mu, spec.len_sigma, num_users)),
-                                        50 * spec.mean_len).astype(np.int64)
-    item_idx = _planted_clicks(spec, sampler, lengths, rng)
+def _user_lengths(min_len: int, mean_len: float, len_sigma: float, num_users: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Clicks per user: ``min_len`` plus a log-normal excess of mean ``mean_len - min_len`` (at most
+    ``50 * mean_len`` clicks)."""
+    excess = max(mean_len - min_len, 1e-9)
+    mu = np.log(excess) - len_sigma ** 2 / 2
+    return min_len + np.minimum(np.floor(rng.lognormal(mu, len_sigma, num_users)), 50 * mean_len).astype(np.int64)
+
+
+def _taobao_user_rows(item_idx: np.ndarray, lengths: np.ndarray, item_raw: np.ndarray, item_cate_raw: np.ndarray,
+                      other_behaviors: float, chunk: int, rng: np.random.Generator) -> pa.Table:
+    """The Taobao rows of a chunk of users' click sequences ``item_idx [U, T]`` (user u's valid up to
+    ``lengths[u]``): users in increasing sparse id order, each in time order; ``other_behaviors`` cart/fav/buy
+    rows per click follow the click on the same item, at the same time (prepare drops them)."""
+    num_users = len(lengths)
     # Sorted timestamps per user: the first lengths[u] of T sorted draws with the rest pushed past the end.
     ts = rng.integers(_TAOBAO_START, _TAOBAO_END, size=item_idx.shape)
     valid = np.arange(item_idx.shape[1])[None, :] < lengths[:, None]
     ts = np.sort(np.where(valid, ts, _TAOBAO_END), axis=1)
     user_ids = chunk * USERS_PER_CHUNK * 3 + np.cumsum(rng.integers(1, 3, size=num_users))  # increasing, sparse
 
-    # Non-click rows follow the click on the same item, at the same time (prepare drops them).
     row_user = np.repeat(np.arange(num_users), lengths)
     click_item, click_ts = item_idx[valid], ts[valid]
-    extra = rng.random(len(click_item)) < spec.other_behaviors
+    extra = rng.random(len(click_item)) < other_behaviors
     row_of = np.repeat(np.arange(len(click_item)), 1 + extra)
     values, probs = _BEHAVIORS["taobao"]
     behavior = np.zeros(len(row_of), dtype=np.int64)
@@ -330,10 +336,19 @@ def _planted_chunk(spec: PlantedLogSpec, catalog: _Catalog, sampler: _CategorySa
     behavior[follows] = 1 + rng.choice(len(other), size=int(follows.sum()), p=other)
     item = click_item[row_of]
     return pa.table({"user_id": pa.array(user_ids[row_user[row_of]]),
-                     "item_id": pa.array(catalog.item_raw[item]),
-                     "category_id": pa.array(catalog.item_cate_raw[item]),
+                     "item_id": pa.array(item_raw[item]),
+                     "category_id": pa.array(item_cate_raw[item]),
                      "behavior_type": pa.array(np.array(values)[behavior]),
                      "timestamp": pa.array(click_ts[row_of])})
+
+
+def _planted_chunk(spec: PlantedLogSpec, catalog: _Catalog, sampler: _CategorySampler, chunk: int,
+                   num_users: int, rng: np.random.Generator) -> pa.Table:
+    """The Taobao rows of one chunk of users: users in increasing sparse id order, each in time order."""
+    lengths = _user_lengths(spec.min_len, spec.mean_len, spec.len_sigma, num_users, rng)
+    item_idx = _planted_clicks(spec, sampler, lengths, rng)
+    return _taobao_user_rows(item_idx, lengths, catalog.item_raw, catalog.item_cate_raw, spec.other_behaviors,
+                             chunk, rng)
 
 
 def generate_planted_log(spec: PlantedLogSpec, path: str | Path, progress: bool = True) -> Path:
@@ -361,6 +376,97 @@ def generate_planted_log(spec: PlantedLogSpec, path: str | Path, progress: bool 
         for chunk, start in enumerate(range(0, spec.users, USERS_PER_CHUNK)):
             rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2, chunk)))
             yield _planted_chunk(spec, catalog, sampler, chunk, min(USERS_PER_CHUNK, spec.users - start), rng)
+
+    expected_rows = int(spec.users * spec.mean_len * (1 + spec.other_behaviors))
+    return _write_tables(tables(), path, "taobao", expected_rows, progress)
+
+
+@dataclass
+class DenseCatalogLogSpec:
+    """A Taobao-format log over a small, dense catalog whose clicks follow latent item similarity (see
+    :func:`generate_dense_catalog_log`): the regime of a real click log cut to a few categories, where every
+    item is seen by hundreds of users and what predicts the next click is which items resemble the recent
+    ones, something only the item embeddings can learn (the categories are a coarse partition of it)."""
+
+    users: int
+    seed: int = 0
+    min_len: int = 60
+    mean_len: float = 100.0
+    len_sigma: float = 0.94
+    items: int = 1700
+    categories: int = 19
+    zipf: float = 1.0
+    # Dimension of the latent item vectors z_i ~ N(0, I / latent_dim).
+    latent_dim: int = 32
+    # Weight of the user's interest in the click logits: log popularity + affinity * <u, z_i>.
+    affinity: float = 3.0
+    # After each click the interest moves this far towards the clicked item's vector (plus a little noise).
+    interest_step: float = 0.5
+    interest_noise: float = 0.02
+    # Non-click rows (cart, fav, buy) per click, each on the item just clicked.
+    other_behaviors: float = 0.11
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first invalid field."""
+        for name in ("users", "min_len", "items", "categories", "latent_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mean_len < self.min_len:
+            raise ValueError(f"mean_len must be >= min_len ({self.min_len}), got {self.mean_len}")
+        if self.len_sigma < 0 or self.zipf < 0 or self.affinity < 0 or self.interest_noise < 0:
+            raise ValueError("len_sigma, zipf, affinity and interest_noise must be >= 0")
+        for name in ("interest_step", "other_behaviors"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def generate_dense_catalog_log(spec: DenseCatalogLogSpec, path: str | Path, progress: bool = True) -> Path:
+    """Writes a Taobao ``UserBehavior.csv``-format log of ``spec.users`` users over a small, dense catalog.
+
+    The catalog (``SeedSequence(seed, spawn_key=(0,))``): ``items`` items with Zipf-like popularity (exponent
+    ``zipf``, ranks shuffled over ids) and latent vectors ``z_i ~ N(0, I / latent_dim)``; category c of item i is
+    ``argmax_c <z_i, w_c>`` over ``categories`` random directions, so a category is a coarse region of the
+    latent space. Per user (chunks of users drawn from ``spawn_key=(3, k)``): an interest ``u ~ N(0, I /
+    latent_dim)``; each click draws item i with probability proportional to ``popularity_i * exp(affinity *
+    <u, z_i>)`` (Gumbel-max), then ``u <- (1 - interest_step) u + interest_step z_i + noise``. A recent click
+    makes similar items likelier next (and itself, since ``<z_i, z_i>`` is large), while popularity-drawn
+    negatives are not, so the signal sits in the item vectors and in recency. Rows as in
+    :func:`generate_planted_log`. Same spec, same bytes.
+    """
+    spec.validate()
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0,)))
+    n, c, k = spec.items, spec.categories, spec.latent_dim
+    item_raw = rng.choice(10 * n, size=n, replace=False).astype(np.int64) + 1
+    cate_raw = rng.choice(10 * c, size=c, replace=False).astype(np.int64) + 1
+    popularity = 1.0 / np.arange(1, n + 1) ** spec.zipf
+    rng.shuffle(popularity)
+    log_popularity = np.log(popularity / popularity.sum())
+    latent = rng.standard_normal((n, k)) / np.sqrt(k)
+    item_cate_raw = cate_raw[np.argmax(latent @ rng.standard_normal((c, k)).T, axis=1)]
+
+    def clicks(lengths: np.ndarray, chunk_rng: np.random.Generator) -> np.ndarray:
+        # users longest first, so the ones still clicking at step t are a prefix (and only they are drawn)
+        order = np.argsort(-lengths, kind="stable")
+        interest = chunk_rng.standard_normal((len(lengths), k)) / np.sqrt(k)
+        items = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)
+        active = len(lengths)
+        for t in range(items.shape[1]):
+            while lengths[order[active - 1]] <= t:
+                active -= 1
+            logits = log_popularity + spec.affinity * (interest[:active] @ latent.T)
+            picked = np.argmax(logits + chunk_rng.gumbel(size=logits.shape), axis=1)
+            items[order[:active], t] = picked
+            interest[:active] = ((1 - spec.interest_step) * interest[:active] + spec.interest_step * latent[picked]
+                                 + spec.interest_noise * chunk_rng.standard_normal((active, k)))
+        return items
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk, start in enumerate(range(0, spec.users, USERS_PER_CHUNK)):
+            chunk_rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(3, chunk)))
+            lengths = _user_lengths(spec.min_len, spec.mean_len, spec.len_sigma,
+                                    min(USERS_PER_CHUNK, spec.users - start), chunk_rng)
+            yield _taobao_user_rows(clicks(lengths, chunk_rng), lengths, item_raw, item_cate_raw,
+                                    spec.other_behaviors, chunk, chunk_rng)
 
     expected_rows = int(spec.users * spec.mean_len * (1 + spec.other_behaviors))
     return _write_tables(tables(), path, "taobao", expected_rows, progress)
