@@ -69,7 +69,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     dense.add_argument("--dense-catalog", action="store_true",
                        help="a small catalog with latent item similarity driving the next click (Taobao format)")
     dense.add_argument("--latent-dim", type=int, help="dimension of the latent item vectors (default 32)")
-    dense.add_argument("--affinity", type=float, help="weight of the user's interest in the click logits (default 3)")
+    dense.add_argument("--affinity", type=float, help="weight of the user's interest in the click logits (default 4)")
     dense.add_argument("--interest-step", type=float,
                        help="how far the interest moves towards each clicked item, in [0, 1] (default 0.5)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
