@@ -197,10 +197,11 @@ class DataConfig:
 class ModelConfig:
     """The model (DESIGN.md §4): a named variant, optionally with some of its axes set directly.
 
-    ``variant`` presets the axes ``layout``, ``projection``, ``score``, ``search``, ``target_aware`` and
-    ``positions`` (dare_rec/modules/variants.py); an axis set here (not null) overrides the variant's value,
-    so ``--model.variant twin --model.search hard`` is TWIN (hard). ``d_att`` and ``d_pos_att`` size the
-    attention tables and so only apply to layouts that have them (``decoupled``, ``four``); a ``shared``
+    ``variant`` presets the axes ``layout``, ``projection``, ``score``, ``search``, ``target_aware``,
+    ``positions`` and ``attention_width`` (dare_rec/modules/variants.py); an axis set here (not null) overrides
+    the variant's value, so ``--model.variant twin --model.search hard`` is TWIN (hard). ``d_att`` and
+    ``d_pos_att`` size the attention tables of a layout that has them (``decoupled``, ``four``) when its
+    ``attention_width`` is ``d_att`` (DARE's; TWIN-4E's is ``d_rep``, as the reference runs it); a ``shared``
     layout has one table set of dims ``d_rep`` / ``d_pos``.
     """
 
@@ -211,6 +212,7 @@ class ModelConfig:
     search: Optional[str] = None
     target_aware: Optional[bool] = None
     positions: Optional[bool] = None
+    attention_width: Optional[str] = None
     d_att: int = 16
     d_rep: int = 64
     d_pos: int = 16
@@ -234,14 +236,19 @@ class ModelConfig:
         return ModelSpec(**{axis: getattr(preset, axis) if getattr(self, axis) is None else getattr(self, axis)
                             for axis in AXES})
 
+    def _own_attention_dims(self) -> bool:
+        spec = self.spec()
+        return spec.has_attention_tables and spec.attention_width == "d_att"
+
     @property
     def attention_dim(self) -> int:
-        """Dim of the tables that score attention (d_rep when attention shares the representation tables)."""
-        return self.d_att if self.spec().has_attention_tables else self.d_rep
+        """Dim of the tables that score attention: ``d_att`` when the attention tables have dims of their own
+        (``attention_width`` d_att), else ``d_rep`` (shared tables, or TWIN-4E's attention tables)."""
+        return self.d_att if self._own_attention_dims() else self.d_rep
 
     @property
     def attention_position_dim(self) -> int:
-        if not self.spec().has_attention_tables:
+        if not self._own_attention_dims():
             return self.d_pos
         return self.d_pos if self.d_pos_att is None else self.d_pos_att
 

@@ -22,6 +22,10 @@ Axes (DESIGN.md §4):
 * ``target_aware``: over-arch input ``[v_t; h; v_t * h]`` (TIN's target-aware representation) or ``[v_t; h]``.
 * ``positions``: target-relative position embeddings on both sides (off only for DIN, as the reference
   code runs it).
+* ``attention_width``: the dims of the attention tables of a layout that has them: ``d_att`` (and
+  ``d_pos_att``), DARE's small attention dimension; or ``d_rep`` (and ``d_pos``), the representation's, which is
+  how the reference code runs TWIN-4E (its attention dims default to the representation dims), so that
+  TWIN-4E differs from TWIN in its tables only.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ LAYOUTS = ("shared", "decoupled", "four")
 PROJECTIONS = ("none", "linear")
 SCORES = ("dot", "din_mlp")
 SEARCHES = ("soft", "hard")
+ATTENTION_WIDTHS = ("d_att", "d_rep")
 
 # Axis name -> its legal values (booleans for the on/off axes).
 AXES: Dict[str, Tuple] = {
@@ -42,6 +47,7 @@ AXES: Dict[str, Tuple] = {
     "search": SEARCHES,
     "target_aware": (True, False),
     "positions": (True, False),
+    "attention_width": ATTENTION_WIDTHS,
 }
 
 
@@ -55,25 +61,26 @@ class ModelSpec:
     search: str
     target_aware: bool
     positions: bool
+    attention_width: str
 
     @property
     def has_attention_tables(self) -> bool:
-        """Whether attention has tables of its own (and so its own dims ``d_att`` / ``d_pos_att``)."""
+        """Whether attention has tables of its own (and so may have dims of its own)."""
         return self.layout != "shared"
 
 
 _DARE = ModelSpec(layout="decoupled", projection="none", score="dot", search="soft", target_aware=True,
-                  positions=True)
+                  positions=True, attention_width="d_att")
 _TWIN = ModelSpec(layout="shared", projection="none", score="dot", search="soft", target_aware=True,
-                  positions=True)
+                  positions=True, attention_width="d_rep")
 
 # The paper's Table 1 models (DESIGN.md §4). Each differs from TWIN in one axis, except DIN (score and no
-# positions, as the reference script runs it with -use_time).
+# positions, as the reference script runs it with -use_time) and DARE (layout and attention width).
 VARIANTS: Dict[str, ModelSpec] = {
     "dare": _DARE,
     "twin": _TWIN,
     "twin_no_tr": replace(_TWIN, target_aware=False),
-    "twin_4e": replace(_TWIN, layout="four"),
+    "twin_4e": replace(_TWIN, layout="four"),  # attention tables at d_rep, as the reference runs it
     "twin_proj": replace(_TWIN, projection="linear"),
     "twin_hard": replace(_TWIN, search="hard"),
     "din": replace(_TWIN, score="din_mlp", positions=False),

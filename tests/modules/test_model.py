@@ -77,15 +77,21 @@ def test_twin_4e_has_four_table_sets(tiny_data):
         "item_att_target": ["target_item"], "cate_att_target": ["target_cate"],
         "item_rep_hist": ["hist_item"], "cate_rep_hist": ["hist_cate"],
         "item_rep_target": ["target_item"], "cate_rep_target": ["target_cate"]}
-    assert table_dims(train)["item_att_target"] == 4 and table_dims(train)["cate_rep_hist"] == 12
+    # the attention tables take the representation's dims, as the reference runs TWIN-4E (d_att does not apply)
+    assert table_dims(train)["item_att_target"] == 12 and table_dims(train)["cate_rep_hist"] == 12
+    assert cfg.model.attention_dim == 12 and cfg.model.attention_position_dim == cfg.model.d_pos
+    # ... unless its attention width is set to d_att
+    small, small_cfg = model_for("--model.variant", "twin_4e", "--model.attention_width", "d_att",
+                                 "--model.d_att", "4", "--model.d_rep", "12")
+    assert table_dims(small)["item_att_hist"] == 4 and small_cfg.model.attention_dim == 4
     assert set(train.model.sparse_arch.positions) == {"att_hist", "att_target", "rep_hist", "rep_target"}
     # the target's attention vector comes from the target-side table, not the history-side one
     features = first_batch(tiny_data).sparse_features
     emb = train.model.sparse_arch(features)
     ec = train.model.sparse_arch.collections["att"]
     target_ids = features["target_item"].values()
-    torch.testing.assert_close(emb.att_target[:, :4], table_weight(ec, "item_att_target")[target_ids])
-    assert not torch.allclose(emb.att_target[:, :4], table_weight(ec, "item_att_hist")[target_ids])
+    torch.testing.assert_close(emb.att_target[:, :12], table_weight(ec, "item_att_target")[target_ids])
+    assert not torch.allclose(emb.att_target[:, :12], table_weight(ec, "item_att_hist")[target_ids])
 
 
 def over_arch_inputs(train, batch):
