@@ -125,7 +125,7 @@ def main(argv: List[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(args.runs) / "analysis-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    dare_rec = [sys.executable, "-m", "pipelines.cli"]
+    dare_rec = [sys.executable, "-m", "dare_rec.pipelines.cli"]
     runs = [str(Path(args.runs) / v) for v in VARIANTS]
     if args.train:
         run([*dare_rec, "prepare", "--source", "synthetic", "--config", args.config], logs / "prepare.log")

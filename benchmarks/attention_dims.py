@@ -298,7 +298,7 @@ class ModelRun:
         from dare_rec.config import load_config
         from dare_rec.modules.model import build_model
         from dare_rec.optim import apply_sparse_optimizer, build_optimizer
-        from sharding.planner import shard_model
+        from dare_rec.sharding.planner import shard_model
 
         cfg = load_config(None, list(overrides))
         torch.manual_seed(0)

@@ -46,7 +46,7 @@ def worker(config: str, overrides: List[str], steps: int, blocks: int, output: s
     from dare_rec.data.schema import DatasetMeta
     from dare_rec.distributed import init_distributed, shutdown
     from dare_rec.optim import build_optimizer
-    from pipelines.common import build_sharded_model, set_determinism
+    from dare_rec.pipelines.common import build_sharded_model, set_determinism
 
     cfg = load_config(config, overrides)
     meta = DatasetMeta.read(cfg.data.path)

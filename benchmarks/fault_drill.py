@@ -71,7 +71,7 @@ def job_processes(run_dir: Path) -> Dict[int, Optional[int]]:
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            if needle not in cmdline or b"pipelines.train" not in cmdline:
+            if needle not in cmdline or b"dare_rec.pipelines.train" not in cmdline:
                 continue
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:

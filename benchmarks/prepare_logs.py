@@ -47,12 +47,12 @@ def measure(fmt: str, rows: int, data_dir: Path, extra: List[str], keep_output: 
     raw = data_dir / f"{fmt}-{rows}.csv"
     entry: Dict[str, object] = {"format": fmt, "rows": rows}
     if not raw.exists():
-        gen = _run([sys.executable, "-m", "pipelines.make_raw_logs", "--format", fmt, "--rows", str(rows),
+        gen = _run([sys.executable, "-m", "dare_rec.pipelines.make_raw_logs", "--format", fmt, "--rows", str(rows),
                     "--out", str(raw), "--quiet"])
         entry["generate_s"] = round(gen["wall_s"], 2)
     out = data_dir / f"out-{fmt}-{rows}"
     summary_path = data_dir / f"summary-{fmt}-{rows}.json"
-    run = _run([sys.executable, "-m", "pipelines.prepare", "--source", fmt, "--input", str(raw), "--out", str(out),
+    run = _run([sys.executable, "-m", "dare_rec.pipelines.prepare", "--source", fmt, "--input", str(raw), "--out", str(out),
                 "--quiet", "--summary-json", str(summary_path), *extra])
     summary = json.loads(summary_path.read_text())
     entry.update({

@@ -1,6 +1,6 @@
 """Training throughput (samples/s) for several process and thread counts on one machine.
 
-Runs the real training job (``torchrun -m pipelines.train``) for ``--steps`` steps per setting and reads
+Runs the real training job (``torchrun -m dare_rec.pipelines.train``) for ``--steps`` steps per setting and reads
 the job's own measurement (the ``end`` event of metrics.jsonl: samples over training time, validation and
 checkpointing excluded). Results go to ``benchmarks/results/train_throughput.json``.
 
@@ -33,7 +33,7 @@ SETTINGS = [(1, 1), (1, 2), (2, 1)]
 def run_setting(config: str, procs: int, threads: int, steps: int, extra: List[str]) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-               "-m", "pipelines.train", "--config", config, "--train.max_steps", str(steps),
+               "-m", "dare_rec.pipelines.train", "--config", config, "--train.max_steps", str(steps),
                "--train.output_dir", out, *extra]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         started = time.perf_counter()

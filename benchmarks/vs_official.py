@@ -348,7 +348,7 @@ def run_ours(run: Run, preset: Path, overrides: List[str], threads: int) -> Dict
     shutil.rmtree(run.folder, ignore_errors=True)
     run.folder.mkdir(parents=True)
     train_dir = run.folder / "train"
-    cli = [sys.executable, "-m", "pipelines.cli"]
+    cli = [sys.executable, "-m", "dare_rec.pipelines.cli"]
     train_cmd = [*cli, "train", "--config", str(preset), *overrides, "--train.output_dir", str(train_dir)]
     eval_json = run.folder / "eval-test.json"
     eval_cmd = [*cli, "evaluate", "--checkpoint", str(train_dir), "--split", "test", "--output", str(eval_json)]

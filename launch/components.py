@@ -36,7 +36,7 @@ def train(
     max_retries: int = 0,
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
-    """Trains a DARE-family model with DistributedModelParallel (pipelines.train).
+    """Trains a DARE-family model with DistributedModelParallel (dare_rec.pipelines.train).
 
     Args:
         script_args: config overrides for the job, after ``--`` (e.g. ``-- --model.d_att 32 --train.epochs 2``)
@@ -53,7 +53,7 @@ def train(
             folder's latest checkpoint (train.resume auto)
         rdzv_port: rendezvous port on the rank-0 host for multi-node jobs (single-node jobs pick a free one)
     """
-    return dist.ddp("--config", config, *script_args, m="pipelines.train", name=name, h=h, cpu=cpu, gpu=gpu,
+    return dist.ddp("--config", config, *script_args, m="dare_rec.pipelines.train", name=name, h=h, cpu=cpu, gpu=gpu,
                     memMB=memMB, j=j, env=_env(omp_threads, max_retries), max_retries=max_retries,
                     rdzv_port=rdzv_port)
 
@@ -89,5 +89,5 @@ def evaluate(
         rdzv_port: rendezvous port on the rank-0 host for multi-node jobs
     """
     return dist.ddp("--checkpoint", checkpoint, "--split", split, "--pick", pick, *script_args,
-                    m="pipelines.evaluate", name=name, h=h, cpu=cpu, gpu=gpu, memMB=memMB, j=j, env=_env(omp_threads),
+                    m="dare_rec.pipelines.evaluate", name=name, h=h, cpu=cpu, gpu=gpu, memMB=memMB, j=j, env=_env(omp_threads),
                     rdzv_port=rdzv_port)

@@ -50,8 +50,8 @@ from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DataError, DatasetMeta
 from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
 from dare_rec.optim import build_optimizer
-from pipelines.common import build_sharded_model
-from pipelines.errors import cli_errors
+from dare_rec.pipelines.common import build_sharded_model
+from dare_rec.pipelines.errors import cli_errors
 
 DEFAULT_DIR = Path("runs/analysis")
 

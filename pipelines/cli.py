@@ -9,14 +9,14 @@ from typing import List, Optional
 # subcommand -> (module with main(argv), one-line help). Modules are imported lazily: `dare-rec --help` and
 # `dare-rec prepare` never pay for importing torchrec's distributed stack.
 COMMANDS = {
-    "prepare": ("pipelines.prepare", "write a dataset in the Parquet contract (synthetic data or real logs)"),
-    "make-raw-logs": ("pipelines.make_raw_logs", "write a Taobao/Tmall/events-format raw log for scale tests"),
+    "prepare": ("dare_rec.pipelines.prepare", "write a dataset in the Parquet contract (synthetic data or real logs)"),
+    "make-raw-logs": ("dare_rec.pipelines.make_raw_logs", "write a Taobao/Tmall/events-format raw log for scale tests"),
     "plan": ("sharding.cli", "print the sharding plan and per-rank memory for a world size"),
-    "train": ("pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
-    "evaluate": ("pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
-    "experiment": ("pipelines.experiment", "variants x settings x seeds: train, evaluate, Table-1 report"),
-    "analyze": ("pipelines.analyze", "attention quality, gradient conflict/domination, representation MI"),
-    "plot": ("pipelines.plot", "training loss and validation metrics of runs, one PNG"),
+    "train": ("dare_rec.pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
+    "evaluate": ("dare_rec.pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
+    "experiment": ("dare_rec.pipelines.experiment", "variants x settings x seeds: train, evaluate, Table-1 report"),
+    "analyze": ("dare_rec.pipelines.analyze", "attention quality, gradient conflict/domination, representation MI"),
+    "plot": ("dare_rec.pipelines.plot", "training loss and validation metrics of runs, one PNG"),
 }
 
 

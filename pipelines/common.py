@@ -18,8 +18,8 @@ from dare_rec.eval_loop import lockstep_batches
 from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
-from pipelines.errors import NonFiniteError
-from sharding.planner import shard_model
+from dare_rec.pipelines.errors import NonFiniteError
+from dare_rec.sharding.planner import shard_model
 
 
 def set_determinism(enabled: bool) -> None:

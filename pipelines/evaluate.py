@@ -26,8 +26,8 @@ from dare_rec.config import ConfigError
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DatasetMeta
 from dare_rec.distributed import errors_shared_across_ranks, init_distributed, shutdown
-from pipelines.common import build_sharded_model, evaluate_split, set_determinism
-from pipelines.errors import CLEAR_ERRORS, cli_errors
+from dare_rec.pipelines.common import build_sharded_model, evaluate_split, set_determinism
+from dare_rec.pipelines.errors import CLEAR_ERRORS, cli_errors
 
 _TABLE_ROWS = (("auc", "AUC"), ("gauc_user", "GAUC (by user)"), ("gauc_category", "GAUC (by category)"),
                ("logloss", "logloss"), ("oracle_auc", "oracle AUC (true click probability)"))

@@ -1,7 +1,7 @@
 """Experiments: ``dare-rec experiment --config C --out DIR --variants dare twin --seeds 1 2 3 [--grid k=v1,v2]``.
 
-Trains every (variant, setting, seed) with the real training job (``pipelines.train`` under torchrun, or as
-torchx jobs), evaluates each run's best checkpoint on the test split (``pipelines.evaluate``), and writes a
+Trains every (variant, setting, seed) with the real training job (``dare_rec.pipelines.train`` under torchrun, or as
+torchx jobs), evaluates each run's best checkpoint on the test split (``dare_rec.pipelines.evaluate``), and writes a
 Table-1-style report: ``results.json``, ``results.md`` and ``results.png`` under ``--out``.
 
 * A setting is one point of the ``--grid`` product (``--grid model.d_att=8,16,32 --grid train.sparse_lr=0.05,0.1``
@@ -36,7 +36,7 @@ import yaml
 
 from dare_rec.config import ConfigError, Config, load_config, parse_overrides, to_dict
 from dare_rec.modules.variants import VARIANTS
-from pipelines.errors import cli_errors
+from dare_rec.pipelines.errors import cli_errors
 
 METRICS = ("auc", "gauc_category", "gauc_user", "logloss")
 EVAL_FILE = "eval-test.json"
@@ -132,8 +132,8 @@ def job_commands(run: Run, folder: Path, config: str, nproc: int, launcher: str)
                  "--checkpoint", str(folder), "--", *eval_args]]
     launch = [sys.executable, "-m"] if nproc == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-    return [[*launch, "pipelines.train", "--config", config, *train_args],
-            [*launch, "pipelines.evaluate", "--checkpoint", str(folder), *eval_args]]
+    return [[*launch, "dare_rec.pipelines.train", "--config", config, *train_args],
+            [*launch, "dare_rec.pipelines.evaluate", "--checkpoint", str(folder), *eval_args]]
 
 
 def run_one(run: Run, out: Path, config: str, nproc: int, launcher: str) -> Dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from dare_rec.analysis.plots import training_curves
 from dare_rec.analysis.runs import find_runs, read_run
-from pipelines.errors import cli_errors
+from dare_rec.pipelines.errors import cli_errors
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

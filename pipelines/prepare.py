@@ -24,7 +24,7 @@ from typing import List, Optional
 from dare_rec.config import ConfigError, config_help, load_config
 from dare_rec.data.logs import format_summary, prepare_logs
 from dare_rec.data.synthetic import generate
-from pipelines.errors import cli_errors
+from dare_rec.pipelines.errors import cli_errors
 
 SOURCES = ("synthetic", "taobao", "tmall", "events")
 

@@ -1,4 +1,4 @@
-"""Training job: ``dare-rec train`` / ``python -m pipelines.train`` / torchrun / torchx (``launch/``).
+"""Training job: ``dare-rec train`` / ``python -m dare_rec.pipelines.train`` / torchrun / torchx (``launch/``).
 
 One process or many (SPMD): every rank reads its own shard of the training files, the embedding tables are
 sharded by the TorchRec planner, and the TorchRec sparse-dist train pipeline overlaps the next batch's input
@@ -35,8 +35,8 @@ from dare_rec.distributed import (DistEnv, broadcast_object, check_shared_folder
                                   init_distributed, shutdown)
 from dare_rec.metrics.offline import is_improvement
 from dare_rec.optim import build_optimizer
-from pipelines.common import build_sharded_model, evaluate_split, require_defined, set_determinism
-from pipelines.errors import CLEAR_ERRORS, NonFiniteError, cli_errors
+from dare_rec.pipelines.common import build_sharded_model, evaluate_split, require_defined, set_determinism
+from dare_rec.pipelines.errors import CLEAR_ERRORS, NonFiniteError, cli_errors
 
 METRICS_FILE = "metrics.jsonl"
 TRACE_DIR = "trace"

@@ -17,8 +17,8 @@ from dare_rec.config import ConfigError, config_help, load_config, resolve_looku
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer, is_table
-from pipelines.errors import cli_errors
-from sharding.planner import build_plan, explain_plan
+from dare_rec.pipelines.errors import cli_errors
+from dare_rec.sharding.planner import build_plan, explain_plan
 
 
 def parse_args(argv: Optional[List[str]]) -> tuple[argparse.Namespace, List[str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dare_rec.config import describe_fields
-from pipelines.cli import COMMANDS
+from dare_rec.pipelines.cli import COMMANDS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines import analyze, plot, train
+from dare_rec.pipelines import analyze, plot, train
 from tests.conftest import TINY_PRESET, tiny_config
 from tests.pipelines.test_jobs import launch
 

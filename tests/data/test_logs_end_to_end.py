@@ -10,7 +10,7 @@ from typing import Dict
 import pytest
 
 from dare_rec.data.raw_logs import RawLogSpec, generate_raw_log
-from pipelines import prepare
+from dare_rec.pipelines import prepare
 
 FORMATS = ("taobao", "tmall")
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -74,7 +74,7 @@ def test_meta_records_input_hash_and_parameters(raw_logs, prepared, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_train_and_evaluate_run_unchanged(prepared, tmp_path, fmt):
-    from pipelines import evaluate, train
+    from dare_rec.pipelines import evaluate, train
 
     run = tmp_path / "run"
     assert train.main(["--config", str(TINY), "--data.path", str(prepared[fmt]),

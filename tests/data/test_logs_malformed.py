@@ -13,7 +13,7 @@ from dare_rec.config import ConfigError, LogsConfig
 from dare_rec.data.logs import prepare_logs
 from dare_rec.data.raw_logs import RawLogSpec, generate_raw_log
 from dare_rec.data.schema import DataError, DatasetMeta
-from pipelines import prepare
+from dare_rec.pipelines import prepare
 
 CFG = dict(min_len=5, max_len=4, train_start=3, train_stride=2, train_count=2, row_group_size=16, train_files=1)
 

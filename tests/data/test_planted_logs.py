@@ -15,7 +15,7 @@ import pytest
 from dare_rec.data import schema as S
 from dare_rec.data.raw_logs import PlantedLogSpec, generate_planted_log
 from dare_rec.metrics.offline import auc
-from pipelines import make_raw_logs, prepare
+from dare_rec.pipelines import make_raw_logs, prepare
 
 SPEC = PlantedLogSpec(users=300, seed=3, items=3000, categories=60)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchx.components.component_test_base import ComponentTestCase
 
-from launch import components
+from dare_rec.launch import components
 
 
 class ComponentsTest(ComponentTestCase):
@@ -17,7 +17,7 @@ class ComponentsTest(ComponentTestCase):
         (role,) = app.roles
         assert role.num_replicas == 2
         command = " ".join(role.args)
-        assert "-m pipelines.train --config configs/tiny.yaml --model.d_att 32" in command
+        assert "-m dare_rec.pipelines.train --config configs/tiny.yaml --model.d_att 32" in command
         assert "--nnodes 2" in command and "--nproc_per_node 1" in command
         assert role.env["OMP_NUM_THREADS"] == "3"
 
@@ -35,5 +35,5 @@ class ComponentsTest(ComponentTestCase):
         app = components.evaluate("--output", "e.json", checkpoint="runs/x", split="val", j="1x2")
         (role,) = app.roles
         command = " ".join(role.args)
-        assert "-m pipelines.evaluate --checkpoint runs/x --split val --pick best --output e.json" in command
+        assert "-m dare_rec.pipelines.evaluate --checkpoint runs/x --split val --pick best --output e.json" in command
         assert "--nproc_per_node 2" in command

@@ -52,7 +52,7 @@ def test_config_does_not_import_torch():
     """``dare-rec prepare`` validates the config without loading torch (ops/__init__ resolves names lazily)."""
     result = run_python("""
         import sys
-        import dare_rec.config, dare_rec.ops.kernel, pipelines.prepare
+        import dare_rec.config, dare_rec.ops.kernel, dare_rec.pipelines.prepare
         assert 'torch' not in sys.modules, 'torch was imported'
     """)
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from dare_rec.config import ConfigError
-from pipelines import experiment
+from dare_rec.pipelines import experiment
 from tests.conftest import TINY_PRESET
 
 
@@ -66,7 +66,7 @@ def test_rerun_trains_only_the_runs_without_a_test_evaluation(tmp_path, monkeypa
 
     def fake_run(cmd, **kwargs):  # stands in for the training and evaluation jobs
         calls.append(cmd)
-        if "pipelines.evaluate" in cmd:
+        if "dare_rec.pipelines.evaluate" in cmd:
             out = cmd[cmd.index("--output") + 1]
             with open(out, "w") as f:
                 json.dump({"auc": 0.7, "gauc_category": 0.7, "gauc_user": 0.7, "logloss": 0.6}, f)

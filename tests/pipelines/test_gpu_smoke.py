@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import evaluate, train
+from dare_rec.pipelines import evaluate, train
 from tests.conftest import TINY_PRESET
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (GPU smoke test)")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from dare_rec.checkpoint import resolve_checkpoint
-from pipelines import evaluate, train
+from dare_rec.pipelines import evaluate, train
 from tests.conftest import REPO, TINY_PRESET
 from tests.multiprocess import run_on_ranks
 

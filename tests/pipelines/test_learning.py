@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from dare_rec.data import schema as S
 from dare_rec.data.synthetic import generate
-from pipelines import evaluate, train
+from dare_rec.pipelines import evaluate, train
 from tests.conftest import TINY_PRESET, tiny_config
 
 # 2,000 users, 400 items in 20 categories: 36k training samples, a 1-process epoch in ~20 s.

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.fault_drill import Kill, drill
 from dare_rec.data import schema as S
-from pipelines import train
+from dare_rec.pipelines import train
 from tests.data.test_parquet import corrupt_page
 from tests.multiprocess import run_on_ranks
 from tests.pipelines.test_jobs import train_args

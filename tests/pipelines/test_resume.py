@@ -15,8 +15,8 @@ import torch
 
 from dare_rec import checkpoint as ckpt
 from dare_rec.modules.over_arch import OverArch
-from pipelines import evaluate, train
-from pipelines.errors import NonFiniteError
+from dare_rec.pipelines import evaluate, train
+from dare_rec.pipelines.errors import NonFiniteError
 from tests.conftest import REPO
 from tests.pipelines.test_jobs import events, train_args
 
@@ -221,7 +221,7 @@ def test_the_job_exits_0_in_fresh_processes_when_stopped_short_of_the_epoch(tiny
     # came after the work was done, in some runs only; ten fresh processes, two at a time.
     def run(i):
         argv = train_args(tiny_data, tmp_path / f"run{i}", "--train.max_steps", str(3 + i))
-        code = f"import sys; from pipelines.train import main; sys.exit(main({argv!r}))"
+        code = f"import sys; from dare_rec.pipelines.train import main; sys.exit(main({argv!r}))"
         return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                               env={"OMP_NUM_THREADS": "2", "PATH": ""})
 

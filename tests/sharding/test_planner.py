@@ -8,8 +8,8 @@ import torch
 from dare_rec.config import ConfigError
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer
-from sharding import cli
-from sharding.planner import build_plan, explain_plan, plan_rows
+from dare_rec.sharding import cli
+from dare_rec.sharding.planner import build_plan, explain_plan, plan_rows
 from tests.conftest import TINY_PRESET, tiny_config
 
 META = torch.device("meta")
