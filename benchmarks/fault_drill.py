@@ -17,6 +17,7 @@ metrics.jsonl (losses, AUC, ...), including the final validation AUC. The job ru
 ``train.deterministic`` (the default), so equal means identical.
 
     python -m benchmarks.fault_drill --kills 5 --output benchmarks/results/fault_drill.json
+    python -m benchmarks.fault_drill --plan checkpoint:rank validation:job --epochs 1 --output /tmp/drill.json
 """
 
 from __future__ import annotations
@@ -292,13 +293,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--data", help="dataset folder (default: the config's synthetic data, generated in a "
                                        "temporary folder)")
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=5, help="number of kills, planned at random (see --plan)")
+    parser.add_argument("--plan", nargs="+", metavar="MOMENT:VICTIM",
+                        help=f"these kills in this order instead, e.g. checkpoint:rank validation:job "
+                             f"(moments {', '.join(MOMENTS)}; victims {', '.join(VICTIMS)})")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill plan and timings")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    kills = kill_plan(args.kills, rng)
+    if args.plan:
+        pairs = [item.split(":") for item in args.plan]
+        bad = [item for item, pair in zip(args.plan, pairs)
+               if len(pair) != 2 or pair[0] not in MOMENTS or pair[1] not in VICTIMS]
+        if bad:
+            parser.error(f"--plan {bad[0]!r}: expected MOMENT:VICTIM with MOMENT in {MOMENTS}, VICTIM in {VICTIMS}")
+        kills = [Kill(moment, victim) for moment, victim in pairs]
+    else:
+        kills = kill_plan(args.kills, rng)
     with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
         data = Path(args.data) if args.data else _generate(args.config, Path(tmp) / "data")
         result = drill(data, Path(tmp), kills, args.config, args.epochs, args.seed)

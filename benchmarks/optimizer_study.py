@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks import vs_official
+from benchmarks.vs_official.reference import HarnessError
+from benchmarks.vs_official.throughput import our_throughput_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,7 +91,7 @@ def step_time(args: argparse.Namespace) -> int:
             for recipe in args.recipes:
                 for model in MODELS:
                     d_att = 16 if model == "dare" else None
-                    overrides = (vs_official.our_throughput_overrides(model, d_att, args.max_len, args.d_rep)
+                    overrides = (our_throughput_overrides(model, d_att, args.max_len, args.d_rep)
                                  + RECIPES[recipe])
                     print(f"building {recipe} {model} {items:,} items", flush=True)
                     runs[(recipe, model, items)] = ModelRun(overrides, items, args.categories, batches, env.device)
@@ -249,7 +251,7 @@ def report(args: argparse.Namespace) -> int:
     for log in args.logs:
         path = results / f"vs_official_study_{log}.json"
         if not path.is_file():
-            raise vs_official.HarnessError(f"{path}: missing; run `python -m benchmarks.optimizer_study accuracy "
+            raise HarnessError(f"{path}: missing; run `python -m benchmarks.optimizer_study accuracy "
                                            f"--log {log}` first")
         logs[log] = summarize_log(json.loads(path.read_text()), args.recipes)
     worst = {}
@@ -309,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         return {"accuracy": accuracy, "step-time": step_time, "report": report}[args.mode](args)
-    except vs_official.HarnessError as e:
+    except HarnessError as e:
         print(f"optimizer_study: error: {e}", file=sys.stderr)
         return 2
 

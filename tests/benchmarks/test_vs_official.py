@@ -1,22 +1,25 @@
-"""The side-by-side harness (benchmarks/vs_official.py) against a stand-in for the reference checkout.
+"""The side-by-side harness (``python -m benchmarks.vs_official accuracy``, run as a command) against a stand-in
+for the reference checkout.
 
 The stand-in ``train_pytorch.py`` reads the exported files the way the reference does (``train_`` prefix,
 consecutive indices from 1, ``[R, 6]`` object rows), prints the reference's final lines with a seed- and
-model-dependent AUC, and exits with status 120 after a complete run, as the reference does. Our side runs
-the real ``dare-rec train`` / ``evaluate`` CLI on the tiny dataset.
+model-dependent AUC (or, with ``FAKE_TRAINER_UNFINISHED`` set, stops before them), and exits with status 120
+after a complete run, as the reference does. Our side runs the real ``dare-rec train`` / ``evaluate`` CLI on
+the tiny dataset.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from benchmarks import vs_official as V
-from tests.conftest import TINY_PRESET
+from tests.conftest import REPO, TINY_PRESET
 
 FAKE_TRAINER = textwrap.dedent('''
     import argparse, os, sys
@@ -37,11 +40,16 @@ FAKE_TRAINER = textwrap.dedent('''
     auc = 0.6 + int(args.seed) / 100 + (0.05 if args.model_name == "DARE" else 0.0)
     print(f"Testing finishes: epoch=0, iteration={args.test_interval}, test_auc={auc - 0.01:.4f}, test_loss=0.6")
     print(f"Testing finishes: epoch=1, iteration={2 * int(args.test_interval)}, test_auc={auc:.4f}, test_loss=0.6")
+    # an equal validation AUC later: the reference keeps the first
+    print(f"Testing finishes: epoch=1, iteration={3 * int(args.test_interval)}, test_auc={auc:.4f}, test_loss=0.6")
+    np.save(os.path.join(args.log_dir, "grid_search.npy"), np.array([auc]))
+    if os.environ.get("FAKE_TRAINER_UNFINISHED"):
+        sys.stdout.flush()
+        os._exit(120)
     print(f"Final test auc: {auc:.4f}.")
     print("Final test logloss: 0.6100")
     print(f"Final test num: 60/{len(np.load(args.test_dataset_path, allow_pickle=True))}")
     print(f"Final test category average auc: {auc - 0.02:.4f}.")
-    np.save(os.path.join(args.log_dir, "grid_search.npy"), np.array([auc]))
     sys.stdout.flush()
     os._exit(120)
 ''')
@@ -61,11 +69,24 @@ def _calls(cache: Path) -> list:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _run(tiny_data, fake_repo, tmp_path, *extra, env=None) -> subprocess.CompletedProcess:
+    argv = ["accuracy", "--config", str(TINY_PRESET), "--data", str(tiny_data), "--official-repo",
+            str(fake_repo), "--official-python", sys.executable, "--cache", str(tmp_path / "cache"),
+            "--results-dir", str(tmp_path / "results"), "--name", "t", "--epochs", "2", "--val-every", "20", *extra]
+    return subprocess.run([sys.executable, "-m", "benchmarks.vs_official", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
 def _harness(tiny_data, fake_repo, tmp_path, *extra) -> int:
-    return V.main(["accuracy", "--config", str(TINY_PRESET), "--data", str(tiny_data), "--official-repo",
-                   str(fake_repo), "--official-python", sys.executable, "--cache", str(tmp_path / "cache"),
-                   "--results-dir", str(tmp_path / "results"), "--name", "t", "--epochs", "2", "--val-every", "20",
-                   *extra])
+    proc = _run(tiny_data, fake_repo, tmp_path, *extra)
+    assert proc.returncode in (0, 2), proc.stderr[-3000:]
+    return proc.returncode
+
+
+def _flags(call: str) -> dict:
+    argv = call.split()
+    return {argv[i]: argv[i + 1] for i in range(len(argv) - 1)
+            if argv[i].startswith("-") and not argv[i + 1].startswith("-")}
 
 
 def test_official_side_flags_report_and_cache(tiny_data, fake_repo, tmp_path):
@@ -74,8 +95,7 @@ def test_official_side_flags_report_and_cache(tiny_data, fake_repo, tmp_path):
                     "dare", "twin") == 0
     calls = _calls(cache)
     assert len(calls) == 4
-    first = calls[0].split()
-    flag = {first[i]: first[i + 1] for i in range(len(first) - 1) if first[i].startswith("-")}
+    flag = _flags(calls[0])
     assert flag["-model_name"] == "DARE" and flag["-seed"] == "1" and flag["-batch_size"] == "64"
     assert flag["-epoch"] == "2" and flag["-test_interval"] == "20" and flag["-long_seq_split"] == "0:32"
     assert flag["-max_length"] == "32" and flag["-use_cross_feature"] == "True" and flag["-learning_rate"] == "0.01"
@@ -84,7 +104,7 @@ def test_official_side_flags_report_and_cache(tiny_data, fake_repo, tmp_path):
     table = {(e["code"], e["model"]): e for e in report["summary"]["table"]}
     assert table[("official", "dare")]["auc_mean"] == pytest.approx((0.66 + 0.67) / 2)
     assert table[("official", "twin")]["auc_std"] == pytest.approx(0.00707, abs=1e-4)
-    assert table[("official", "dare")]["best_val_steps"] == [40, 40]
+    assert table[("official", "dare")]["best_val_steps"] == [40, 40]  # the first of two equal validations
     (dare_vs_twin,) = report["summary"]["dare_vs_twin"]
     assert dare_vs_twin["dare_wins_on"] == [1, 2] and dare_vs_twin["auc_diff_mean"] == pytest.approx(0.05)
     # tiny's val/test (900 samples) are not whole batches of 64: the report says what the reference scores.
@@ -120,36 +140,20 @@ def test_ours_runs_through_the_cli_and_pairs_with_official(tiny_data, fake_repo,
     assert (folder / "result.json").stat().st_mtime_ns == stamp
 
 
-def test_official_flags_follow_the_reference_script_lines():
-    protocol = V.Protocol(data=Path("."), meta=None, batch_size=2048, epochs=2, val_every=150, max_length=200)
-    export = {"max_length": 200, "item_n": 11, "cate_n": 5}
-
-    def flags(model):
-        argv = V.official_flags(model, protocol, export, seed=3)
-        return argv, {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if not argv[i + 1].startswith("-")}
-
-    argv, values = flags("twin_no_tr")
-    assert values["-model_name"] == "twin" and "-use_cross_feature" not in argv
-    argv, values = flags("din")
-    assert values["-attn_func"] == "learnable" and "-use_time" in argv
-    argv, values = flags("twin_hard")
-    assert values["-hard_or_soft"] == "hard" and values["-seed"] == "3" and values["-test_interval"] == "150"
-    with pytest.raises(V.HarnessError, match="no reference script line"):
-        flags("sasrec")
+def test_official_flags_follow_the_reference_script_lines(tiny_data, fake_repo, tmp_path):
+    assert _harness(tiny_data, fake_repo, tmp_path, "--sides", "official", "--seeds", "3", "--models",
+                    "twin_no_tr", "din", "twin_hard") == 0
+    twin_no_tr, din, twin_hard = _calls(tmp_path / "cache")
+    assert _flags(twin_no_tr)["-model_name"] == "twin" and "-use_cross_feature" not in twin_no_tr
+    assert _flags(din)["-attn_func"] == "learnable" and "-use_time" in din.split()
+    assert _flags(twin_hard)["-hard_or_soft"] == "hard" and _flags(twin_hard)["-seed"] == "3"
+    assert _harness(tiny_data, fake_repo, tmp_path, "--sides", "official", "--models", "sasrec") == 2
 
 
-def test_parse_official_log_needs_the_final_lines():
-    text = ("Testing finishes: epoch=0, iteration=10, test_auc=0.7000, test_loss=1.0\n"
-            "Testing finishes: epoch=1, iteration=20, test_auc=0.7500, test_loss=1.0\n"
-            "Testing finishes: epoch=2, iteration=30, test_auc=0.7500, test_loss=1.0\n"
-            "Final test auc: 0.7400.\nFinal test logloss: 0.9\nFinal test num: 90/96\n"
-            "Final test category average auc: 0.7300.\n")
-    parsed = V.parse_official_log(text)
-    assert (parsed["auc"], parsed["gauc_category"], parsed["logloss"]) == (0.74, 0.73, 0.9)
-    assert parsed["best_val_step"] == 20  # the first of equal validation AUCs, as the reference keeps it
-    assert parsed["test_samples_scored"] == 96 and parsed["gauc_samples"] == 90
-    with pytest.raises(V.HarnessError, match="Final test"):
-        V.parse_official_log(text.split("Final")[0])
+def test_a_reference_run_without_its_final_lines_is_an_error(tiny_data, fake_repo, tmp_path):
+    proc = _run(tiny_data, fake_repo, tmp_path, "--sides", "official", "--seeds", "1", "--models", "dare",
+                env={"FAKE_TRAINER_UNFINISHED": "1"})
+    assert proc.returncode == 2 and "official dare seed 1: the reference log has no 'Final test" in proc.stderr
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -158,7 +162,7 @@ def test_parse_official_log_needs_the_final_lines():
     (["--val-every", "100000"], "would never validate"),
     (["--batch-size", "4096"], "would divide by zero"),
 ])
-def test_bad_inputs_fail_before_running(tiny_data, fake_repo, tmp_path, capsys, extra, message):
-    assert _harness(tiny_data, fake_repo, tmp_path, "--seeds", "1", *extra) == 2
-    assert message in capsys.readouterr().err
+def test_bad_inputs_fail_before_running(tiny_data, fake_repo, tmp_path, extra, message):
+    proc = _run(tiny_data, fake_repo, tmp_path, "--seeds", "1", *extra)
+    assert proc.returncode == 2 and message in proc.stderr
     assert _calls(tmp_path / "cache") == []

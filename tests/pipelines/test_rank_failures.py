@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.fault_drill import Kill, drill
 from dare_rec.data import schema as S
 from dare_rec.pipelines import train
 from tests.data.test_parquet import corrupt_page
+from tests.conftest import REPO
 from tests.multiprocess import run_on_ranks
 from tests.pipelines.test_jobs import train_args
 
@@ -74,8 +77,12 @@ def test_ranks_that_do_not_share_the_output_folder_are_refused(tiny_data, tmp_pa
 def test_sigkilled_jobs_resume_exactly(tiny_data, tmp_path):
     """The fault drill, short: torchx job of 2 processes; one rank killed while a checkpoint is written (the
     component's max_retries restarts it), then the whole job killed during a validation and rerun."""
-    result = drill(tiny_data, tmp_path, [Kill("checkpoint", "rank"), Kill("validation", "job")], "configs/tiny.yaml",
-                   epochs=1, seed=0)
+    output = tmp_path / "drill.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fault_drill", "--data", str(tiny_data), "--plan",
+                           "checkpoint:rank", "validation:job", "--epochs", "1", "--output", str(output)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(output.read_text())
     first, second = result["kills"]
     assert first["during_checkpoint_write"] and second["during_validation_of_step"]
     for epoch in result["epochs"]:
