@@ -277,7 +277,7 @@ def model_overrides(case: ModelCase, d_rep: int) -> List[str]:
     """Config overrides of one model case (on top of the defaults)."""
     d_att = case.d_att if case.d_att is not None else d_rep
     return ["--model.variant", case.variant, "--model.d_att", str(d_att), "--model.d_rep", str(d_rep),
-            "--model.top_k", str(TOP_K), "--model.gsu_kernel", case.kernel, "--data.max_len", str(case.max_len)]
+            "--model.top_k", str(TOP_K), "--model.op_kernel", case.kernel, "--data.max_len", str(case.max_len)]
 
 
 class ModelRun:

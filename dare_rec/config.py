@@ -25,7 +25,7 @@ from dare_rec.metrics.offline import METRIC_HIGHER_IS_BETTER
 from dare_rec.modules.variants import AXES, VARIANTS, ModelSpec
 from dare_rec.ops.kernel import Kernel, UpdateKernel
 
-GSU_KERNELS = tuple(kernel.value for kernel in Kernel)
+OP_KERNELS = tuple(kernel.value for kernel in Kernel)
 UPDATE_KERNELS = tuple(kernel.value for kernel in UpdateKernel)
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise")
 COMPUTE_KERNELS = ("fused", "fused_uvm", "fused_uvm_caching")
@@ -226,9 +226,10 @@ class ModelConfig:
     # null: TorchRec's / PyTorch's default initialisation; a number: every weight (tables, position tables,
     # linear maps, PReLU slopes, BatchNorm scales; not biases) ~ N(0, init_std), as the reference code does.
     init_std: Optional[float] = 0.01
-    # auto: the Triton kernels on CUDA when triton imports, the PyTorch reference otherwise (same math,
-    # parity-tested); pytorch or triton force one.
-    gsu_kernel: str = "auto"
+    # Implementation of the model's custom ops (GSU top-K, the ESU's and the aux head's jagged gathers and
+    # weighted sums; dare_rec/ops): auto, the Triton kernels on CUDA when triton imports, the PyTorch reference
+    # otherwise (same math, parity-tested); pytorch or triton force one.
+    op_kernel: str = "auto"
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -386,8 +387,8 @@ class Config:
                      f"unknown value {value!r}; choose one of {values} or null (the variant's)")
         _require(m.d_pos_att is None or m.d_pos_att > 0, "model.d_pos_att", f"must be > 0 or null, got {m.d_pos_att}")
         _require(m.init_std is None or m.init_std > 0, "model.init_std", f"must be > 0 or null, got {m.init_std}")
-        _require(m.gsu_kernel in GSU_KERNELS, "model.gsu_kernel",
-                 f"unknown kernel {m.gsu_kernel!r}; choose one of {GSU_KERNELS}")
+        _require(m.op_kernel in OP_KERNELS, "model.op_kernel",
+                 f"unknown kernel {m.op_kernel!r}; choose one of {OP_KERNELS}")
         _require(len(m.mlp_hidden) > 0 and all(h > 0 for h in m.mlp_hidden), "model.mlp_hidden",
                  f"must be a non-empty list of positive sizes, got {m.mlp_hidden}")
         _require(t.max_steps >= 0, "train.max_steps", f"must be >= 0, got {t.max_steps}")

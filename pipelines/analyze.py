@@ -45,7 +45,7 @@ from dare_rec.analysis.ranking import SkipRules
 from dare_rec.analysis.role_gradients import RoleGradientProbe, StepGradients
 from dare_rec.checkpoint import load_model_state, read_checkpoint_info, resolve_checkpoint
 from dare_rec.config import Config, ConfigError, config_help, load_config
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DataError, DatasetMeta
 from dare_rec.distributed import DistEnv, global_sum, init_distributed, shutdown
@@ -143,7 +143,7 @@ def analyze_attention(checkpoints: Sequence[str], data: Optional[str] = None, sp
         counts = count_training_split(first.path, loaded[0].meta.num_categories, first.max_len, progress) \
             if env.is_main else None
         rows = read_scored_split(first.path, split, first.max_len, env.world_size,
-                                 S.HIST_RELEVANCE in loaded[0].meta.columns) if env.is_main else None
+                                 schema.HIST_RELEVANCE in loaded[0].meta.columns) if env.is_main else None
         for ckpt in loaded:
             model = ckpt.load(env)
             collected = collect_split(model, ckpt.reader(split, env), env, search_rankings,

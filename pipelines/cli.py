@@ -11,7 +11,7 @@ from typing import List, Optional
 COMMANDS = {
     "prepare": ("dare_rec.pipelines.prepare", "write a dataset in the Parquet contract (synthetic data or real logs)"),
     "make-raw-logs": ("dare_rec.pipelines.make_raw_logs", "write a Taobao/Tmall/events-format raw log for scale tests"),
-    "plan": ("sharding.cli", "print the sharding plan and per-rank memory for a world size"),
+    "plan": ("dare_rec.sharding.cli", "print the sharding plan and per-rank memory for a world size"),
     "train": ("dare_rec.pipelines.train", "train (1 process here; use torchrun/torchx for several)"),
     "evaluate": ("dare_rec.pipelines.evaluate", "exact AUC / GAUC / logloss of a checkpoint on a split"),
     "experiment": ("dare_rec.pipelines.experiment", "variants x settings x seeds: train, evaluate, Table-1 report"),

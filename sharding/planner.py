@@ -22,7 +22,7 @@ from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
 from dare_rec.config import DENSE_ADAM, SINGLETON_BAGS, Config, ConfigError, resolve_lookup
 from dare_rec.cpu_adam import cpu_row_sparse_adam
-from dare_rec.modules.embeddings import table_names
+from dare_rec.modules.tables import table_names
 
 _MB = 1024 * 1024
 _CUDA_ONLY_KERNELS = ("fused_uvm", "fused_uvm_caching")

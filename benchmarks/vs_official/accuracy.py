@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from benchmarks.vs_official.reference import (OFFICIAL_BASE_FLAGS, OFFICIAL_MODELS, OFFICIAL_SOURCES, RESULTS, ROOT,
                                               HarnessError, script_argv, digest, shown_path, source_hash)
 from dare_rec.config import ConfigError, load_config, to_dict
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.official_format import MARKER, ROWS_PER_FILE, export_official
 from dare_rec.metrics.offline import auc
 
@@ -71,7 +71,7 @@ class Protocol:
     """What both codes share: data, seeds, global batch size, epochs, validation cadence."""
 
     data: Path
-    meta: S.DatasetMeta
+    meta: schema.DatasetMeta
     batch_size: int
     epochs: int
     val_every: int
@@ -286,9 +286,9 @@ def run_ours(run: Run, preset: Path, overrides: List[str], threads: int) -> Dict
 
 def oracle_test_auc(data: Path) -> float:
     """AUC of the true click probabilities on the test split (synthetic data): what a perfect model scores."""
-    table = pa.concat_tables([pq.read_table(p, columns=[S.LABEL, S.CLICK_PROB]) for p in S.split_files(data, "test")])
-    return auc(table.column(S.LABEL).to_numpy().astype(np.float64),
-               table.column(S.CLICK_PROB).to_numpy().astype(np.float64))
+    table = pa.concat_tables([pq.read_table(p, columns=[schema.LABEL, schema.CLICK_PROB]) for p in schema.split_files(data, "test")])
+    return auc(table.column(schema.LABEL).to_numpy().astype(np.float64),
+               table.column(schema.CLICK_PROB).to_numpy().astype(np.float64))
 
 
 def _mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
@@ -400,7 +400,7 @@ def accuracy(args: argparse.Namespace) -> int:
     preset = Path(args.config).resolve()
     base = load_config(preset)
     data = Path(args.data or base.data.path).resolve()
-    meta = S.DatasetMeta.read(data)
+    meta = schema.DatasetMeta.read(data)
     batch = args.batch_size or base.data.batch_size
     epochs = args.epochs or base.train.epochs
     val_every = args.val_every or base.train.val_every or max(meta.counts["train"] // batch, 1)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from dare_rec.analysis.ranking import (CategoryPositionCounts, SkipRules, by_position, capped_recall_curve, ideal,
                                        mean_curve, ndcg_curve, ranked)
 from dare_rec.analysis.split_data import SplitRows, iter_split, read_split
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 
 # Rows scored at once (bounds the [rows, max_len + 1] temporaries).
 _CHUNK = 8192
@@ -25,27 +25,27 @@ def count_training_split(root: str, num_categories: int, max_len: int, progress:
                          ) -> CategoryPositionCounts:
     """The (target category, behavior category, position) label counts of the training split."""
     counts = CategoryPositionCounts(num_categories, max_len + 1)
-    columns = [S.TARGET_CATE, S.LABEL, S.HIST_CATE]
+    columns = [schema.TARGET_CATE, schema.LABEL, schema.HIST_CATE]
     for rows in tqdm(iter_split(root, "train", columns, max_len), desc="count train co-occurrences",
                      unit="row group", leave=False, disable=not progress):
-        counts.add(rows.columns[S.TARGET_CATE], rows.columns[S.LABEL], rows.columns[S.HIST_CATE], rows.offsets)
+        counts.add(rows.columns[schema.TARGET_CATE], rows.columns[schema.LABEL], rows.columns[schema.HIST_CATE], rows.offsets)
     return counts
 
 
 def read_scored_split(root: str, split: str, max_len: int, world_size: int, with_relevance: bool) -> SplitRows:
     """The columns scoring needs, in the order rank 0 gathered the model's outputs."""
-    columns = [S.USER_ID, S.TARGET_CATE, S.LABEL, S.HIST_CATE] + ([S.HIST_RELEVANCE] if with_relevance else [])
+    columns = [schema.USER_ID, schema.TARGET_CATE, schema.LABEL, schema.HIST_CATE] + ([schema.HIST_RELEVANCE] if with_relevance else [])
     return read_split(root, split, columns, max_len, world_size)
 
 
 def check_order(collected: Dict[str, np.ndarray], rows: SplitRows, where: str) -> None:
     """Raises DataError unless the gathered samples are exactly ``rows``, in order."""
-    expected = {"labels": rows.columns[S.LABEL], "target_cates": rows.columns[S.TARGET_CATE],
-                "user_ids": rows.columns[S.USER_ID], "lengths": np.diff(rows.offsets)}
+    expected = {"labels": rows.columns[schema.LABEL], "target_cates": rows.columns[schema.TARGET_CATE],
+                "user_ids": rows.columns[schema.USER_ID], "lengths": np.diff(rows.offsets)}
     for key, values in expected.items():
         got = collected[key]
         if got.shape != values.shape or not np.array_equal(got.astype(np.int64), values.astype(np.int64)):
-            raise S.DataError(f"{where}: the model's samples do not match the split's rows in order ({key} "
+            raise schema.DataError(f"{where}: the model's samples do not match the split's rows in order ({key} "
                               f"differs); the batch reader's row order changed and the analysis must follow it")
 
 
@@ -67,7 +67,7 @@ def score_rankings(rankings: Dict[str, Dict[str, np.ndarray]], rows: SplitRows, 
         "checkpoints": {name: {"k": [1..K], "rankings": {...}, "baselines": {"recent": {...}}}}}``.
     """
     num_positions = max_len + 1
-    with_truth = S.HIST_RELEVANCE in rows.columns
+    with_truth = schema.HIST_RELEVANCE in rows.columns
     widths = {name: next(iter(r.values())).shape[1] for name, r in rankings.items()}
     top_k = max(widths.values())
     curves: Dict[Tuple[str, str], Dict[str, list]] = {}
@@ -78,8 +78,8 @@ def score_rankings(rankings: Dict[str, Dict[str, np.ndarray]], rows: SplitRows, 
         offsets = rows.offsets[lo:hi + 1] - rows.offsets[lo]
         flat = slice(rows.offsets[lo], rows.offsets[hi])
         lengths = np.diff(offsets)
-        cates = by_position(rows.columns[S.HIST_CATE][flat], offsets, num_positions)
-        gains, keep, skips = counts.gains(rows.columns[S.TARGET_CATE][lo:hi], cates, rules)
+        cates = by_position(rows.columns[schema.HIST_CATE][flat], offsets, num_positions)
+        gains, keep, skips = counts.gains(rows.columns[schema.TARGET_CATE][lo:hi], cates, rules)
         mi_ideal = ideal(gains, top_k)
         no_gain = keep & (mi_ideal.sum(1) == 0)
         for key, n in skips.items():
@@ -87,7 +87,7 @@ def score_rankings(rankings: Dict[str, Dict[str, np.ndarray]], rows: SplitRows, 
         skipped["no_gain"] += int(no_gain.sum())
         keep &= ~no_gain
         if with_truth:
-            relevance = by_position(rows.columns[S.HIST_RELEVANCE][flat].astype(np.float64), offsets, num_positions)
+            relevance = by_position(rows.columns[schema.HIST_RELEVANCE][flat].astype(np.float64), offsets, num_positions)
             truth_ideal = ideal(relevance, top_k)
             num_relevant = (relevance > 0).sum(1)
             has_relevant = num_relevant > 0

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.distributed import DistEnv, gather_arrays
@@ -50,8 +50,8 @@ def collect_split(model: nn.Module, reader: ParquetBatchReader, env: DistEnv, co
             if batch is None:
                 continue
             arrays.update(labels=batch.labels.numpy(), user_ids=batch.user_ids.numpy(),
-                          target_cates=batch.sparse_features[S.TARGET_CATE].values().numpy(),
-                          lengths=batch.sparse_features[S.HIST_ITEM].lengths().numpy().astype(np.int64))
+                          target_cates=batch.sparse_features[schema.TARGET_CATE].values().numpy(),
+                          lengths=batch.sparse_features[schema.HIST_ITEM].lengths().numpy().astype(np.int64))
             for key, value in arrays.items():
                 parts.setdefault(key, []).append(value)
     return gather_arrays({k: np.concatenate(v) for k, v in parts.items()}, env)
@@ -71,14 +71,11 @@ def search_rankings(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
       attention vectors plus the position term, as the official analysis ranks (item ids ignored).
     """
     features = batch.sparse_features
-    gsu = model.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
+    gsu = model.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
     out = {"ranking_gsu": _positions(gsu.top_indices, gsu.top_mask, emb.offsets)}
     if model.gsu.din is None:
         half = emb.att_hist.size(1) // 2  # [item; cate] -> cate
-        if emb.att_positions is None:
-            bias = emb.att_hist.new_zeros(model.gsu.max_len + 1)
-        else:
-            bias = (emb.att_positions @ emb.att_target_position) * model.gsu.position_scale
+        bias = model.gsu.position_bias(emb)
         cp = gsu_topk(emb.att_hist[:, half:], emb.offsets, emb.att_target[:, half:], bias, model.gsu.top_k,
                       model.gsu.max_len, model.gsu.scale, model.gsu.kernel)
         out["ranking_category_position"] = _positions(cp.top_indices, cp.top_mask, emb.offsets)
@@ -89,7 +86,7 @@ def representations(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
     """Per sample: ``esu`` = h, the ESU output ``[B, 2 * d_rep (+ d_pos)]``, and ``target_aware`` = v_t * h,
     TIN's target-aware product (computed for every variant, whether its over-arch reads it or not)."""
     features = batch.sparse_features
-    gsu = model.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
+    gsu = model.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
     h = model.esu(gsu, emb).float()
     target = target_vector(emb).float()
     return {"esu": h.cpu().numpy(), "target_aware": (target * h).cpu().numpy()}

@@ -1,6 +1,6 @@
 """Split each training step's embedding-table gradients by the path they come from: attention or representation.
 
-How: the step runs :meth:`DareModel.dense_forward` on *detached copies* of the role vectors, one copy per role,
+How: the step runs :meth:`DareModel.forward_from_embeddings` on *detached copies* of the role vectors, one copy per role,
 even where both roles read the same tensor (a shared table without projections gives ``att_hist is
 rep_hist``). After ``loss.backward()`` each copy holds the gradient of its role alone. ``torch.autograd.grad``
 carries each role's gradients back through the sparse arch (projections included) to the looked-up rows and
@@ -25,18 +25,15 @@ import torch.nn.functional as F
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import ModelConfig
-from dare_rec.data import schema as S
-from dare_rec.modules.embeddings import ATTENTION, HIST, REPRESENTATION, ROLES, TARGET, SequenceEmbeddings, \
-    table_sets
+from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.model import DareModel
+from dare_rec.modules.tables import ATTENTION, FIELDS, REPRESENTATION, ROLES, table_groups
 
 # SequenceEmbeddings fields that carry each role's vectors.
 ROLE_FIELDS: Dict[str, Tuple[str, ...]] = {
     ATTENTION: ("att_hist", "att_target", "att_positions", "att_target_position"),
     REPRESENTATION: ("rep_hist", "rep_target", "rep_positions", "rep_target_position"),
 }
-# field -> its feature on each side (the tables' feature names)
-_FEATURES = {"item": {HIST: S.HIST_ITEM, TARGET: S.TARGET_ITEM}, "cate": {HIST: S.HIST_CATE, TARGET: S.TARGET_CATE}}
 
 
 class RowGradients(NamedTuple):
@@ -51,21 +48,21 @@ StepGradients = Dict[str, Dict[str, RowGradients]]
 
 
 def lookup_tables(model: ModelConfig) -> Dict[Tuple[str, str], List[Tuple[str, str]]]:
-    """(set, side) -> its (table name, feature) per field in ``[item; cate]`` column order, for every lookup
+    """(group, side) -> its (table name, feature) per field in ``[item; cate]`` column order, for every lookup
     the sparse arch makes."""
-    return {(s.name, side): [(f"{field}_{s.name}", features[side]) for field, features in _FEATURES.items()]
-            for s in table_sets(model) for side in s.sides}
+    return {(g.name, side): [(f"{field}_{g.name}", features[side]) for field, features in FIELDS.items()]
+            for g in table_groups(model) for side in g.sides}
 
 
-def position_table_name(set_name: str) -> str:
-    """Name under which the position table of a table set is reported (``pos_<set>``)."""
-    return f"pos_{set_name}"
+def position_table_name(group: str) -> str:
+    """Name under which the position table of a table group is reported (``pos_<group>``)."""
+    return f"pos_{group}"
 
 
 def step_loss(model: DareModel, emb: SequenceEmbeddings, features: KeyedJaggedTensor,
               labels: torch.Tensor) -> torch.Tensor:
     """The training loss of :class:`dare_rec.modules.model.DareTrain` computed from given role vectors."""
-    out = model.dense_forward(emb, features)
+    out = model.forward_from_embeddings(emb, features)
     loss = F.binary_cross_entropy_with_logits(out.logits, labels)
     if out.aux_logits is not None:
         loss = loss + F.binary_cross_entropy_with_logits(out.aux_logits, labels)
@@ -88,7 +85,7 @@ class RoleGradientProbe:
         self.positions = {} if arch.positions is None else {
             position_table_name(name): table.weight for name, table in arch.positions.items()}
         self._lookups: Dict[Tuple[str, str], torch.Tensor] = {}
-        # SparseArch._lookup returns each collection's [item; cate] vectors per (set, side) ([L, 2d] history,
+        # SparseArch._lookup returns each collection's [item; cate] vectors per (group, side) ([L, 2d] history,
         # [B, 2d] target) whichever way the tables are read (sharding.lookup); record them for the per-row
         # gradients.
         self._arch = arch
@@ -143,7 +140,7 @@ class RoleGradientProbe:
             for (tables, _), g in zip(inputs, per_input):
                 if g is None:
                     continue
-                for (table, ids), part in zip(tables, g.chunk(len(tables), dim=1)):  # equal dims per set
+                for (table, ids), part in zip(tables, g.chunk(len(tables), dim=1)):  # equal dims per group
                     by_table.setdefault(table, []).append((ids, part))
             for table, parts in by_table.items():
                 grads.setdefault(table, {})[role] = _rows(parts)

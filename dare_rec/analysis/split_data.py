@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SplitRows:
 
 def _row_groups(root: str | Path, split: str) -> List[Tuple[Path, int]]:
     groups = []
-    for path in S.split_files(root, split):
+    for path in schema.split_files(root, split):
         md = pq.ParquetFile(path).metadata
         groups += [(path, i) for i in range(md.num_row_groups) if md.row_group(i).num_rows]
     return groups
@@ -78,7 +78,7 @@ def _to_rows(table, columns: Sequence[str], max_len: int) -> SplitRows:
             kept = np.minimum(lengths, max_len)
             row_offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
             if offsets is not None and not np.array_equal(offsets, row_offsets):
-                raise S.DataError(f"{name}: history lengths differ from the other history columns")
+                raise schema.DataError(f"{name}: history lengths differ from the other history columns")
             offsets = row_offsets
             out[name] = values
         else:

@@ -9,10 +9,10 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 
 # KJT keys, in this order. Histories are jagged (one length per sample); targets have length 1.
-SPARSE_KEYS = (S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE)
+SPARSE_KEYS = (schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE)
 
 
 @dataclass

@@ -40,7 +40,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from dare_rec.config import LogsConfig
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.log_readers import RawEvents, log_format, read_log
 from dare_rec.data.writer import DatasetWriter, list_array
 
@@ -271,7 +271,7 @@ def draw_negatives(clicks: Clicks, slot_user: np.ndarray, key: int, progress: bo
     full = np.flatnonzero(mass >= total)  # every kept user has slots (val/test always exist)
     if len(full):
         raw = clicks.raw_user[clicks.user_id[full[0]] - 1]
-        raise S.DataError(f"user {raw} (raw id) has clicked every item, so no negative can be drawn for it; "
+        raise schema.DataError(f"user {raw} (raw id) has clicked every item, so no negative can be drawn for it; "
                           f"use a log with more items or set logs.negatives 0")
     cumulative = np.cumsum(freq[1:])
     out = np.zeros(len(slot_user), dtype=np.int64)
@@ -291,7 +291,7 @@ def draw_negatives(clicks: Clicks, slot_user: np.ndarray, key: int, progress: bo
     bar.close()
     if len(active):
         user = int(slot_user[active[0]])
-        raise S.DataError(f"user {clicks.raw_user[clicks.user_id[user] - 1]} (raw id): no negative outside its "
+        raise schema.DataError(f"user {clicks.raw_user[clicks.user_id[user] - 1]} (raw id): no negative outside its "
                           f"history after {_MAX_NEGATIVE_ROUNDS} draws; its history covers almost all clicks")
     return out
 
@@ -300,7 +300,7 @@ def plan_samples(clicks: Clicks, cfg: LogsConfig, progress: bool = True) -> Dict
     """Every split's samples (positives and their negatives) as descriptors; train rows shuffled."""
     negative_seed, shuffle_seed = np.random.SeedSequence(cfg.seed).spawn(2)
     positions = np.array(cfg.train_positions() + [cfg.val_position, cfg.test_position], dtype=np.int64)
-    split_of = np.array([0] * cfg.train_count + [1, 2])  # index into S.SPLITS
+    split_of = np.array([0] * cfg.train_count + [1, 2])  # index into schema.SPLITS
     lengths = clicks.lengths
     # (user, position) pairs, user-major; a train position deeper than the user's length is skipped.
     valid = positions[None, :] <= lengths[:, None]
@@ -317,7 +317,7 @@ def plan_samples(clicks: Clicks, cfg: LogsConfig, progress: bool = True) -> Dict
         negative = np.zeros((len(pair_user), 0), dtype=np.int64)
 
     out: Dict[str, Samples] = {}
-    for code, split in enumerate(S.SPLITS):
+    for code, split in enumerate(schema.SPLITS):
         pairs = np.flatnonzero(split_of[pair_pos] == code)
         rows = np.repeat(pairs, group)
         item = np.empty((len(pairs), group), dtype=np.int64)
@@ -341,14 +341,14 @@ def sample_columns(clicks: Clicks, samples: Samples) -> Dict[str, pa.Array]:
     np.cumsum(lengths, out=offsets[1:])
     flat = np.repeat(samples.hist_start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
     return {
-        S.USER_ID: pa.array(samples.user_id),
-        S.TARGET_ITEM: pa.array(samples.target_item),
-        S.TARGET_CATE: pa.array(samples.target_cate),
-        S.LABEL: pa.array(samples.label),
-        S.HIST_ITEM: list_array(offsets, clicks.item[flat].astype(np.int64), pa.int64()),
-        S.HIST_CATE: list_array(offsets, clicks.cate[flat].astype(np.int64), pa.int64()),
-        S.HIST_TS: list_array(offsets, clicks.ts[flat].astype(np.int64), pa.int64()),
-        S.TARGET_TS: pa.array(clicks.ts[samples.target_row].astype(np.int64)),
+        schema.USER_ID: pa.array(samples.user_id),
+        schema.TARGET_ITEM: pa.array(samples.target_item),
+        schema.TARGET_CATE: pa.array(samples.target_cate),
+        schema.LABEL: pa.array(samples.label),
+        schema.HIST_ITEM: list_array(offsets, clicks.item[flat].astype(np.int64), pa.int64()),
+        schema.HIST_CATE: list_array(offsets, clicks.cate[flat].astype(np.int64), pa.int64()),
+        schema.HIST_TS: list_array(offsets, clicks.ts[flat].astype(np.int64), pa.int64()),
+        schema.TARGET_TS: pa.array(clicks.ts[samples.target_row].astype(np.int64)),
     }
 
 
@@ -356,7 +356,7 @@ def write_samples(clicks: Clicks, plan: Dict[str, Samples], out_dir: str | Path,
                   progress: bool = True) -> DatasetWriter:
     """Writes every split through DatasetWriter in chunks of whole row groups; returns the closed writer."""
     files = {"train": cfg.train_files, "val": 1, "test": 1}
-    writer = DatasetWriter(out_dir, [S.HIST_TS, S.TARGET_TS], files, cfg.row_group_size)
+    writer = DatasetWriter(out_dir, [schema.HIST_TS, schema.TARGET_TS], files, cfg.row_group_size)
     groups_per_chunk = max(1, _CHUNK_VALUES // (cfg.max_len * cfg.row_group_size))
     chunk = groups_per_chunk * cfg.row_group_size
     total = sum(len(s) for s in plan.values())
@@ -378,7 +378,7 @@ def _peak_rss_mb() -> float:
 
 
 def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: LogsConfig,
-                 progress: bool = True) -> Tuple[S.DatasetMeta, Dict[str, object]]:
+                 progress: bool = True) -> Tuple[schema.DatasetMeta, Dict[str, object]]:
     """Preprocesses a raw log into the Parquet contract at ``out_dir``.
 
     Returns:
@@ -404,7 +404,7 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
     clicks = build_clicks(events, cfg, progress)
     del events
     if len(clicks.user_id) == 0:
-        raise S.DataError(f"{input_path}: no user has >= logs.min_len={cfg.min_len} clicks "
+        raise schema.DataError(f"{input_path}: no user has >= logs.min_len={cfg.min_len} clicks "
                           f"({clicks.num_users:,} users, {clicks_total:,} clicks); lower logs.min_len")
     phase_done("index")
     plan = plan_samples(clicks, cfg, progress)
@@ -423,7 +423,7 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
         "clicks_of_kept_users": len(clicks.item),
         "skipped_rows": skipped,
     }
-    meta = S.DatasetMeta(
+    meta = schema.DatasetMeta(
         source=source,
         num_items=clicks.num_items + 1,
         num_categories=clicks.num_categories + 1,
@@ -468,7 +468,7 @@ def format_summary(source: str, out_dir: str | Path, summary: Dict[str, object])
         f"  rows read        {summary['rows']:>14,}   clicks {summary['clicks']:,}",
         f"  users kept       {summary['users_kept']:>14,}   of {summary['users']:,} "
         f"({summary['clicks_of_kept_users']:,} clicks)",
-        "  samples          " + "   ".join(f"{s} {counts[s]:,}" for s in S.SPLITS),
+        "  samples          " + "   ".join(f"{s} {counts[s]:,}" for s in schema.SPLITS),
         f"  vocabulary       items {summary['num_items']:,}   categories {summary['num_categories']:,} "
         f"(including padding id 0)",
     ]

@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 
 ROWS_PER_FILE = 102_400
 MARKER = "official_export.json"  # written last: its presence means the export is complete
-_COLUMNS = [S.USER_ID, S.TARGET_ITEM, S.TARGET_CATE, S.LABEL, S.HIST_ITEM, S.HIST_CATE]
+_COLUMNS = [schema.USER_ID, schema.TARGET_ITEM, schema.TARGET_CATE, schema.LABEL, schema.HIST_ITEM, schema.HIST_CATE]
 # Shared one-hot labels: pickle stores each list once and references it from every row.
 _CLICKED, _NOT_CLICKED = [1, 0], [0, 1]
 
@@ -56,12 +56,12 @@ def sample_rows(table: pa.Table, max_length: int) -> np.ndarray:
     """The reference format's object array ``[R, 6]`` of a table with the contract's columns."""
     n = table.num_rows
     out = np.empty((n, 6), dtype=object)
-    out[:, 0] = table.column(S.USER_ID).to_numpy()
-    out[:, 1] = table.column(S.TARGET_ITEM).to_numpy()
-    out[:, 2] = table.column(S.TARGET_CATE).to_numpy()
-    labels = table.column(S.LABEL).to_numpy()
-    hist_item = left_padded(table.column(S.HIST_ITEM), max_length)
-    hist_cate = left_padded(table.column(S.HIST_CATE), max_length)
+    out[:, 0] = table.column(schema.USER_ID).to_numpy()
+    out[:, 1] = table.column(schema.TARGET_ITEM).to_numpy()
+    out[:, 2] = table.column(schema.TARGET_CATE).to_numpy()
+    labels = table.column(schema.LABEL).to_numpy()
+    hist_item = left_padded(table.column(schema.HIST_ITEM), max_length)
+    hist_cate = left_padded(table.column(schema.HIST_CATE), max_length)
     for i in range(n):  # object cells holding lists/arrays cannot be filled by broadcasting
         out[i, 3] = _CLICKED if labels[i] else _NOT_CLICKED
         out[i, 4] = hist_item[i]
@@ -73,7 +73,7 @@ def _train_tables(root: Path, rows: int) -> Iterator[pa.Table]:
     """The train split's rows in file and row order, in tables of ``rows`` rows (the last may be shorter)."""
     pending: List[pa.Table] = []
     pending_rows = 0
-    for path in S.split_files(root, "train"):
+    for path in schema.split_files(root, "train"):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=_COLUMNS):
             pending.append(pa.Table.from_batches([batch]))
             pending_rows += batch.num_rows
@@ -102,7 +102,7 @@ def export_official(data: str | Path, out_dir: str | Path, max_length: Optional[
         ``-cate_n``, ``max_length``, rows per split, the train file names, the source dataset's file hashes.
     """
     data, out_dir = Path(data), Path(out_dir)
-    meta = S.DatasetMeta.read(data)
+    meta = schema.DatasetMeta.read(data)
     length = meta.max_history if max_length is None else max_length
     if length < 1:
         raise ValueError(f"max_length must be >= 1, got {length} (a dataset with only empty histories?)")
@@ -121,7 +121,7 @@ def export_official(data: str | Path, out_dir: str | Path, max_length: Optional[
         train_files.append(name)
         counts["train"] += table.num_rows
     for split in ("val", "test"):
-        table = pa.concat_tables([pq.read_table(path, columns=_COLUMNS) for path in S.split_files(data, split)])
+        table = pa.concat_tables([pq.read_table(path, columns=_COLUMNS) for path in schema.split_files(data, split)])
         np.save(out_dir / f"{split}.npy", sample_rows(table, length), allow_pickle=True)
         counts[split] = table.num_rows
     summary = {

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.batch import SPARSE_KEYS, Batch
 
 # Column the reader appends to each row group: every row's sample id (its row number within the split).
@@ -56,20 +56,20 @@ class RowGroup:
     split_index: int  # position of the group among all row groups of the split (seeds its row shuffle)
 
 
-def list_row_groups(root: str | Path, split: str, meta: Optional[S.DatasetMeta] = None) -> List[RowGroup]:
+def list_row_groups(root: str | Path, split: str, meta: Optional[schema.DatasetMeta] = None) -> List[RowGroup]:
     """Every non-empty row group of a split, files sorted, each file checked against the contract.
 
     Raises DataError for an unreadable footer (truncated or corrupt file), a column set that differs from
     meta.json's, or files that disagree with meta.json (see :func:`dare_rec.data.schema.check_split`).
     """
-    meta = meta or S.DatasetMeta.read(root)
-    paths = S.split_files(root, split)
-    S.check_split(root, split, paths, meta)
+    meta = meta or schema.DatasetMeta.read(root)
+    paths = schema.split_files(root, split)
+    schema.check_split(root, split, paths, meta)
     groups: List[RowGroup] = []
     split_row = 0
     for path in paths:
-        md = S.read_footer(path)
-        S.check_file_schema(path, meta.columns, md.schema.to_arrow_schema())
+        md = schema.read_footer(path)
+        schema.check_file_schema(path, meta.columns, md.schema.to_arrow_schema())
         first = 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
@@ -77,7 +77,7 @@ def list_row_groups(root: str | Path, split: str, meta: Optional[S.DatasetMeta] 
                 groups.append(RowGroup(path, i, n, first, split_row + first, len(groups)))
             first += n
         split_row += first
-    S.check_row_count(root, split, split_row, meta)
+    schema.check_row_count(root, split, split_row, meta)
     return groups
 
 
@@ -117,7 +117,7 @@ class ParquetBatchReader:
         pin_memory: bool = False,
         verify_hashes: bool = False,
     ) -> None:
-        self.meta = S.DatasetMeta.read(root)
+        self.meta = schema.DatasetMeta.read(root)
         self.root = Path(root)
         self.split = split
         self.batch_size = batch_size
@@ -130,18 +130,18 @@ class ParquetBatchReader:
         self.seed = seed
         self.pin_memory = pin_memory
         if verify_hashes:
-            S.verify_hashes(root, split, self.meta)
+            schema.verify_hashes(root, split, self.meta)
         self._all_groups = list_row_groups(root, split, self.meta)
         if not self._all_groups:
-            raise S.DataError(f"{self.root / split}: the {split!r} split has no rows")
+            raise schema.DataError(f"{self.root / split}: the {split!r} split has no rows")
         self.groups = self._all_groups[rank::world_size]
         self.num_rows = sum(g.num_rows for g in self.groups)
         self.with_click_prob = self.meta.has_click_prob
-        self._columns = [S.USER_ID, S.TARGET_ITEM, S.TARGET_CATE, S.LABEL, S.HIST_ITEM, S.HIST_CATE]
+        self._columns = [schema.USER_ID, schema.TARGET_ITEM, schema.TARGET_CATE, schema.LABEL, schema.HIST_ITEM, schema.HIST_CATE]
         if self.with_click_prob:
-            self._columns.append(S.CLICK_PROB)
+            self._columns.append(schema.CLICK_PROB)
         if drop_last and self.num_batches() == 0:
-            raise S.DataError(
+            raise schema.DataError(
                 f"{self.root / split}: rank {rank} of {world_size} gets fewer than data.batch_size="
                 f"{batch_size} rows; use a smaller batch size or fewer processes")
 
@@ -194,7 +194,7 @@ class ParquetBatchReader:
                 skip -= group.num_rows
                 continue
             if group.path not in files:
-                files[group.path] = S.open_parquet(group.path)
+                files[group.path] = schema.open_parquet(group.path)
             table = self._read(files[group.path], group)
             rows = np.arange(group.num_rows)
             if shuffle_key is not None:
@@ -223,7 +223,7 @@ class ParquetBatchReader:
         except (pa.ArrowException, OSError) as e:
             column = next((c for c in self._columns if not _decodes(file, group.index, c)), None)
             what = f"column {column!r} " if column else ""
-            raise S.DataError(f"{group.path} (row group {group.index}): {what}cannot be decoded "
+            raise schema.DataError(f"{group.path} (row group {group.index}): {what}cannot be decoded "
                               f"(corrupt or truncated file): {str(e).splitlines()[0]}") from None
         self._check(table, group)
         return table
@@ -234,7 +234,7 @@ class ParquetBatchReader:
         where = f"{group.path} (row group {group.index}, rows {group.first_row}..{last})"
 
         def fail(row: int, message: str) -> None:
-            raise S.DataError(f"{where}: row {group.first_row + row}: {message}")
+            raise schema.DataError(f"{where}: row {group.first_row + row}: {message}")
 
         for column in self._columns:
             col = table.column(column)
@@ -244,13 +244,13 @@ class ParquetBatchReader:
                 flat = pc.list_flatten(col)
                 if flat.null_count:
                     fail(_row_of(col, _first(pc.is_null(flat))), f"column {column!r} holds a null behavior")
-        item_len = pc.list_value_length(table.column(S.HIST_ITEM)).to_numpy(zero_copy_only=False)
-        cate_len = pc.list_value_length(table.column(S.HIST_CATE)).to_numpy(zero_copy_only=False)
+        item_len = pc.list_value_length(table.column(schema.HIST_ITEM)).to_numpy(zero_copy_only=False)
+        cate_len = pc.list_value_length(table.column(schema.HIST_CATE)).to_numpy(zero_copy_only=False)
         if not np.array_equal(item_len, cate_len):
             row = int(np.nonzero(item_len != cate_len)[0][0])
-            fail(row, f"{S.HIST_ITEM} has {item_len[row]} behaviors but {S.HIST_CATE} has {cate_len[row]}")
-        for column, vocab in [(S.TARGET_ITEM, self.meta.num_items), (S.TARGET_CATE, self.meta.num_categories),
-                              (S.HIST_ITEM, self.meta.num_items), (S.HIST_CATE, self.meta.num_categories)]:
+            fail(row, f"{schema.HIST_ITEM} has {item_len[row]} behaviors but {schema.HIST_CATE} has {cate_len[row]}")
+        for column, vocab in [(schema.TARGET_ITEM, self.meta.num_items), (schema.TARGET_CATE, self.meta.num_categories),
+                              (schema.HIST_ITEM, self.meta.num_items), (schema.HIST_CATE, self.meta.num_categories)]:
             col = table.column(column)
             listed = pa.types.is_list(col.type)
             values = pc.list_flatten(col) if listed else col
@@ -263,22 +263,22 @@ class ParquetBatchReader:
                 fail(_row_of(col, bad) if listed else bad,
                      f"column {column!r} holds id {arr[bad]} outside [1, {vocab - 1}] (vocabulary size {vocab} "
                      f"from meta.json; id 0 is reserved for padding)")
-        labels = table.column(S.LABEL).to_numpy()
+        labels = table.column(schema.LABEL).to_numpy()
         if ((labels != 0) & (labels != 1)).any():
             bad = int(np.nonzero((labels != 0) & (labels != 1))[0][0])
-            fail(bad, f"column {S.LABEL!r} is {labels[bad]}, must be 0 or 1")
+            fail(bad, f"column {schema.LABEL!r} is {labels[bad]}, must be 0 or 1")
         if self.with_click_prob:
-            probs = table.column(S.CLICK_PROB).to_numpy()
+            probs = table.column(schema.CLICK_PROB).to_numpy()
             ok = np.isfinite(probs) & (probs >= 0) & (probs <= 1)
             if not ok.all():
                 bad = int(np.nonzero(~ok)[0][0])
-                fail(bad, f"column {S.CLICK_PROB!r} is {probs[bad]}, must be a probability in [0, 1]")
+                fail(bad, f"column {schema.CLICK_PROB!r} is {probs[bad]}, must be a probability in [0, 1]")
 
     def _to_batch(self, table: pa.Table) -> Batch:
-        hist_item = table.column(S.HIST_ITEM)
+        hist_item = table.column(schema.HIST_ITEM)
         lengths = pc.list_value_length(hist_item).to_numpy(zero_copy_only=False).astype(np.int64)
         item_values = pc.list_flatten(hist_item).to_numpy(zero_copy_only=False)
-        cate_values = pc.list_flatten(table.column(S.HIST_CATE)).to_numpy(zero_copy_only=False)
+        cate_values = pc.list_flatten(table.column(schema.HIST_CATE)).to_numpy(zero_copy_only=False)
         if lengths.size and lengths.max() > self.max_len:
             keep = _keep_most_recent(lengths, self.max_len)
             item_values, cate_values = item_values[keep], cate_values[keep]
@@ -290,15 +290,15 @@ class ParquetBatchReader:
             keys=list(SPARSE_KEYS),
             values=torch.from_numpy(np.concatenate([
                 item_values, cate_values,
-                table.column(S.TARGET_ITEM).to_numpy(), table.column(S.TARGET_CATE).to_numpy(),
+                table.column(schema.TARGET_ITEM).to_numpy(), table.column(schema.TARGET_CATE).to_numpy(),
             ]).astype(np.int64)),
             lengths=torch.cat([hist_len, hist_len, ones, ones]),
         )
         batch = Batch(
             sparse_features=kjt,
-            labels=torch.from_numpy(table.column(S.LABEL).to_numpy().astype(np.float32)),
-            user_ids=torch.from_numpy(table.column(S.USER_ID).to_numpy().astype(np.int64)),
-            click_probs=torch.from_numpy(table.column(S.CLICK_PROB).to_numpy().astype(np.float32))
+            labels=torch.from_numpy(table.column(schema.LABEL).to_numpy().astype(np.float32)),
+            user_ids=torch.from_numpy(table.column(schema.USER_ID).to_numpy().astype(np.int64)),
+            click_probs=torch.from_numpy(table.column(schema.CLICK_PROB).to_numpy().astype(np.float32))
             if self.with_click_prob else None,
             sample_ids=torch.from_numpy(table.column(_SAMPLE_ID).to_numpy().astype(np.int64)),
         )

@@ -35,7 +35,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from dare_rec.config import SyntheticConfig
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.writer import DatasetWriter, list_array
 
 # Users generated together; part of the seeding scheme, so changing it changes the data.
@@ -157,21 +157,21 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     label = (rng.random(len(logit)) < click_prob).astype(np.int8)
 
     columns = {
-        S.USER_ID: pa.array(row_user.astype(np.int64) + user_offset + 1),
-        S.TARGET_ITEM: pa.array(tgt_item.astype(np.int64)),
-        S.TARGET_CATE: pa.array(tgt_cate.astype(np.int64)),
-        S.LABEL: pa.array(label),
-        S.HIST_ITEM: list_array(offsets, hist_item.astype(np.int64), pa.int64()),
-        S.HIST_CATE: list_array(offsets, hist_cate.astype(np.int64), pa.int64()),
-        S.HIST_TS: list_array(offsets, hist_ts.astype(np.int64), pa.int64()),
-        S.TARGET_TS: pa.array(ts[row_user, end].astype(np.int64)),
-        S.CLICK_PROB: pa.array(click_prob.astype(np.float32)),
-        S.HIST_RELEVANCE: list_array(offsets, relevance.astype(np.float32), pa.float32()),
+        schema.USER_ID: pa.array(row_user.astype(np.int64) + user_offset + 1),
+        schema.TARGET_ITEM: pa.array(tgt_item.astype(np.int64)),
+        schema.TARGET_CATE: pa.array(tgt_cate.astype(np.int64)),
+        schema.LABEL: pa.array(label),
+        schema.HIST_ITEM: list_array(offsets, hist_item.astype(np.int64), pa.int64()),
+        schema.HIST_CATE: list_array(offsets, hist_cate.astype(np.int64), pa.int64()),
+        schema.HIST_TS: list_array(offsets, hist_ts.astype(np.int64), pa.int64()),
+        schema.TARGET_TS: pa.array(ts[row_user, end].astype(np.int64)),
+        schema.CLICK_PROB: pa.array(click_prob.astype(np.float32)),
+        schema.HIST_RELEVANCE: list_array(offsets, relevance.astype(np.float32), pa.float32()),
     }
     split_of_slot = np.array(["train"] * (num_slots - 2) + ["val", "test"])
     row_split = split_of_slot[row_slot]
     out: Dict[str, Dict[str, pa.Array]] = {}
-    for split in S.SPLITS:
+    for split in schema.SPLITS:
         idx = np.nonzero(row_split == split)[0]
         if split == "train":
             idx = rng.permutation(idx)
@@ -180,13 +180,13 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     return out
 
 
-def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> S.DatasetMeta:
+def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> schema.DatasetMeta:
     """Writes the synthetic dataset described by ``cfg`` to ``out_dir`` and returns its meta.json contents."""
     started = time.perf_counter()
     root_seq = np.random.SeedSequence(cfg.seed)
     catalog_seed, chunks_seed = root_seq.spawn(2)
     catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
-    optional = [S.HIST_TS, S.TARGET_TS, S.CLICK_PROB, S.HIST_RELEVANCE]
+    optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
     writer = DatasetWriter(out_dir, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size)
     num_chunks = -(-cfg.num_users // USERS_PER_CHUNK)
     chunk_seeds = chunks_seed.spawn(num_chunks)
@@ -198,7 +198,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -
         writer.write("val", rows["val"])
         writer.write("test", rows["test"])
     files = writer.close()
-    meta = S.DatasetMeta(
+    meta = schema.DatasetMeta(
         source="synthetic",
         num_items=cfg.num_items + 1,
         num_categories=cfg.num_categories + 1,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 
 
 def list_array(offsets: np.ndarray, values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
@@ -42,16 +42,16 @@ class DatasetWriter:
         row_group_size: int,
     ) -> None:
         self.root = Path(root)
-        self.schema = S.arrow_schema(optional_columns)
+        self.schema = schema.arrow_schema(optional_columns)
         self.row_group_size = row_group_size
         self.files_per_split = dict(files_per_split)
-        self.counts: Dict[str, int] = {split: 0 for split in S.SPLITS}
+        self.counts: Dict[str, int] = {split: 0 for split in schema.SPLITS}
         self.max_history = 0
         self._writers: Dict[str, List[Optional[pq.ParquetWriter]]] = {
-            split: [None] * self.files_per_split[split] for split in S.SPLITS
+            split: [None] * self.files_per_split[split] for split in schema.SPLITS
         }
         self.root.mkdir(parents=True, exist_ok=True)
-        for split in S.SPLITS:
+        for split in schema.SPLITS:
             if (self.root / split).exists():
                 shutil.rmtree(self.root / split)
             (self.root / split).mkdir()
@@ -70,13 +70,13 @@ class DatasetWriter:
             writers[file_index] = pq.ParquetWriter(self._path(split, file_index), self.schema, compression="zstd")
         writers[file_index].write_table(table, row_group_size=self.row_group_size)
         self.counts[split] += table.num_rows
-        lengths = pc.list_value_length(table.column(S.HIST_ITEM))
+        lengths = pc.list_value_length(table.column(schema.HIST_ITEM))
         self.max_history = max(self.max_history, int(pc.max(lengths).as_py() or 0))
 
     def close(self) -> Dict[str, Dict[str, str]]:
         """Closes all files; writes an empty file for a split that got no rows. Returns sha256 per file."""
         files: Dict[str, Dict[str, str]] = {}
-        for split in S.SPLITS:
+        for split in schema.SPLITS:
             files[split] = {}
             for i, writer in enumerate(self._writers[split]):
                 path = self._path(split, i)
@@ -84,5 +84,5 @@ class DatasetWriter:
                     pq.write_table(self.schema.empty_table(), path, compression="zstd")
                 else:
                     writer.close()
-                files[split][str(path.relative_to(self.root))] = S.sha256_file(path)
+                files[split][str(path.relative_to(self.root))] = schema.sha256_file(path)
         return files

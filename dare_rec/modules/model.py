@@ -11,7 +11,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import Config, ModelConfig, ShardingConfig
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.batch import Batch
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
@@ -57,7 +57,7 @@ class DareModel(nn.Module):
     ) -> None:
         super().__init__()
         spec = model.spec()
-        kernel = Kernel(model.gsu_kernel)
+        kernel = Kernel(model.op_kernel)
         self.sparse_arch = SparseArch(model, sharding, num_items, num_categories, max_len, embedding_device,
                                       dense_device)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
@@ -96,14 +96,14 @@ class DareModel(nn.Module):
         # (evaluation, serving, aux-free training) only the K selected ones are looked up, after the search.
         every_behavior = self.aux_over_arch is not None and self.training
         representation = every_behavior or not self.sparse_arch.selects_representation_lookups
-        return self.dense_forward(self.sparse_arch(features, representation=representation), features)
+        return self.forward_from_embeddings(self.sparse_arch(features, representation=representation), features)
 
-    def dense_forward(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> ModelOutput:
+    def forward_from_embeddings(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> ModelOutput:
         """Everything after the table lookups: search, aggregation, heads (and the lookup of the selected
         behaviors' representations when ``emb`` has none). Separate from :meth:`forward` so analyses can feed
         role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            gsu = self.gsu(emb, features[S.HIST_CATE].values(), features[S.TARGET_CATE].values())
+            gsu = self.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
             selected = None
             if emb.rep_hist is None:
                 selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets, gsu.top_indices,

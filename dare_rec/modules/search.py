@@ -14,8 +14,7 @@ from torch import nn
 
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.variants import ModelSpec
-from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_topk, jagged_weighted_sum
-from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
+from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -79,6 +78,13 @@ class GeneralSearchUnit(nn.Module):
         self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0), device) \
             if spec.score == "din_mlp" else None
 
+    def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
+        """``[N + 1]`` the dot score's position term per target-relative position, ``<p_i^A, p_0^A> /
+        sqrt(d_pos_att)`` (zeros without positions)."""
+        if emb.att_positions is None:
+            return emb.att_hist.new_zeros(self.max_len + 1)
+        return (emb.att_positions @ emb.att_target_position) * self.position_scale
+
     def forward(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor) -> GsuOutput:
         """
         Args:
@@ -86,14 +92,10 @@ class GeneralSearchUnit(nn.Module):
             hist_cate: ``[L]`` category ids of the behaviors; target_cate ``[B]`` (hard search only).
         """
         if self.din is None:
-            if emb.att_positions is None:
-                position_bias = emb.att_hist.new_zeros(self.max_len + 1)
-            else:
-                position_bias = (emb.att_positions @ emb.att_target_position) * self.position_scale
-            out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, position_bias, self.top_k, self.max_len,
-                           self.scale, self.kernel)
+            out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, self.position_bias(emb), self.top_k,
+                           self.max_len, self.scale, self.kernel)
         else:
-            rows, slots, lengths = pt_jagged_layout(emb.offsets)
+            rows, slots, lengths = jagged_layout(emb.offsets, emb.att_hist.size(0))
             keys, queries = emb.att_hist, emb.att_target[rows]
             if emb.att_positions is not None:
                 keys = torch.cat([keys, emb.att_positions[lengths[rows] - slots]], dim=1)
@@ -103,7 +105,7 @@ class GeneralSearchUnit(nn.Module):
             return out
         # Hard search: rank same-category behaviors above all others, the most recent first within each
         # group (slot j + 1 grows with recency); the softmax weights still come from the scores.
-        rows, slots, _ = pt_jagged_layout(emb.offsets)
+        rows, slots, _ = jagged_layout(emb.offsets, hist_cate.size(0))
         same_category = (hist_cate == target_cate[rows]).to(torch.float32)
         selection_key = same_category * (self.max_len + 1) + slots.to(torch.float32) + 1
         selected = jagged_topk(selection_key, emb.offsets, self.top_k, self.max_len, self.kernel)

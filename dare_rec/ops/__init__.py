@@ -2,7 +2,7 @@
 paths in ``dare_rec.ops.triton``).
 
 Names are resolved lazily (module ``__getattr__``), so ``dare_rec.ops.kernel`` can be imported without torch:
-the configuration validates ``model.gsu_kernel`` against :class:`Kernel` and ``dare-rec prepare`` never
+the configuration validates ``model.op_kernel`` against :class:`Kernel` and ``dare-rec prepare`` never
 loads torch.
 """
 
@@ -15,6 +15,7 @@ _EXPORTS = {
     "GsuOutput": "dare_rec.ops.gsu",
     "gsu_topk": "dare_rec.ops.gsu",
     "jagged_gather": "dare_rec.ops.jagged",
+    "jagged_layout": "dare_rec.ops.jagged",
     "jagged_topk": "dare_rec.ops.jagged",
     "jagged_weighted_sum": "dare_rec.ops.jagged",
     "Kernel": "dare_rec.ops.kernel",
@@ -24,7 +25,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from dare_rec.ops.gsu import GsuOutput, gsu_topk
-    from dare_rec.ops.jagged import jagged_gather, jagged_topk, jagged_weighted_sum
+    from dare_rec.ops.jagged import jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
     from dare_rec.ops.kernel import Kernel
 
 

@@ -3,12 +3,21 @@ selection step of a GSU whose scores come from elsewhere (DIN's attention MLP, h
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 from dare_rec.ops.gsu import GsuOutput, mask_value_for
 from dare_rec.ops.kernel import Kernel, resolve_kernel, triton_ops
-from dare_rec.ops.pytorch.pt_jagged import pt_jagged_gather, pt_jagged_weighted_sum
+from dare_rec.ops.pytorch.pt_jagged import pt_jagged_gather, pt_jagged_layout, pt_jagged_weighted_sum
 from dare_rec.ops.pytorch.pt_jagged_topk import pt_jagged_topk
+
+
+def jagged_layout(offsets: torch.Tensor, total: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per flat value of a jagged tensor with ``total`` values: its row ``[L]`` and its slot within the row
+    ``[L]``; and the row lengths ``[B]``. Index arithmetic without a fast path of its own (the Triton kernels
+    compute it inline); ``total`` is a shape (``values.size(0)``), so nothing is read on the host."""
+    return pt_jagged_layout(offsets, total)
 
 
 def jagged_gather(

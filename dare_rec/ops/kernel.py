@@ -1,6 +1,6 @@
 """Kernel choice for the custom ops. Every op has one dispatcher that routes on this enum.
 
-This module imports neither torch nor triton, so the configuration can validate ``model.gsu_kernel``
+This module imports neither torch nor triton, so the configuration can validate ``model.op_kernel``
 against :class:`Kernel` without loading either (``dare-rec prepare`` never imports torch).
 """
 
@@ -83,7 +83,7 @@ def triton_ops(device_type: str):
     if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(f"the 'triton' kernel runs on CUDA tensors (these are on {device_type}); set "
                            "TRITON_INTERPRET=1 before triton is imported to run it in Triton's CPU interpreter, "
-                           "or use model.gsu_kernel 'pytorch' / 'auto'")
+                           "or use model.op_kernel 'pytorch' / 'auto'")
     try:
         return importlib.import_module(TRITON_MODULE)
     except ImportError as e:

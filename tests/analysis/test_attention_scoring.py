@@ -8,23 +8,23 @@ import pytest
 from dare_rec.analysis.attention import check_order, score_rankings
 from dare_rec.analysis.ranking import CategoryPositionCounts, SkipRules
 from dare_rec.analysis.split_data import SplitRows
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.schema import DataError
 
 
 def split(with_relevance):
     # sample 0: history (oldest -> newest) cates [1, 2, 1], target cate 1; sample 1: [2], target cate 2
-    columns = {S.USER_ID: np.array([7, 8]), S.TARGET_CATE: np.array([1, 2]), S.LABEL: np.array([1, 0]),
-               S.HIST_CATE: np.array([1, 2, 1, 2])}
+    columns = {schema.USER_ID: np.array([7, 8]), schema.TARGET_CATE: np.array([1, 2]), schema.LABEL: np.array([1, 0]),
+               schema.HIST_CATE: np.array([1, 2, 1, 2])}
     if with_relevance:
-        columns[S.HIST_RELEVANCE] = np.array([0.25, 0.0, 1.0, 1.0], dtype=np.float32)
+        columns[schema.HIST_RELEVANCE] = np.array([0.25, 0.0, 1.0, 1.0], dtype=np.float32)
     return SplitRows(columns, np.array([0, 3, 4]))
 
 
 def test_ideal_and_reversed_rankings_on_ground_truth():
     rows = split(True)
     counts = CategoryPositionCounts(3, 4)
-    counts.add(rows.columns[S.TARGET_CATE], rows.columns[S.LABEL], rows.columns[S.HIST_CATE], rows.offsets)
+    counts.add(rows.columns[schema.TARGET_CATE], rows.columns[schema.LABEL], rows.columns[schema.HIST_CATE], rows.offsets)
     rankings = {"ideal": {"gsu": np.array([[1, 3], [1, 0]])},  # positions: relevance 1.0, then 0.25
                 "reversed": {"gsu": np.array([[3, 1], [1, 0]])}}
     out = score_rankings(rankings, rows, counts, SkipRules(0, 0, 10), max_len=3)
@@ -41,7 +41,7 @@ def test_ideal_and_reversed_rankings_on_ground_truth():
 def test_without_relevance_only_mi_gains_are_scored():
     rows = split(False)
     counts = CategoryPositionCounts(3, 4)
-    counts.add(rows.columns[S.TARGET_CATE], rows.columns[S.LABEL], rows.columns[S.HIST_CATE], rows.offsets)
+    counts.add(rows.columns[schema.TARGET_CATE], rows.columns[schema.LABEL], rows.columns[schema.HIST_CATE], rows.offsets)
     out = score_rankings({"m": {"gsu": np.array([[1, 2], [1, 0]])}}, rows, counts, SkipRules(0, 0, 10), 3)
     entry = out["checkpoints"]["m"]["rankings"]["gsu"]
     assert set(entry) == {"mutual_information"} and "ground_truth" not in out

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.official_format import MARKER, export_official, left_padded
 
 
 def _split(root: Path, split: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(p) for p in S.split_files(root, split)])
+    return pa.concat_tables([pq.read_table(p) for p in schema.split_files(root, split)])
 
 
 def _unpadded(row: np.ndarray) -> list:
@@ -25,12 +25,12 @@ def _unpadded(row: np.ndarray) -> list:
 def _check_rows(rows: np.ndarray, table: pa.Table, max_length: int) -> None:
     """Every exported row equals the Parquet row at the same position (histories cut to max_length)."""
     assert rows.dtype == object and rows.shape == (table.num_rows, 6)
-    labels = table.column(S.LABEL).to_numpy()
-    hist_item = table.column(S.HIST_ITEM).to_pylist()
-    hist_cate = table.column(S.HIST_CATE).to_pylist()
-    assert [int(x) for x in rows[:, 0]] == table.column(S.USER_ID).to_pylist()
-    assert [int(x) for x in rows[:, 1]] == table.column(S.TARGET_ITEM).to_pylist()
-    assert [int(x) for x in rows[:, 2]] == table.column(S.TARGET_CATE).to_pylist()
+    labels = table.column(schema.LABEL).to_numpy()
+    hist_item = table.column(schema.HIST_ITEM).to_pylist()
+    hist_cate = table.column(schema.HIST_CATE).to_pylist()
+    assert [int(x) for x in rows[:, 0]] == table.column(schema.USER_ID).to_pylist()
+    assert [int(x) for x in rows[:, 1]] == table.column(schema.TARGET_ITEM).to_pylist()
+    assert [int(x) for x in rows[:, 2]] == table.column(schema.TARGET_CATE).to_pylist()
     assert [list(x) for x in rows[:, 3]] == [[1, 0] if y else [0, 1] for y in labels]
     for i in range(table.num_rows):
         assert len(rows[i, 4]) == len(rows[i, 5]) == max_length
@@ -42,7 +42,7 @@ def _check_rows(rows: np.ndarray, table: pa.Table, max_length: int) -> None:
 
 def test_round_trip_preserves_rows_and_order(tiny_data, tmp_path):
     summary = export_official(tiny_data, tmp_path / "out")
-    meta = S.DatasetMeta.read(tiny_data)
+    meta = schema.DatasetMeta.read(tiny_data)
     out = tmp_path / "out"
     train = _split(tiny_data, "train")
     assert summary["item_n"] == meta.num_items and summary["cate_n"] == meta.num_categories
@@ -79,5 +79,5 @@ def test_left_padded_handles_empty_long_and_sliced_lists():
 def test_bad_arguments(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="rows_per_file"):
         export_official(tiny_data, tmp_path / "x", rows_per_file=0)
-    with pytest.raises(S.DataError, match="does not exist"):
+    with pytest.raises(schema.DataError, match="does not exist"):
         export_official(tmp_path / "missing", tmp_path / "x")

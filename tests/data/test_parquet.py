@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
 from tests.conftest import REPO
 
@@ -32,7 +32,7 @@ def rows_of(batch):
 
 def test_batches_reproduce_the_rows_in_order(tiny_data):
     reader = ParquetBatchReader(tiny_data, "val", batch_size=50, max_len=1000)
-    table = pq.read_table(S.split_files(tiny_data, "val")[0]).to_pydict()
+    table = pq.read_table(schema.split_files(tiny_data, "val")[0]).to_pydict()
     got = [r for b in reader for r in rows_of(b)]
     expected = list(zip(table["user_id"], table["target_item"], map(tuple, table["hist_item"])))
     assert got == expected
@@ -61,7 +61,7 @@ def test_eval_mode_ranks_read_every_row_exactly_once(tiny_data, world_size):
         assert len(batches) == reader.num_batches() <= reader.max_batches_any_rank()
         steps.add(reader.max_batches_any_rank())
         seen.update(r for b in batches for r in rows_of(b))
-    assert seen == everything and sum(seen.values()) == S.DatasetMeta.read(tiny_data).counts["train"]
+    assert seen == everything and sum(seen.values()) == schema.DatasetMeta.read(tiny_data).counts["train"]
     assert len(steps) == 1  # every rank agrees on the step count
 
 
@@ -77,7 +77,7 @@ def test_train_mode_gives_equal_full_batches_and_reshuffles_per_epoch(tiny_data)
 
 
 def test_too_few_rows_for_a_training_batch_is_a_clear_error(tiny_data):
-    with pytest.raises(S.DataError, match="fewer than data.batch_size"):
+    with pytest.raises(schema.DataError, match="fewer than data.batch_size"):
         ParquetBatchReader(tiny_data, "val", 10_000, 32, drop_last=True)
 
 
@@ -106,7 +106,7 @@ def test_an_epoch_resumes_at_any_batch_without_reading_what_it_skips(tiny_data, 
 
 def test_sample_ids_are_split_row_numbers(tiny_data):
     reader = ParquetBatchReader(tiny_data, "val", 100, 1000)
-    table = pq.read_table(S.split_files(tiny_data, "val")[0]).to_pydict()
+    table = pq.read_table(schema.split_files(tiny_data, "val")[0]).to_pydict()
     for batch in reader:
         ids = batch.sample_ids.tolist()
         assert batch.user_ids.tolist() == [table["user_id"][i] for i in ids]
@@ -142,10 +142,10 @@ closed.close()  # the thread is converting the next batch; exit right away, leav
 # ------------------------------------------------------------------------------------------------------------
 
 
-def copy_with_bad_val(tiny_data, tmp_path, mutate, schema=None):
+def copy_with_bad_val(tiny_data, tmp_path, mutate):
     root = tmp_path / "bad"
     shutil.copytree(tiny_data, root)
-    path = S.split_files(root, "val")[0]
+    path = schema.split_files(root, "val")[0]
     table = pq.read_table(path)
     pq.write_table(mutate(table), path, row_group_size=256)
     return root, path
@@ -174,7 +174,7 @@ def set_behavior(name, row, position, value):
 
 
 def first_long_history_row(tiny_data, start=260):
-    hist = pq.read_table(S.split_files(tiny_data, "val")[0])["hist_item"].to_pylist()
+    hist = pq.read_table(schema.split_files(tiny_data, "val")[0])["hist_item"].to_pylist()
     return next(i for i in range(start, len(hist)) if len(hist[i]) >= 3)
 
 
@@ -189,14 +189,14 @@ def read_all(root):
 def test_a_null_in_any_column_names_file_row_group_row_and_column(tiny_data, tmp_path, column, value):
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_value(column, 300, value))
     where = rf"^{path} \(row group 1, rows 256..511\): row 300"
-    with pytest.raises(S.DataError, match=rf"{where}: column '{column}' is null$"):
+    with pytest.raises(schema.DataError, match=rf"{where}: column '{column}' is null$"):
         read_all(root)
 
 
 def test_a_null_behavior_inside_a_history_is_named(tiny_data, tmp_path):
     row = first_long_history_row(tiny_data)
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_behavior("hist_cate", row, 1, None))
-    with pytest.raises(S.DataError, match=rf"{path} \(row group 1, .*\): row {row}: column 'hist_cate' holds a null"):
+    with pytest.raises(schema.DataError, match=rf"{path} \(row group 1, .*\): row {row}: column 'hist_cate' holds a null"):
         read_all(root)
 
 
@@ -208,30 +208,30 @@ def test_a_null_behavior_inside_a_history_is_named(tiny_data, tmp_path):
 def test_history_ids_of_zero_negative_or_past_the_vocabulary_are_refused(tiny_data, tmp_path, column, value, shown):
     row = first_long_history_row(tiny_data)
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_behavior(column, row, 2, value))
-    with pytest.raises(S.DataError, match=rf"{path} \(row group 1, .*\): row {row}: column '{column}' holds {shown}"):
+    with pytest.raises(schema.DataError, match=rf"{path} \(row group 1, .*\): row {row}: column '{column}' holds {shown}"):
         read_all(root)
 
 
 def test_id_outside_vocabulary_names_file_row_and_column(tiny_data, tmp_path):
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_value("target_item", 300, 10**6))
-    with pytest.raises(S.DataError, match=f"{path}.*row 300: column 'target_item' holds id 1000000 outside"):
+    with pytest.raises(schema.DataError, match=f"{path}.*row 300: column 'target_item' holds id 1000000 outside"):
         read_all(root)
     root, path = copy_with_bad_val(tiny_data, tmp_path / "zero", set_value("target_cate", 7, 0))
-    with pytest.raises(S.DataError, match=f"{path}.*row 7: column 'target_cate' holds id 0 outside"):
+    with pytest.raises(schema.DataError, match=f"{path}.*row 7: column 'target_cate' holds id 0 outside"):
         read_all(root)
 
 
 @pytest.mark.parametrize("value", [2, -1])
 def test_a_label_other_than_0_or_1_is_refused(tiny_data, tmp_path, value):
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_value("label", 600, value))
-    with pytest.raises(S.DataError, match=rf"{path} \(row group 2, .*\): row 600: column 'label' is {value}, must be"):
+    with pytest.raises(schema.DataError, match=rf"{path} \(row group 2, .*\): row 600: column 'label' is {value}, must be"):
         read_all(root)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5])
 def test_a_non_finite_or_impossible_float_is_refused(tiny_data, tmp_path, value):
     root, path = copy_with_bad_val(tiny_data, tmp_path, set_value("click_prob", 20, value))
-    with pytest.raises(S.DataError, match=rf"{path} \(row group 0, .*\): row 20: column 'click_prob' is"):
+    with pytest.raises(schema.DataError, match=rf"{path} \(row group 0, .*\): row 20: column 'click_prob' is"):
         read_all(root)
 
 
@@ -242,35 +242,35 @@ def test_history_columns_of_different_lengths_are_rejected(tiny_data, tmp_path):
         return replace_column(t, "hist_cate", cates)
 
     root, path = copy_with_bad_val(tiny_data, tmp_path, mutate)
-    with pytest.raises(S.DataError, match=rf"{path} \(row group 0, .*\): row 5: hist_item has .* but hist_cate has"):
+    with pytest.raises(schema.DataError, match=rf"{path} \(row group 0, .*\): row 5: hist_item has .* but hist_cate has"):
         read_all(root)
 
 
 def test_missing_column_and_missing_dataset_are_clear(tiny_data, tmp_path):
     root, path = copy_with_bad_val(tiny_data, tmp_path, lambda t: t.drop_columns(["label"]))
-    with pytest.raises(S.DataError, match=f"{path}: missing required column 'label'"):
+    with pytest.raises(schema.DataError, match=f"{path}: missing required column 'label'"):
         ParquetBatchReader(root, "val", 64, 32)
-    with pytest.raises(S.DataError, match="does not exist"):
+    with pytest.raises(schema.DataError, match="does not exist"):
         ParquetBatchReader(tmp_path / "nowhere", "val", 64, 32)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(S.DataError, match="meta.json"):
+    with pytest.raises(schema.DataError, match="meta.json"):
         ParquetBatchReader(tmp_path / "empty", "val", 64, 32)
 
 
 def test_a_schema_mismatch_between_files_names_file_and_column(tiny_data, tmp_path):
     root, path = copy_with_bad_val(tiny_data, tmp_path, lambda t: t.drop_columns(["hist_ts"]))
-    with pytest.raises(S.DataError, match=f"{path}: missing column 'hist_ts' that meta.json lists"):
+    with pytest.raises(schema.DataError, match=f"{path}: missing column 'hist_ts' that meta.json lists"):
         ParquetBatchReader(root, "val", 64, 32)
     root, path = copy_with_bad_val(tiny_data, tmp_path / "extra",
                                    lambda t: t.append_column("weight", pa.array([1.0] * t.num_rows)))
-    with pytest.raises(S.DataError, match=f"{path}: column 'weight' is not among meta.json's columns"):
+    with pytest.raises(schema.DataError, match=f"{path}: column 'weight' is not among meta.json's columns"):
         ParquetBatchReader(root, "val", 64, 32)
 
 
 def copy_val_bytes(tiny_data, tmp_path, edit):
     root = tmp_path / "bad"
     shutil.copytree(tiny_data, root)
-    path = S.split_files(root, "val")[0]
+    path = schema.split_files(root, "val")[0]
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(edit(data, pq.ParquetFile(path).metadata)))
     return root, path
@@ -278,7 +278,7 @@ def copy_val_bytes(tiny_data, tmp_path, edit):
 
 def test_a_truncated_file_is_named(tiny_data, tmp_path):
     root, path = copy_val_bytes(tiny_data, tmp_path, lambda data, md: data[:len(data) // 2])
-    with pytest.raises(S.DataError, match=rf"^{path}: not a readable Parquet file \(truncated, or a corrupt footer\)"):
+    with pytest.raises(schema.DataError, match=rf"^{path}: not a readable Parquet file \(truncated, or a corrupt footer\)"):
         ParquetBatchReader(root, "val", 64, 32)
 
 
@@ -288,7 +288,7 @@ def test_a_corrupt_footer_is_named(tiny_data, tmp_path):
         return data
 
     root, path = copy_val_bytes(tiny_data, tmp_path, garble_footer)
-    with pytest.raises(S.DataError, match=rf"^{path}: not a readable Parquet file"):
+    with pytest.raises(schema.DataError, match=rf"^{path}: not a readable Parquet file"):
         ParquetBatchReader(root, "val", 64, 32)
 
 
@@ -302,33 +302,33 @@ def corrupt_page(data, md, group=1, column="hist_item"):
 
 def test_a_corrupt_page_names_file_row_group_and_column(tiny_data, tmp_path):
     root, path = copy_val_bytes(tiny_data, tmp_path, corrupt_page)
-    with pytest.raises(S.DataError, match=rf"^{path} \(row group 1\): column 'hist_item' cannot be decoded"):
+    with pytest.raises(schema.DataError, match=rf"^{path} \(row group 1\): column 'hist_item' cannot be decoded"):
         read_all(root)
 
 
 def test_an_empty_split_is_refused(tiny_data, tmp_path):
     root = tmp_path / "bad"
     shutil.copytree(tiny_data, root)
-    path = S.split_files(root, "val")[0]
+    path = schema.split_files(root, "val")[0]
     pq.write_table(pq.read_table(path).slice(0, 0), path)
     meta = json.loads((root / "meta.json").read_text())
     meta["counts"]["val"] = 0
     (root / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(S.DataError, match=f"^{root / 'val'}: the 'val' split has no rows$"):
+    with pytest.raises(schema.DataError, match=f"^{root / 'val'}: the 'val' split has no rows$"):
         ParquetBatchReader(root, "val", 64, 32)
 
 
 def test_files_that_disagree_with_meta_json_are_refused(tiny_data, tmp_path):
     # cheap checks, always on: the file list and the row count
     root, path = copy_with_bad_val(tiny_data, tmp_path, lambda t: t.slice(0, 800))
-    with pytest.raises(S.DataError, match=f"{root / 'val'}: the files hold 800 rows but meta.json counts 900"):
+    with pytest.raises(schema.DataError, match=f"{root / 'val'}: the files hold 800 rows but meta.json counts 900"):
         ParquetBatchReader(root, "val", 64, 32)
-    shutil.copy(S.split_files(tiny_data, "val")[0], root / "val" / "part-00001.parquet")
-    with pytest.raises(S.DataError, match=f"{root / 'val' / 'part-00001.parquet'}: not listed in meta.json"):
+    shutil.copy(schema.split_files(tiny_data, "val")[0], root / "val" / "part-00001.parquet")
+    with pytest.raises(schema.DataError, match=f"{root / 'val' / 'part-00001.parquet'}: not listed in meta.json"):
         ParquetBatchReader(root, "val", 64, 32)
     # same rows, other content: only the hashes tell (data.verify_hashes)
     root, path = copy_with_bad_val(tiny_data, tmp_path / "hash", set_value("label", 3, 1))
     ParquetBatchReader(root, "val", 64, 32)
-    with pytest.raises(S.DataError, match=f"^{path}: sha256 .* differs from meta.json's"):
+    with pytest.raises(schema.DataError, match=f"^{path}: sha256 .* differs from meta.json's"):
         ParquetBatchReader(root, "val", 64, 32, verify_hashes=True)
     ParquetBatchReader(tiny_data, "val", 64, 32, verify_hashes=True)

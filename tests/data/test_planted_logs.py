@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.raw_logs import PlantedLogSpec, generate_planted_log
 from dare_rec.metrics.offline import auc
 from dare_rec.pipelines import make_raw_logs, prepare
@@ -71,31 +71,31 @@ def test_taobao_format_sparse_ids_time_order_and_lengths(raw):
 
 
 def test_protocol_keeps_every_user_and_splits_in_whole_batches(prepared):
-    meta = S.DatasetMeta.read(prepared)
+    meta = schema.DatasetMeta.read(prepared)
     assert meta.params["users_kept"] == SPEC.users
     assert meta.counts == {"train": SPEC.users * 8 * 3, "val": SPEC.users * 3, "test": SPEC.users * 3}
     assert meta.max_history == 50
 
 
 def _split(root: Path, split: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(p) for p in S.split_files(root, split)])
+    return pa.concat_tables([pq.read_table(p) for p in schema.split_files(root, split)])
 
 
 def test_prepared_data_carries_the_planted_signal(prepared):
     """Positives' categories sit in the recent history, negatives' rarely do; a history-reading score (recency-
     weighted same-category count) ranks far better than a history-blind one (item popularity)."""
     table = _split(prepared, "train")
-    label = table.column(S.LABEL).to_numpy()
-    target_cate = table.column(S.TARGET_CATE).to_numpy()
-    target_item = table.column(S.TARGET_ITEM).to_numpy()
-    hist_cate = table.column(S.HIST_CATE).to_pylist()
+    label = table.column(schema.LABEL).to_numpy()
+    target_cate = table.column(schema.TARGET_CATE).to_numpy()
+    target_item = table.column(schema.TARGET_ITEM).to_numpy()
+    hist_cate = table.column(schema.HIST_CATE).to_pylist()
     in_last_10 = np.array([c in h[-10:] for c, h in zip(target_cate, hist_cate)])
     positives, negatives = in_last_10[label == 1].mean(), in_last_10[label == 0].mean()
     assert positives > 0.5 and negatives < 0.2 and positives - negatives > 0.4, (positives, negatives)
 
     recency_score = np.array([np.exp(-(len(h) - 1 - np.flatnonzero(np.array(h) == c)) / 5.0).sum()
                               for c, h in zip(target_cate, hist_cate)])
-    clicks = np.bincount(np.concatenate(table.column(S.HIST_ITEM).to_pylist()), minlength=target_item.max() + 1)
+    clicks = np.bincount(np.concatenate(table.column(schema.HIST_ITEM).to_pylist()), minlength=target_item.max() + 1)
     history_auc = auc(label.astype(float), recency_score)
     blind_auc = auc(label.astype(float), clicks[target_item].astype(float))
     assert history_auc > 0.75 and blind_auc < 0.6 and history_auc - blind_auc > 0.2, (history_auc, blind_auc)

@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from dare_rec.config import ConfigError
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.synthetic import generate
 from dare_rec.metrics.offline import auc
 from tests.conftest import tiny_config
 
 
 def file_hashes(root):
-    return {p.relative_to(root).as_posix(): S.sha256_file(p) for p in sorted(root.rglob("*.parquet"))}
+    return {p.relative_to(root).as_posix(): schema.sha256_file(p) for p in sorted(root.rglob("*.parquet"))}
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path, tiny_data):
@@ -31,16 +31,16 @@ def test_other_seed_gives_other_data(tmp_path, tiny_data):
 
 
 def test_contract_and_meta(tiny_data):
-    meta = S.DatasetMeta.read(tiny_data)
+    meta = schema.DatasetMeta.read(tiny_data)
     syn = tiny_config().synthetic
     n_rows = syn.num_users * syn.candidates_per_slot
     assert meta.counts == {"train": n_rows * syn.train_slots, "val": n_rows, "test": n_rows}
     assert meta.num_items == syn.num_items + 1 and meta.num_categories == syn.num_categories + 1
     assert meta.has_click_prob and meta.files["train"]
-    for split in S.SPLITS:
+    for split in schema.SPLITS:
         table = pq.read_table(tiny_data / split)
         assert table.num_rows == meta.counts[split]
-        assert S.check_file_schema(S.split_files(tiny_data, split)[0]) == list(S.OPTIONAL_COLUMNS)
+        assert schema.check_file_schema(schema.split_files(tiny_data, split)[0]) == list(schema.OPTIONAL_COLUMNS)
         lengths = pc.list_value_length(table["hist_item"]).to_numpy()
         assert lengths.max() <= syn.max_history
         assert pc.min(table["target_item"]).as_py() >= 1 and pc.max(table["target_item"]).as_py() < meta.num_items
@@ -49,7 +49,7 @@ def test_contract_and_meta(tiny_data):
         for ts, target_ts in zip(table["hist_ts"].to_pylist()[:200], table["target_ts"].to_pylist()[:200]):
             assert ts == sorted(ts) and (not ts or ts[-1] < target_ts)
     assert meta.max_history == max(pc.max(pc.list_value_length(pq.read_table(tiny_data / s)["hist_item"])).as_py()
-                                   for s in S.SPLITS)
+                                   for s in schema.SPLITS)
 
 
 def test_relevance_and_click_probability_follow_the_planted_model(tiny_data):

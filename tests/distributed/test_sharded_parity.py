@@ -20,7 +20,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
-from dare_rec.modules.embeddings import table_names
+from dare_rec.modules.tables import table_names
 from dare_rec.optim import apply_sparse_optimizer, build_optimizer, takes_l2
 from dare_rec.sharding.planner import plan_rows, shard_model
 from tests.conftest import tiny_config

@@ -6,15 +6,16 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from dare_rec.data import schema as S
-from dare_rec.modules.embeddings import HIST, TARGET, split_bags
+from dare_rec.data import schema
+from dare_rec.modules.kjt import split_bags
+from dare_rec.modules.tables import HIST, TARGET
 
 
 def batch_features(hist_count: int, target_count: int) -> KeyedJaggedTensor:
     """A KJT with ``hist_count`` behaviors and ``target_count`` targets (only the counts are read)."""
     ones = torch.ones(target_count, dtype=torch.int32)
     lengths = torch.tensor([hist_count] + [0] * (target_count - 1), dtype=torch.int32)
-    return KeyedJaggedTensor(keys=[S.HIST_ITEM, S.HIST_CATE, S.TARGET_ITEM, S.TARGET_CATE],
+    return KeyedJaggedTensor(keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
                              values=torch.arange(2 * hist_count + 2 * target_count),
                              lengths=torch.cat([lengths, lengths, ones, ones]))
 

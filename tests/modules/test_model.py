@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dare_rec.data.parquet import ParquetBatchReader
-from dare_rec.modules.embeddings import table_names
+from dare_rec.modules.tables import table_names
 from dare_rec.modules.model import build_model
 from dare_rec.modules.variants import VARIANTS
 from tests.conftest import tiny_config
@@ -234,7 +234,7 @@ def test_selected_only_representation_lookup_matches_the_full_lookup(tiny_data, 
         selected_only.sum().backward()
         grads["selected"] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.zero_grad()
-        full = model.dense_forward(model.sparse_arch(features, representation=True), features).logits
+        full = model.forward_from_embeddings(model.sparse_arch(features, representation=True), features).logits
         full.sum().backward()
         torch.testing.assert_close(selected_only, full)
         for name, p in model.named_parameters():

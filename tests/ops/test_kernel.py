@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from dare_rec.config import GSU_KERNELS, ConfigError
+from dare_rec.config import OP_KERNELS, ConfigError
 from dare_rec.ops.kernel import Kernel, resolve_kernel
 from tests.conftest import tiny_config
 
@@ -19,11 +19,11 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_config_accepts_exactly_the_kernel_enum():
-    assert GSU_KERNELS == ("pytorch", "triton", "auto") == tuple(k.value for k in Kernel)
-    for name in GSU_KERNELS:
-        assert tiny_config("--model.gsu_kernel", name).validate().model.gsu_kernel == name
-    with pytest.raises(ConfigError, match="model.gsu_kernel"):
-        tiny_config("--model.gsu_kernel", "cuda").validate()
+    assert OP_KERNELS == ("pytorch", "triton", "auto") == tuple(k.value for k in Kernel)
+    for name in OP_KERNELS:
+        assert tiny_config("--model.op_kernel", name).validate().model.op_kernel == name
+    with pytest.raises(ConfigError, match="model.op_kernel"):
+        tiny_config("--model.op_kernel", "cuda").validate()
 
 
 def test_explicit_kernels_are_not_resolved():

@@ -178,7 +178,7 @@ def test_jagged_weighted_sum_matches_reference(lengths, dim, max_len):
 @pytest.mark.parametrize("variant", ["dare", "twin_hard", "din"])  # gsu_topk; + jagged_topk (hard, DIN MLP)
 def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, variant):
     """The whole model (with the aux head, unsharded, fp32): outputs and every parameter gradient of one
-    training step agree between ``model.gsu_kernel: triton`` and ``pytorch``; evaluation outputs too."""
+    training step agree between ``model.op_kernel: triton`` and ``pytorch``; evaluation outputs too."""
     from dare_rec.data.parquet import ParquetBatchReader
     from dare_rec.modules.model import build_model
 
@@ -194,7 +194,7 @@ def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, varian
     runs = {}
     for kernel in ("pytorch", "triton"):
         torch.manual_seed(0)
-        train = build_model(tiny_config("--model.variant", variant, "--model.gsu_kernel", kernel), 501, 21, DEVICE,
+        train = build_model(tiny_config("--model.variant", variant, "--model.op_kernel", kernel), 501, 21, DEVICE,
                             DEVICE)
         loss, (_, logits, _) = train(batch)
         loss.backward()

@@ -2,7 +2,7 @@
 
 What they cover that the CPU suite cannot: the prefetch train pipeline over ``fused_uvm_caching`` tables
 (cache rows prefetched on a side stream), bf16 autocast of the dense part, fp16 table storage, the sequence
-lookup (the CUDA default), the GSU kernel ``model.gsu_kernel auto`` picks on CUDA (Triton when installed),
+lookup (the CUDA default), the op kernel ``model.op_kernel auto`` picks on CUDA (Triton when installed),
 and a resumed run on the GPU. Run them on a GPU machine with compiled Triton kernels (``tests/conftest.py``
 turns the CPU interpreter on unless told otherwise)::
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 GPU_RECIPE = ["--train.pipeline", "prefetch", "--sharding.default.compute_kernel", "fused_uvm_caching",
               "--sharding.default.cache_load_factor", "0.2", "--sharding.default.data_type", "fp16",
-              "--train.bf16", "true", "--model.gsu_kernel", "auto", "--train.dist_timeout_s", "120"]
+              "--train.bf16", "true", "--model.op_kernel", "auto", "--train.dist_timeout_s", "120"]
 
 
 def events(run_dir: Path):

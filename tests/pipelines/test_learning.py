@@ -10,7 +10,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.data.synthetic import generate
 from dare_rec.pipelines import evaluate, train
 from tests.conftest import TINY_PRESET, tiny_config
@@ -27,7 +27,7 @@ def strip_histories(root):
     """The same samples with every history emptied (targets, labels and click probabilities kept)."""
     for path in root.rglob("*.parquet"):
         table = pq.read_table(path)
-        for column in (S.HIST_ITEM, S.HIST_CATE, S.HIST_TS, S.HIST_RELEVANCE):
+        for column in (schema.HIST_ITEM, schema.HIST_CATE, schema.HIST_TS, schema.HIST_RELEVANCE):
             index = table.schema.get_field_index(column)
             table = table.set_column(index, table.schema.field(index),
                                      pa.array([[]] * table.num_rows, type=table.schema.field(index).type))

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dare_rec.data import schema as S
+from dare_rec.data import schema
 from dare_rec.pipelines import train
 from tests.data.test_parquet import corrupt_page
 from tests.conftest import REPO
@@ -39,7 +39,7 @@ def bad_train_copy(tiny_data, tmp_path, mutate_bytes=None, mutate_table=None):
     """The tiny dataset with row group 1 of the first train file (read by rank 1 of 2 only) damaged."""
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root)
-    path = S.split_files(root, "train")[0]
+    path = schema.split_files(root, "train")[0]
     if mutate_table is not None:
         pq.write_table(mutate_table(pq.read_table(path)), path, row_group_size=256)
     if mutate_bytes is not None:

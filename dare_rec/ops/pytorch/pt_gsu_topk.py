@@ -5,7 +5,7 @@ from __future__ import annotations
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
-from dare_rec.ops.pytorch.pt_jagged import exact_precision, pt_full_rows_view, pt_jagged_layout
+from dare_rec.ops.pytorch.pt_jagged import autocast_off, pt_full_rows_view, pt_jagged_layout
 
 
 class _JaggedRowDots(torch.autograd.Function):
@@ -70,7 +70,7 @@ def pt_gsu_topk(
     slots = torch.arange(max_len, device=keys.device)
     dtype = torch.promote_types(keys.dtype, query.dtype)
     full = pt_full_rows_view(keys, num_rows, max_len)
-    with exact_precision(keys.device):
+    with autocast_off(keys.device):
         if full is not None:
             dots = _RowDots.apply(full.to(dtype), query.to(dtype))
         else:

@@ -48,7 +48,7 @@ def pt_full_rows_view(values: torch.Tensor, num_rows: int, max_len: int) -> Opti
     return values.view(num_rows, max_len, values.size(1))
 
 
-def exact_precision(device: torch.device) -> torch.autocast:
+def autocast_off(device: torch.device) -> torch.autocast:
     """Disables autocast: the ops compute in their inputs' precision whatever the caller's autocast, so the
     batched-matmul layout gives the same results as the per-behavior one (and as the Triton kernels)."""
     return torch.autocast(device_type=device.type, enabled=False)
@@ -73,7 +73,7 @@ def pt_jagged_weighted_sum(values: torch.Tensor, offsets: torch.Tensor, weights:
     dtype = torch.promote_types(values.dtype, weights.dtype)
     full = pt_full_rows_view(values, num_rows, max_len)
     if full is not None:  # [B, 1, N] @ [B, N, D]: reads every value once, builds nothing [L, D]-sized
-        with exact_precision(values.device):
+        with autocast_off(values.device):
             return torch.bmm(weights.to(dtype).unsqueeze(1), full.to(dtype)).squeeze(1)
     rows, slots, _ = pt_jagged_layout(offsets, values.size(0))
     w = weights[rows, slots].unsqueeze(-1)

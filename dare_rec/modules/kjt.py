@@ -1,0 +1,105 @@
+"""KeyedJaggedTensor reshaping around the table lookups: the selected behaviors' KJT, singleton bags for pooled
+lookups and their split back into per-group vectors, and the per-group vectors of sequence lookups.
+
+Each function is ``torch.fx.wrap``-ped where its shapes depend on data (TorchRec's train pipeline fx-traces the
+model and keeps wrapped calls as leaves).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Tuple
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from dare_rec.data import schema
+from dare_rec.modules.tables import FIELDS, SIDES, TARGET, HIST, BagKey
+
+
+@torch.fx.wrap
+def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                      top_mask: torch.Tensor) -> KeyedJaggedTensor:
+    """The batch KJT reduced to the selected behaviors: histories of ``top_mask.sum(1)`` ids (in selection
+    order), targets unchanged. Data-dependent shapes, so fx-wrapped (TorchRec's train pipeline traces the
+    model; the module reading this KJT then runs without input-distribution overlap)."""
+    flat = (offsets[:-1].unsqueeze(1) + top_indices)[top_mask]
+    lengths = top_mask.sum(1).to(torch.int32)
+    ones = torch.ones_like(lengths)
+    return KeyedJaggedTensor(
+        keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
+        values=torch.cat([features[schema.HIST_ITEM].values()[flat], features[schema.HIST_CATE].values()[flat],
+                          features[schema.TARGET_ITEM].values(), features[schema.TARGET_CATE].values()]),
+        lengths=torch.cat([lengths, lengths, ones, ones]),
+    )
+
+
+@torch.fx.wrap
+def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
+    """``[S, D]`` vectors of the selected behaviors (row-major over ``top_mask``) -> ``[B, K', D]``, zeros
+    where nothing was selected."""
+    out = values.new_zeros(top_mask.shape + values.shape[1:])
+    return out.index_put((top_mask,), values)
+
+
+@torch.fx.wrap
+def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> KeyedJaggedTensor:
+    """The batch KJT as one bag feature per table (``keys``), every id its own bag, for EmbeddingBagCollection
+    lookups (SUM of one id = its row).
+
+    Every key has stride ``L + B``: bags 0..L-1 are the history ids, bags L..L+B-1 the target ids; a key
+    whose table serves one side only leaves the other side's bags empty (a zero vector, no gradient). Ranks
+    may have different strides (TorchRec's pooled sharding exchanges each rank's own batch size; tested with
+    uneven batches on 2 ranks).
+    """
+    hist_count, target_count = features[schema.HIST_ITEM].values().numel(), features[schema.TARGET_ITEM].values().numel()
+    device = features.values().device
+    ones = {side: torch.ones(count, dtype=torch.int32, device=device)
+            for side, count in ((HIST, hist_count), (TARGET, target_count))}
+    values, lengths = [], []
+    for key in keys:
+        values.extend(features[FIELDS[key.field][side]].values() for side in key.sides)
+        lengths.extend(ones[side] if side in key.sides else torch.zeros_like(ones[side]) for side in SIDES)
+    return KeyedJaggedTensor(keys=[key.name for key in keys], values=torch.cat(values),
+                             lengths=torch.cat(lengths),
+                             stride=hist_count + target_count)
+
+
+@torch.fx.wrap
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
+               group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate]`` vectors of each
+    (group, side) in ``group_sides``: the set's columns of rows 0..L-1 for the history, of the last B rows for
+    the targets.
+
+    The pooled values are ``[L + B, sum of dims]``, each key's columns in the order of ``pooled.keys()``. When a
+    set's item and category keys are adjacent in that order, its vectors are a view: no copy forward, and the
+    backward assembles the values' gradient with one concatenation (per-feature splits and ``[item; cate]``
+    concatenations cost three copies of the lookups each way). A sharded collection may order its keys
+    otherwise (table-wise sharding lists them rank by rank); then the set's columns are concatenated.
+    """
+    hist_count, target_count = features[schema.HIST_ITEM].values().numel(), features[schema.TARGET_ITEM].values().numel()
+    rows = dict(zip(SIDES, pooled.values().split([hist_count, target_count])))
+    keys, dims = pooled.keys(), pooled.length_per_key()
+    starts = list(itertools.accumulate([0] + dims))
+    out: Dict[Tuple[str, str], torch.Tensor] = {}
+    for name, side in group_sides:
+        positions = [keys.index(f"{field}_{name}") for field in FIELDS]
+        block = rows[side]
+        if positions == list(range(positions[0], positions[0] + len(positions))):
+            first, width = starts[positions[0]], starts[positions[-1] + 1] - starts[positions[0]]
+            # a set that fills the whole output (every layout but ``four``, keys in order) takes the rows as
+            # they are: a narrow view would add a zero-filled full-size gradient and a copy to the backward
+            out[(name, side)] = block if width == block.size(1) else block.narrow(1, first, width)
+        else:
+            out[(name, side)] = torch.cat([block.narrow(1, starts[i], dims[i]) for i in positions], dim=1)
+    return out
+
+
+def sequence_set_vectors(per_feature: Dict[str, torch.Tensor],
+                         group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingCollection's per-feature values -> the ``[item; cate]`` vectors of each (group, side)."""
+    return {(name, side): torch.cat([per_feature[by_side[side]] for by_side in FIELDS.values()], dim=1)
+            for name, side in group_sides}
+
+
