@@ -100,7 +100,7 @@ LOG_EVENT_FORMATS = ("auto", "csv", "parquet")
 
 @dataclass
 class LogsConfig:
-    """Preprocessing of real event logs (``dare-rec prepare --source taobao|tmall|events``, DESIGN.md §3).
+    """Preprocessing of real event logs (``dare-rec prepare --source taobao|tmall|events``, docs/design.md §3).
 
     Per user sorted by time (stable: file order breaks ties), users with >= ``min_len`` kept behaviors are
     kept. Positions count from the end (1 = last behavior): test target at ``test_position``, val at
@@ -195,7 +195,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The model (DESIGN.md §4): a named variant, optionally with some of its axes set directly.
+    """The model (docs/design.md §4): a named variant, optionally with some of its axes set directly.
 
     ``variant`` presets the axes ``layout``, ``projection``, ``score``, ``search``, ``target_aware``,
     ``positions`` and ``attention_width`` (dare_rec/modules/variants.py); an axis set here (not null) overrides

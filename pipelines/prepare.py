@@ -1,6 +1,6 @@
 """Data preparation: ``dare-rec prepare --source {synthetic,taobao,tmall,events} [--input PATH] [--out PATH]``.
 
-Writes the Parquet data contract (train/val/test + meta.json, DESIGN.md §3) to ``--out`` (default:
+Writes the Parquet data contract (train/val/test + meta.json, docs/design.md §3) to ``--out`` (default:
 ``data.path`` of the config).
 
 * ``synthetic`` generates data with planted structure and known click probabilities from the config's

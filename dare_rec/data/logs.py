@@ -1,4 +1,4 @@
-"""Real event logs -> the Parquet data contract, with the paper's protocol (DESIGN.md §3).
+"""Real event logs -> the Parquet data contract, with the paper's protocol (docs/design.md §3).
 
 ``prepare_logs`` runs four phases, each with its own progress bar:
 

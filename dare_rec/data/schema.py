@@ -1,4 +1,4 @@
-"""The Parquet data contract (DESIGN.md §3): column names, Arrow schema, meta.json, and checks.
+"""The Parquet data contract (docs/design.md §3): column names, Arrow schema, meta.json, and checks.
 
 A dataset is a folder::
 

@@ -30,7 +30,7 @@ class DareModel(nn.Module):
     """Long-sequence CTR model: embeddings -> GSU top-K -> ESU (TIN) -> over-arch.
 
     With the target representation ``v_t^R = [item; cate; p_0^R]`` and the ESU output ``h``, the over-arch
-    input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (DESIGN.md §4). The aux head
+    input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors; it only runs in training.
 

@@ -1,4 +1,4 @@
-"""GSU (general search unit) and ESU (exact search unit, TIN style) of DESIGN.md §4.
+"""GSU (general search unit) and ESU (exact search unit, TIN style) of docs/design.md §4.
 
 These modules hold no sharded tables, so TorchRec's train pipelines treat them as leaves when they
 fx-trace the model: their data-dependent code (top-K, jagged gathers) is never symbolically traced.

@@ -4,7 +4,7 @@ Torch-free on purpose: ``dare_rec.config`` validates against this registry, and 
 import the config without importing torch. Everything that builds modules reads a resolved
 :class:`ModelSpec` (``ModelConfig.spec()``), never a variant name.
 
-Axes (DESIGN.md §4):
+Axes (docs/design.md §4):
 
 * ``layout``: which embedding table sets exist.
   ``shared`` (TWIN): one set serves attention and representation, history and target.
@@ -74,7 +74,7 @@ _DARE = ModelSpec(layout="decoupled", projection="none", score="dot", search="so
 _TWIN = ModelSpec(layout="shared", projection="none", score="dot", search="soft", target_aware=True,
                   positions=True, attention_width="d_rep")
 
-# The paper's Table 1 models (DESIGN.md §4). Each differs from TWIN in one axis, except DIN (score and no
+# The paper's Table 1 models (docs/design.md §4). Each differs from TWIN in one axis, except DIN (score and no
 # positions, as the reference script runs it with -use_time) and DARE (layout and attention width).
 VARIANTS: Dict[str, ModelSpec] = {
     "dare": _DARE,
