@@ -6,8 +6,14 @@ as ``--section.field value`` (``--model.d_att 32``, ``--sharding.tables.item_rep
 Values are parsed as YAML scalars/lists (``true``, ``null``, ``[200, 80]``) and type-checked against the
 dataclass annotation, so a typo fails with the dotted name of the offending field.
 
-:meth:`Config.validate` checks every value that can be checked without data or a process group and raises
-:class:`ConfigError` naming the field, so bad configuration fails before any training starts.
+:meth:`Config.validate` checks every value that can be checked without data or a process group (each section's
+dataclass validates its own fields, then the rules that span sections) and raises :class:`ConfigError` naming the
+field, so bad configuration fails before any training starts.
+
+Why not OmegaConf structured configs (compared for issue 19, omegaconf 2.3): they would replace the coercion
+below, but their errors are multi-line (``full_key``, ``reference_type``, ``object_type``), an unknown key does not
+list the known ones, value ranges and choices still need these checks, and the ``--section.field VALUE`` command
+line would become ``section.field=VALUE``; the errors here are one line that starts with the dotted name.
 """
 
 from __future__ import annotations
@@ -64,6 +70,28 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message starts with the dotted field name."""
 
 
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+def _positive(section: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value > 0, f"{prefix}.{name}", f"must be > 0, got {value}")
+
+
+def _non_negative(section: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value >= 0, f"{prefix}.{name}", f"must be >= 0, got {value}")
+
+
+def _one_of(value: Any, name: str, choices: Sequence[Any], what: str, null_ok: bool = False) -> None:
+    _require(value in choices or (null_ok and value is None), name,
+             f"unknown {what} {value!r}; choose one of {tuple(choices)}" + (" or null" if null_ok else ""))
+
+
 @dataclass
 class SyntheticConfig:
     """Parameters of the synthetic generator with planted structure (``dare-rec prepare --source synthetic``).
@@ -93,6 +121,18 @@ class SyntheticConfig:
     row_group_size: int = 8192
     train_files: int = 4
     seed: int = 0
+
+    def validate(self, prefix: str = "synthetic") -> None:
+        _positive(self, prefix, "num_users", "num_items", "num_categories", "train_slots", "slot_gap",
+                  "candidates_per_slot", "interests_per_user", "row_group_size", "train_files", "relevance_decay")
+        _non_negative(self, prefix, "min_history")
+        _require(self.max_history >= max(self.min_history, 1), f"{prefix}.max_history",
+                 f"must be >= 1 and >= {prefix}.min_history ({self.min_history}), got {self.max_history}")
+        _require(self.interests_per_user <= self.num_categories, f"{prefix}.interests_per_user",
+                 f"must be <= {prefix}.num_categories ({self.num_categories}), got {self.interests_per_user}")
+        for name in ("interest_drift", "exploration", "match_probability"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")
 
 
 LOG_EVENT_FORMATS = ("auto", "csv", "parquet")
@@ -142,39 +182,34 @@ class LogsConfig:
     def train_positions(self) -> List[int]:
         return [self.train_start + i * self.train_stride for i in range(self.train_count)]
 
-
-def _validate_logs(c: LogsConfig) -> None:
-    for name in ("min_len", "max_len", "train_start", "train_stride", "val_position", "test_position",
-                 "row_group_size", "train_files", "block_mb"):
-        value = getattr(c, name)
-        _require(value > 0, f"logs.{name}", f"must be > 0, got {value}")
-    for name in ("train_count", "negatives"):
-        value = getattr(c, name)
-        _require(value >= 0, f"logs.{name}", f"must be >= 0, got {value}")
-    train = c.train_positions()
-    _require(c.val_position != c.test_position, "logs.val_position",
-             f"must differ from logs.test_position ({c.test_position})")
-    for name in ("val_position", "test_position"):
-        _require(getattr(c, name) not in train, f"logs.{name}",
-                 f"{getattr(c, name)} is also a train position ({train[0]}, {train[0] + c.train_stride}, ...)")
-    deepest = max(c.val_position, c.test_position)
-    _require(c.min_len >= deepest, "logs.min_len",
-             f"must be >= logs.val_position and logs.test_position ({deepest}), got {c.min_len}")
-    _require(c.behaviors is None or len(c.behaviors) > 0, "logs.behaviors", "must be null or a non-empty list")
-    _require(c.event_format in LOG_EVENT_FORMATS, "logs.event_format",
-             f"unknown format {c.event_format!r}; choose one of {LOG_EVENT_FORMATS}")
-    _require(len(c.event_delimiter) == 1, "logs.event_delimiter",
-             f"must be one character, got {c.event_delimiter!r}")
-    columns = [("event_user_col", c.event_user_col), ("event_item_col", c.event_item_col),
-               ("event_category_col", c.event_category_col), ("event_timestamp_col", c.event_timestamp_col),
-               ("event_behavior_col", c.event_behavior_col)]
-    seen: Dict[str, str] = {}
-    for name, col in columns:
-        if col is None:  # only the optional columns can be null (from_dict enforces the types)
-            continue
-        _require(col != "", f"logs.{name}", "must be a non-empty column name")
-        _require(col not in seen, f"logs.{name}", f"column {col!r} is already logs.{seen.get(col)}")
-        seen[col] = name
+    def validate(self, prefix: str = "logs") -> None:
+        _positive(self, prefix, "min_len", "max_len", "train_start", "train_stride", "val_position", "test_position",
+                  "row_group_size", "train_files", "block_mb")
+        _non_negative(self, prefix, "train_count", "negatives")
+        train = self.train_positions()
+        _require(self.val_position != self.test_position, f"{prefix}.val_position",
+                 f"must differ from {prefix}.test_position ({self.test_position})")
+        for name in ("val_position", "test_position"):
+            _require(getattr(self, name) not in train, f"{prefix}.{name}",
+                     f"{getattr(self, name)} is also a train position ({train[0]}, {train[0] + self.train_stride}, "
+                     f"...)")
+        deepest = max(self.val_position, self.test_position)
+        _require(self.min_len >= deepest, f"{prefix}.min_len",
+                 f"must be >= {prefix}.val_position and {prefix}.test_position ({deepest}), got {self.min_len}")
+        _require(self.behaviors is None or len(self.behaviors) > 0, f"{prefix}.behaviors",
+                 "must be null or a non-empty list")
+        _one_of(self.event_format, f"{prefix}.event_format", LOG_EVENT_FORMATS, "format")
+        _require(len(self.event_delimiter) == 1, f"{prefix}.event_delimiter",
+                 f"must be one character, got {self.event_delimiter!r}")
+        seen: Dict[str, str] = {}
+        for name in ("event_user_col", "event_item_col", "event_category_col", "event_timestamp_col",
+                     "event_behavior_col"):
+            col = getattr(self, name)
+            if col is None:  # only the optional columns can be null (from_dict enforces the types)
+                continue
+            _require(col != "", f"{prefix}.{name}", "must be a non-empty column name")
+            _require(col not in seen, f"{prefix}.{name}", f"column {col!r} is already {prefix}.{seen.get(col)}")
+            seen[col] = name
 
 
 @dataclass
@@ -191,6 +226,9 @@ class DataConfig:
     # Compare every file read with its sha256 in meta.json before using it (reads every byte once). Without
     # it the reader checks cheaply that the files and their row counts are the ones meta.json lists.
     verify_hashes: bool = False
+
+    def validate(self, prefix: str = "data") -> None:
+        _positive(self, prefix, "batch_size", "eval_batch_size", "max_len", "prefetch_batches")
 
 
 @dataclass
@@ -231,6 +269,19 @@ class ModelConfig:
     # otherwise (same math, parity-tested); pytorch or triton force one.
     op_kernel: str = "auto"
 
+    def validate(self, prefix: str = "model") -> None:
+        _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
+        _one_of(self.variant, f"{prefix}.variant", tuple(VARIANTS), "variant")
+        for axis, values in AXES.items():
+            _require(getattr(self, axis) is None or getattr(self, axis) in values, f"{prefix}.{axis}",
+                     f"unknown value {getattr(self, axis)!r}; choose one of {values} or null (the variant's)")
+        for name in ("d_pos_att", "init_std"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
+        _one_of(self.op_kernel, f"{prefix}.op_kernel", OP_KERNELS, "kernel")
+        _require(len(self.mlp_hidden) > 0 and all(h > 0 for h in self.mlp_hidden), f"{prefix}.mlp_hidden",
+                 f"must be a non-empty list of positive sizes, got {self.mlp_hidden}")
+
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
         preset = VARIANTS[self.variant]
@@ -266,6 +317,15 @@ class TableConfig:
     # fused_uvm_caching: share of the table's rows cached in GPU memory (null: TorchRec's default, 0.2).
     cache_load_factor: Optional[float] = None
 
+    def validate(self, prefix: str) -> None:
+        _one_of(self.sharding_type, f"{prefix}.sharding_type", SHARDING_TYPES, "sharding type", null_ok=True)
+        _one_of(self.compute_kernel, f"{prefix}.compute_kernel", COMPUTE_KERNELS, "compute kernel")
+        _one_of(self.data_type, f"{prefix}.data_type", TABLE_DATA_TYPES, "data type")
+        _require(self.min_partition is None or self.min_partition > 0, f"{prefix}.min_partition",
+                 f"must be > 0 or null, got {self.min_partition}")
+        _require(self.cache_load_factor is None or 0 < self.cache_load_factor <= 1, f"{prefix}.cache_load_factor",
+                 f"must be in (0, 1] or null, got {self.cache_load_factor}")
+
 
 @dataclass
 class ShardingConfig:
@@ -281,6 +341,17 @@ class ShardingConfig:
 
     def for_table(self, name: str) -> TableConfig:
         return self.tables.get(name, self.default)
+
+    def table_configs(self, prefix: str = "sharding") -> List[Tuple[str, TableConfig]]:
+        """(dotted name, config) of the default and of every per-table override."""
+        return [(f"{prefix}.default", self.default)] + [(f"{prefix}.tables.{n}", t) for n, t in self.tables.items()]
+
+    def validate(self, prefix: str = "sharding") -> None:
+        mem = self.memory_per_rank_mb
+        _require(mem is None or mem > 0, f"{prefix}.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
+        _one_of(self.lookup, f"{prefix}.lookup", LOOKUPS, "lookup")
+        for key, table in self.table_configs(prefix):
+            table.validate(key)
 
 
 @dataclass
@@ -333,6 +404,18 @@ class TrainConfig:
     # Write each rank's sample ids per step to <output_dir>/trace/ (for exact-resume checks).
     trace_samples: bool = False
 
+    def validate(self, prefix: str = "train") -> None:
+        _positive(self, prefix, "epochs", "log_every", "dist_timeout_s", "sparse_lr", "dense_lr", "keep_checkpoints")
+        _non_negative(self, prefix, "max_steps", "val_every", "dense_l2", "checkpoint_every",
+                      "checkpoint_every_minutes", "early_stop_patience")
+        _one_of(self.sparse_optimizer, f"{prefix}.sparse_optimizer", SPARSE_OPTIMIZERS, "optimizer")
+        _one_of(self.sparse_adam_kernel, f"{prefix}.sparse_adam_kernel", UPDATE_KERNELS, "kernel")
+        _one_of(self.resume, f"{prefix}.resume", RESUME_MODES, "mode")
+        _require(not self.overwrite or self.resume == "never", f"{prefix}.overwrite",
+                 "needs train.resume never (with auto a rerun continues the run in train.output_dir)")
+        _one_of(self.val_metric, f"{prefix}.val_metric", tuple(METRIC_HIGHER_IS_BETTER), "metric")
+        _one_of(self.pipeline, f"{prefix}.pipeline", TRAIN_PIPELINES, "pipeline")
+
 
 @dataclass
 class Config:
@@ -344,104 +427,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
-        """Checks every field that can be checked without data; raises ConfigError naming the field."""
-        s, d, m, t = self.synthetic, self.data, self.model, self.train
-        for name, value in [
-            ("synthetic.num_users", s.num_users),
-            ("synthetic.num_items", s.num_items),
-            ("synthetic.num_categories", s.num_categories),
-            ("synthetic.train_slots", s.train_slots),
-            ("synthetic.slot_gap", s.slot_gap),
-            ("synthetic.candidates_per_slot", s.candidates_per_slot),
-            ("synthetic.interests_per_user", s.interests_per_user),
-            ("synthetic.row_group_size", s.row_group_size),
-            ("synthetic.train_files", s.train_files),
-            ("data.batch_size", d.batch_size),
-            ("data.eval_batch_size", d.eval_batch_size),
-            ("data.max_len", d.max_len),
-            ("data.prefetch_batches", d.prefetch_batches),
-            ("model.d_att", m.d_att),
-            ("model.d_rep", m.d_rep),
-            ("model.d_pos", m.d_pos),
-            ("model.top_k", m.top_k),
-            ("train.epochs", t.epochs),
-            ("train.log_every", t.log_every),
-            ("train.dist_timeout_s", t.dist_timeout_s),
-        ]:
-            _require(value > 0, name, f"must be > 0, got {value}")
-        _require(s.min_history >= 0, "synthetic.min_history", f"must be >= 0, got {s.min_history}")
-        _require(s.max_history >= max(s.min_history, 1), "synthetic.max_history",
-                 f"must be >= 1 and >= synthetic.min_history ({s.min_history}), got {s.max_history}")
-        _require(s.interests_per_user <= s.num_categories, "synthetic.interests_per_user",
-                 f"must be <= synthetic.num_categories ({s.num_categories}), got {s.interests_per_user}")
-        for name, value in [("synthetic.interest_drift", s.interest_drift),
-                            ("synthetic.exploration", s.exploration),
-                            ("synthetic.match_probability", s.match_probability)]:
-            _require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
-        _require(s.relevance_decay > 0, "synthetic.relevance_decay", f"must be > 0, got {s.relevance_decay}")
-        _require(m.variant in VARIANTS, "model.variant",
-                 f"unknown variant {m.variant!r}; choose one of {tuple(VARIANTS)}")
-        for axis, values in AXES.items():
-            value = getattr(m, axis)
-            _require(value is None or value in values, f"model.{axis}",
-                     f"unknown value {value!r}; choose one of {values} or null (the variant's)")
-        _require(m.d_pos_att is None or m.d_pos_att > 0, "model.d_pos_att", f"must be > 0 or null, got {m.d_pos_att}")
-        _require(m.init_std is None or m.init_std > 0, "model.init_std", f"must be > 0 or null, got {m.init_std}")
-        _require(m.op_kernel in OP_KERNELS, "model.op_kernel",
-                 f"unknown kernel {m.op_kernel!r}; choose one of {OP_KERNELS}")
-        _require(len(m.mlp_hidden) > 0 and all(h > 0 for h in m.mlp_hidden), "model.mlp_hidden",
-                 f"must be a non-empty list of positive sizes, got {m.mlp_hidden}")
-        _require(t.max_steps >= 0, "train.max_steps", f"must be >= 0, got {t.max_steps}")
-        _require(t.val_every >= 0, "train.val_every", f"must be >= 0, got {t.val_every}")
-        _require(t.sparse_lr > 0, "train.sparse_lr", f"must be > 0, got {t.sparse_lr}")
-        _require(t.dense_lr > 0, "train.dense_lr", f"must be > 0, got {t.dense_lr}")
-        _require(t.dense_l2 >= 0, "train.dense_l2", f"must be >= 0, got {t.dense_l2}")
-        _require(t.sparse_optimizer in SPARSE_OPTIMIZERS, "train.sparse_optimizer",
-                 f"unknown optimizer {t.sparse_optimizer!r}; choose one of {SPARSE_OPTIMIZERS}")
-        _require(t.sparse_adam_kernel in UPDATE_KERNELS, "train.sparse_adam_kernel",
-                 f"unknown kernel {t.sparse_adam_kernel!r}; choose one of {UPDATE_KERNELS}")
-        _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
-        _require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes",
-                 f"must be >= 0, got {t.checkpoint_every_minutes}")
-        _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be >= 1, got {t.keep_checkpoints}")
-        _require(t.resume in RESUME_MODES, "train.resume", f"unknown mode {t.resume!r}; choose one of {RESUME_MODES}")
-        _require(not t.overwrite or t.resume == "never", "train.overwrite",
-                 "needs train.resume never (with auto a rerun continues the run in train.output_dir)")
-        _require(t.val_metric in METRIC_HIGHER_IS_BETTER, "train.val_metric",
-                 f"unknown metric {t.val_metric!r}; choose one of {tuple(METRIC_HIGHER_IS_BETTER)}")
-        _require(t.early_stop_patience >= 0, "train.early_stop_patience",
-                 f"must be >= 0, got {t.early_stop_patience}")
-        mem = self.sharding.memory_per_rank_mb
-        _require(mem is None or mem > 0, "sharding.memory_per_rank_mb", f"must be > 0 or null, got {mem}")
-        _require(self.sharding.lookup in LOOKUPS, "sharding.lookup",
-                 f"unknown lookup {self.sharding.lookup!r}; choose one of {LOOKUPS}")
-        for key, table in [("sharding.default", self.sharding.default)] + [
-            (f"sharding.tables.{n}", tc) for n, tc in self.sharding.tables.items()
-        ]:
-            _require(table.sharding_type is None or table.sharding_type in SHARDING_TYPES,
-                     f"{key}.sharding_type",
-                     f"unknown sharding type {table.sharding_type!r}; choose one of {SHARDING_TYPES} or null")
-            _require(table.compute_kernel in COMPUTE_KERNELS, f"{key}.compute_kernel",
-                     f"unknown compute kernel {table.compute_kernel!r}; choose one of {COMPUTE_KERNELS}")
-            _require(table.data_type in TABLE_DATA_TYPES, f"{key}.data_type",
-                     f"unknown data type {table.data_type!r}; choose one of {TABLE_DATA_TYPES}")
-            _require(table.min_partition is None or table.min_partition > 0, f"{key}.min_partition",
-                     f"must be > 0 or null, got {table.min_partition}")
-            _require(table.cache_load_factor is None or 0 < table.cache_load_factor <= 1,
-                     f"{key}.cache_load_factor", f"must be in (0, 1] or null, got {table.cache_load_factor}")
-            if t.sparse_optimizer == DENSE_ADAM:
-                _require(table.sharding_type is None and table.compute_kernel == "fused", f"{key}",
+        """Checks every field that can be checked without data (each section its own, then the rules that span
+        sections); raises ConfigError naming the field."""
+        for name in ("synthetic", "logs", "data", "model", "sharding", "train"):
+            getattr(self, name).validate(name)
+        # K > N would silently select every behavior: a configuration mistake, refused
+        _require(self.model.top_k <= self.data.max_len, "model.top_k",
+                 f"must be <= data.max_len ({self.data.max_len}), got {self.model.top_k}: the search selects "
+                 f"among at most max_len behaviors")
+        if self.train.sparse_optimizer == DENSE_ADAM:
+            for key, table in self.sharding.table_configs():
+                _require(table.sharding_type is None and table.compute_kernel == "fused", key,
                          "train.sparse_optimizer dense_adam replicates every table (data-parallel, TorchRec's dense "
                          "kernel): leave sharding_type null and compute_kernel 'fused'")
-        _require(t.pipeline in TRAIN_PIPELINES, "train.pipeline",
-                 f"unknown pipeline {t.pipeline!r}; choose one of {TRAIN_PIPELINES}")
-        _validate_logs(self.logs)
         return self
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {message}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ def test_preset_and_overrides_are_typed():
     (["--model.d_att", "0"], "model.d_att"),
     (["--model.d_rep", "-4"], "model.d_rep"),
     (["--model.top_k", "0"], "model.top_k"),
+    (["--model.top_k", "33"], "model.top_k"),  # > data.max_len (32)
     (["--model.variant", "sasrec"], "model.variant"),
     (["--model.layout", "triple"], "model.layout"),
     (["--model.search", "fuzzy"], "model.search"),
