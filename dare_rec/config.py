@@ -403,6 +403,8 @@ class TrainConfig:
     early_stop_patience: int = 0
     # Write each rank's sample ids per step to <output_dir>/trace/ (for exact-resume checks).
     trace_samples: bool = False
+    # Also write the train and val metrics to TensorBoard event files in <output_dir>/tensorboard (rank 0).
+    tensorboard: bool = True
 
     def validate(self, prefix: str = "train") -> None:
         _positive(self, prefix, "epochs", "log_every", "dist_timeout_s", "sparse_lr", "dense_lr", "keep_checkpoints")

@@ -7,7 +7,8 @@ epoch and keeps the best checkpoint by ``train.val_metric``; checkpoints are als
 ``train.checkpoint_every`` steps / ``train.checkpoint_every_minutes`` and at the end. Rerunning the same
 command (or a torchx restart) continues from the output folder's latest checkpoint (``train.resume auto``)
 and takes exactly the steps, over exactly the samples, an uninterrupted run would. Rank 0 appends metrics to
-``<output_dir>/metrics.jsonl``.
+``<output_dir>/metrics.jsonl`` and to TensorBoard event files in ``<output_dir>/tensorboard``
+(``tensorboard --logdir runs``).
 """
 
 from __future__ import annotations
@@ -39,26 +40,46 @@ from dare_rec.pipelines.common import build_sharded_model, evaluate_split, requi
 from dare_rec.pipelines.errors import CLEAR_ERRORS, NonFiniteError, cli_errors
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 TRACE_DIR = "trace"
 
 
 class MetricsLog:
-    """Appends one JSON object per event to ``metrics.jsonl`` (rank 0 only; a no-op elsewhere).
+    """Appends one JSON object per event to ``metrics.jsonl`` and, with ``train.tensorboard``, the numbers of the
+    ``train`` and ``val`` events to TensorBoard event files in ``<output_dir>/tensorboard`` (tags ``train/loss``,
+    ``val/auc``, ...; rank 0 only; a no-op elsewhere).
 
     A resumed run first drops the events after its checkpoint's step (and earlier ``end`` events): they
-    belong to the attempt that was killed, and the resumed run writes them again.
+    belong to the attempt that was killed, and the resumed run writes them again (TensorBoard is told to purge
+    its own events from the step after the checkpoint on, so its curves have no doubled steps either).
     """
 
-    def __init__(self, path: Path, enabled: bool, resumed_step: Optional[int]) -> None:
+    def __init__(self, path: Path, enabled: bool, resumed_step: Optional[int], tensorboard: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self._board = None
         if enabled and resumed_step is not None:
             _keep_lines(path, lambda e: e["event"] != "end" and e.get("step", 0) <= resumed_step)
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._board = SummaryWriter(str(path.parent / TENSORBOARD_DIR),
+                                        purge_step=None if resumed_step is None else resumed_step + 1)
 
     def write(self, event: str, **fields: Any) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+        if self._board is not None and event in ("train", "val"):
+            for name, value in fields.items():
+                if name not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._board.add_scalar(f"{event}/{name}", value, fields["step"])
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
 
 class SampleTrace:
@@ -323,7 +344,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         ckpt.load_model_state(model, Path(resume_from), optimizer)
         rank_state = ckpt.read_rank_state(Path(resume_from), env.rank)
         ckpt.set_rng_states(rank_state["rng"])
-    log = MetricsLog(out / METRICS_FILE, env.is_main, step if state else None)
+    log = MetricsLog(out / METRICS_FILE, env.is_main, step if state else None, cfg.train.tensorboard)
     if state:
         log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size)
     else:
@@ -411,9 +432,12 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         stream.close()
         if trace is not None:
             trace.close()
+        if sys.exc_info()[0] is not None:  # a failed run: its event files end here
+            log.close()
 
     summary = _summary(step, stats, env, tracker.best, val_metrics, stopped_early, str(latest) if latest else None)
     log.write("end", **summary)
+    log.close()
     return summary
 
 

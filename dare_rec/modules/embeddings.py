@@ -27,7 +27,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
 from dare_rec.data import schema
-from dare_rec.modules.kjt import pad_selected, selected_features, sequence_set_vectors, singleton_bags, split_bags
+# Called as kjt.<name>: torch.fx.wrap patches the names in kjt's namespace while TorchRec's pipeline traces the
+# model, so a name imported into this module would run unwrapped on the tracer's proxies.
+from dare_rec.modules import kjt
 from dare_rec.modules.tables import (ATTENTION, FIELDS, HIST, REPRESENTATION, ROLES, SIDES, TARGET, BagKey,
                                      table_groups, serving_group)
 
@@ -198,9 +200,9 @@ class SparseArch(nn.Module):
         hist_group = serving_group(self.layout, REPRESENTATION, HIST)
         target_group = serving_group(self.layout, REPRESENTATION, TARGET)
         looked_up = self._lookup(self.groups[hist_group].collection,
-                                 selected_features(features, offsets, top_indices, top_mask))
+                                 kjt.selected_features(features, offsets, top_indices, top_mask))
         selected = self._role_vectors(looked_up[(hist_group, HIST)], REPRESENTATION, HIST)
-        return (pad_selected(selected, top_mask),
+        return (kjt.pad_selected(selected, top_mask),
                 self._role_vectors(looked_up[(target_group, TARGET)], REPRESENTATION, TARGET))
 
     def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[Tuple[str, str], torch.Tensor]:
@@ -209,10 +211,10 @@ class SparseArch(nn.Module):
         module = self.collections[collection]
         if not self.bags:
             looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
-            return sequence_set_vectors({key: looked_up[key].values() for key in self._features[collection]},
+            return kjt.sequence_set_vectors({key: looked_up[key].values() for key in self._features[collection]},
                                         self._group_sides[collection])
         keys = self._bag_keys[collection]
-        return split_bags(module(singleton_bags(features, keys)), features, self._group_sides[collection])
+        return kjt.split_bags(module(kjt.singleton_bags(features, keys)), features, self._group_sides[collection])
 
     def _role_vectors(self, vectors: torch.Tensor, role: str, side: str) -> torch.Tensor:
         """``[rows, 2 * d]`` ``[item; cate]`` vectors of ``role`` on ``side``: a group's lookup, each field

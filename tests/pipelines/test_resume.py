@@ -41,6 +41,15 @@ def comparable(run_dir):
     return [{k: v for k, v in e.items() if k not in drop} for e in events(run_dir) if e["event"] in ("train", "val")]
 
 
+def board(run_dir, tag):
+    """(step, value) of a TensorBoard scalar of the run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
 def trace(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "trace" / "rank-00000.jsonl").read_text().splitlines()]
 
@@ -55,7 +64,12 @@ def reference(tiny_data, tmp_path_factory):
 def test_same_config_and_seed_give_identical_metrics(tiny_data, reference, tmp_path):
     assert run_main(tiny_data, tmp_path / "again") == 0
     assert comparable(tmp_path / "again") == comparable(reference)
-    assert len([e for e in comparable(reference) if e["event"] == "val"]) == 7
+    vals = [e for e in comparable(reference) if e["event"] == "val"]
+    assert len(vals) == 7
+    # the same numbers in TensorBoard, by step
+    steps, aucs = zip(*board(reference, "val/auc"))
+    assert list(steps) == [e["step"] for e in vals] and aucs == pytest.approx([e["auc"] for e in vals], rel=1e-6)
+    assert len(board(reference, "train/loss")) == 56
 
 
 def test_every_sample_of_an_epoch_is_seen_exactly_once(reference):
@@ -90,6 +104,9 @@ def test_resume_after_a_crash_takes_exactly_the_steps_of_an_uninterrupted_run(ti
     assert [(e["step"], e["checkpoint"]) for e in resumes] == [(21, "step-00000021")]
     assert comparable(out) == comparable(reference)
     assert trace(out) == trace(reference)
+    # TensorBoard: the killed attempt's steps after the checkpoint are purged, none doubled
+    assert board(out, "val/auc") == board(reference, "val/auc")
+    assert [s for s, _ in board(out, "train/loss")] == [s for s, _ in board(reference, "train/loss")]
     end = events(out)[-1]
     assert end["event"] == "end" and end["steps"] == 56 and end["best"] == events(reference)[-1]["best"]
 
