@@ -127,13 +127,15 @@ def test_ours_runs_through_the_cli_and_pairs_with_official(tiny_data, fake_repo,
                     "--setting", "short=--train.max_steps 3") == 0
     report = json.loads((tmp_path / "results" / "vs_official_t.json").read_text())
     ours = [r for r in report["runs"] if r["code"] == "ours:short"]
-    assert len(ours) == 1 and 0.0 <= ours[0]["auc"] <= 1.0 and ours[0]["checkpoint_step"] == 3
+    (folder,) = (tmp_path / "cache" / "runs").glob("ours-dare-seed1-*")
+    # the report carries what `dare-rec evaluate` wrote for the run's checkpoint
+    evaluated = json.loads((folder / "eval-test.json").read_text())
+    assert len(ours) == 1 and ours[0]["auc"] == evaluated["auc"] and ours[0]["checkpoint_step"] == 3
     assert "--model.variant dare" in ours[0]["command"] and "--train.seed 1" in ours[0]["command"]
     assert "--data.batch_size 64" in ours[0]["command"] and "--train.val_every 20" in ours[0]["command"]
     (paired,) = report["summary"]["paired"]
     assert paired["auc_diff_per_seed"]["1"] == pytest.approx(ours[0]["auc"] - 0.66)
     # Cached: the second call trains nothing (the run folder's result is untouched).
-    (folder,) = (tmp_path / "cache" / "runs").glob("ours-dare-seed1-*")
     stamp = (folder / "result.json").stat().st_mtime_ns
     assert _harness(tiny_data, fake_repo, tmp_path, "--seeds", "1", "--models", "dare",
                     "--setting", "short=--train.max_steps 3") == 0

@@ -89,7 +89,8 @@ def test_rerun_trains_only_the_runs_without_a_test_evaluation(tmp_path, monkeypa
 
 def test_one_real_run_trains_and_evaluates(tmp_path, tiny_data):
     argv = ["--config", str(TINY_PRESET), "--out", str(tmp_path), "--variants", "twin_hard", "--seeds", "3",
-            "--nproc", "1", "--", "--data.path", str(tiny_data), "--train.max_steps", "4"]
+            "--nproc", "1", "--", "--data.path", str(tiny_data), "--train.max_steps", "20"]
     assert experiment.main(argv) == 0
     (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert row["variant"] == "twin_hard" and 0.0 <= row["auc"]["mean"] <= 1.0
+    # it learnt: 20 steps of TWIN (hard) reach test AUC 0.618 here (untrained: 0.5), floor 0.59
+    assert row["variant"] == "twin_hard" and row["auc"]["mean"] > 0.59
