@@ -366,6 +366,8 @@ class TrainConfig:
     # are the recipe measured best on the comparison datasets (README "Training recipe").
     sparse_optimizer: str = "adagrad"
     sparse_lr: float = 0.2
+    # Step size of the attention role's own tables (layouts decoupled and four); null: sparse_lr.
+    attention_sparse_lr: Optional[float] = None
     # UPDATE_KERNELS: implementation of the row-sparse Adam update on CPU (sparse_optimizer adam): auto,
     # pytorch (eager reference) or compiled (TorchInductor, one fused loop; needs a C++ compiler).
     sparse_adam_kernel: str = "auto"
@@ -410,6 +412,8 @@ class TrainConfig:
         _positive(self, prefix, "epochs", "log_every", "dist_timeout_s", "sparse_lr", "dense_lr", "keep_checkpoints")
         _non_negative(self, prefix, "max_steps", "val_every", "dense_l2", "checkpoint_every",
                       "checkpoint_every_minutes", "early_stop_patience")
+        _require(self.attention_sparse_lr is None or self.attention_sparse_lr > 0, f"{prefix}.attention_sparse_lr",
+                 f"must be > 0 or null, got {self.attention_sparse_lr}")
         _one_of(self.sparse_optimizer, f"{prefix}.sparse_optimizer", SPARSE_OPTIMIZERS, "optimizer")
         _one_of(self.sparse_adam_kernel, f"{prefix}.sparse_adam_kernel", UPDATE_KERNELS, "kernel")
         _one_of(self.resume, f"{prefix}.resume", RESUME_MODES, "mode")

@@ -15,6 +15,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from dare_rec.config import CUDA_ONLY_SPARSE_OPTIMIZERS, DENSE_ADAM, ConfigError, TrainConfig
 from dare_rec.cpu_adam import KERNEL_PARAM
+from dare_rec.modules.tables import ATTENTION
 
 # train.sparse_optimizer -> the TorchRec optimizer class that maps to the FBGEMM kernel (EXACT_ROWWISE_ADAGRAD,
 # EXACT_ADAGRAD, EXACT_SGD, ADAM, PARTIAL_ROWWISE_ADAM) and its extra arguments. Adam's bias correction is per
@@ -54,9 +55,12 @@ def apply_sparse_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.dev
     optimizer_class, extra = _SPARSE[cfg.sparse_optimizer]
     if cfg.sparse_optimizer == "adam" and device.type == "cpu":
         extra = {**extra, KERNEL_PARAM: cfg.sparse_adam_kernel}
-    params = [p for m in model.modules() if isinstance(m, (EmbeddingCollection, EmbeddingBagCollection))
-              for p in m.parameters()]
-    apply_optimizer_in_backward(optimizer_class, params, {"lr": cfg.sparse_lr, **extra})
+    for name, module in model.named_modules():
+        if isinstance(module, (EmbeddingCollection, EmbeddingBagCollection)):
+            # the attention role's own tables (decoupled, four layouts) may take their own step size
+            attention = name.endswith(f"collections.{ATTENTION}") and cfg.attention_sparse_lr is not None
+            lr = cfg.attention_sparse_lr if attention else cfg.sparse_lr
+            apply_optimizer_in_backward(optimizer_class, list(module.parameters()), {"lr": lr, **extra})
 
 
 def takes_l2(name: str) -> bool:
