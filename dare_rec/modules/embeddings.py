@@ -222,8 +222,9 @@ class SparseArch(nn.Module):
         if self.projections is None:
             return vectors
         maps = self.projections[f"{role}_{side}"].fields
-        return torch.cat([maps[field](part) for field, part in zip(FIELDS, vectors.chunk(len(FIELDS), dim=1))],
-                         dim=1)
+        # field i's columns by their known width (a chunk() would be a proxy under the train pipeline's trace)
+        dim = self.groups[serving_group(self.layout, role, side)].dim
+        return torch.cat([maps[field](vectors.narrow(1, i * dim, dim)) for i, field in enumerate(FIELDS)], dim=1)
 
     def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
         """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``."""

@@ -139,6 +139,22 @@ def test_both_table_lookups_train_the_same_under_the_pipeline(tiny_data, tmp_pat
     assert losses("sequence") == pytest.approx(losses("singleton_bags"), rel=1e-4)
 
 
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_no_tr", "twin_4e", "twin_proj", "twin_hard", "din"])
+def test_every_variant_trains_and_evaluates_through_the_jobs(tiny_data, tmp_path, variant, lookup):
+    """The real training job (TorchRec's train pipeline fx-traces the model) and evaluation, per variant and
+    table lookup: a few steps, a validation, a checkpoint, then the test split scored in full."""
+    run = tmp_path / "run"
+    assert train.main(train_args(tiny_data, run, "--model.variant", variant, "--sharding.lookup", lookup,
+                                 "--train.max_steps", "6", "--train.log_every", "2")) == 0
+    end = events(run)[-1]
+    assert end["event"] == "end" and end["steps"] == 6 and end["best"]["step"] == 6
+    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["samples"] == json.loads((Path(tiny_data) / "meta.json").read_text())["counts"]["test"]
+    assert metrics["step"] == 6
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["--model.d_att", "0"], "model.d_att: must be > 0"),
     (["--model.top_k", "-1"], "model.top_k: must be > 0"),
