@@ -1,0 +1,78 @@
+"""No host synchronisation inside the step: the model's training forward + backward and its evaluation forward
+(the selected-only representation lookup) run every variant, with the aux head on and off, under a dispatch mode
+that records every op that makes a GPU wait for its results on the host.
+
+Recorded: ``_local_scalar_dense`` (``.item()``, ``int(t)``, ``bool(t)``), ``nonzero`` and the ops built on it
+(boolean-mask ``index`` / ``index_put``, ``masked_select``), ``Tensor.tolist()`` (on CPU it reads memory without
+dispatching, so it is patched), and copies from a CUDA tensor to the CPU. On CPU the last cannot happen; the
+others are what would synchronise on CUDA, whatever device this runs on.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.modules.model import build_model
+from dare_rec.modules.variants import VARIANTS
+from tests.conftest import tiny_config
+
+aten = torch.ops.aten
+_SYNCING = {aten._local_scalar_dense.default, aten.nonzero.default, aten.nonzero_static.default,
+            aten.masked_select.default}
+
+
+class HostSyncGuard(TorchDispatchMode):
+    """Records the host-synchronising ops dispatched while active (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: List[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SYNCING:
+            self.seen.append(str(func))
+        elif func.overloadpacket in (aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_):
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+                self.seen.append(f"{func} with a boolean mask")
+        elif func.overloadpacket in (aten._to_copy, aten.copy_):
+            source = args[1] if func.overloadpacket is aten.copy_ else args[0]
+            target = kwargs.get("device", args[0].device if func.overloadpacket is aten.copy_ else None)
+            if source.device.type == "cuda" and target is not None and torch.device(target).type == "cpu":
+                self.seen.append(f"{func} from CUDA to the host")
+        return func(*args, **kwargs)
+
+
+@pytest.fixture()
+def guard(monkeypatch):
+    mode = HostSyncGuard()
+    tolist = torch.Tensor.tolist
+
+    def recorded_tolist(self):
+        mode.seen.append("Tensor.tolist")
+        return tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", recorded_tolist)
+    return mode
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "false"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_step_never_waits_for_the_host(tiny_data, guard, variant, aux, lookup):
+    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", aux, "--sharding.lookup", lookup)
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"))
+    batch = next(iter(ParquetBatchReader(tiny_data, "train", 64, max_len=cfg.data.max_len)))
+    with guard:
+        loss, _ = train(batch)
+        loss.backward()
+        train.eval()
+        with torch.no_grad():
+            train(batch)
+    assert not guard.seen, sorted(set(guard.seen))
