@@ -84,6 +84,8 @@ def padding_batch() -> Batch:
             keys=list(SPARSE_KEYS),
             values=torch.ones(2, dtype=torch.int64),
             lengths=torch.tensor([0, 0, 1, 1], dtype=torch.int32),
+            length_per_key=[0, 0, 1, 1],
+            offset_per_key=[0, 0, 0, 1, 2],
         ),
         labels=torch.zeros(1),
         user_ids=torch.zeros(1, dtype=torch.int64),

@@ -24,6 +24,8 @@ joined when its iterator is closed (and, at the latest, at interpreter exit).
 
 from __future__ import annotations
 
+import itertools
+
 import atexit
 import queue
 import threading
@@ -286,6 +288,9 @@ class ParquetBatchReader:
         b = table.num_rows
         hist_len = torch.from_numpy(lengths.astype(np.int32))
         ones = torch.ones(b, dtype=torch.int32)
+        hist_total = int(lengths.sum())
+        # per-key sizes known here, so nothing downstream reads the lengths on the host
+        length_per_key = [hist_total, hist_total, b, b]
         kjt = KeyedJaggedTensor(
             keys=list(SPARSE_KEYS),
             values=torch.from_numpy(np.concatenate([
@@ -293,6 +298,8 @@ class ParquetBatchReader:
                 table.column(schema.TARGET_ITEM).to_numpy(), table.column(schema.TARGET_CATE).to_numpy(),
             ]).astype(np.int64)),
             lengths=torch.cat([hist_len, hist_len, ones, ones]),
+            length_per_key=length_per_key,
+            offset_per_key=list(itertools.accumulate([0] + length_per_key)),
         )
         batch = Batch(
             sparse_features=kjt,

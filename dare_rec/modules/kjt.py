@@ -8,7 +8,7 @@ model and keeps wrapped calls as leaves).
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
@@ -17,29 +17,46 @@ from dare_rec.data import schema
 from dare_rec.modules.tables import FIELDS, SIDES, TARGET, HIST, BagKey
 
 
+def keyed(keys: List[str], values: torch.Tensor, lengths: torch.Tensor, length_per_key: List[int],
+          stride: Optional[int] = None) -> KeyedJaggedTensor:
+    """A KJT whose per-key sizes are given (``length_per_key`` from shapes, never read from ``lengths``): with
+    them TorchRec's splits and input distribution never copy lengths to the host."""
+    return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths, stride=stride,
+                             length_per_key=length_per_key,
+                             offset_per_key=list(itertools.accumulate([0] + length_per_key)))
+
+
 @torch.fx.wrap
 def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
                       top_mask: torch.Tensor) -> KeyedJaggedTensor:
-    """The batch KJT reduced to the selected behaviors: histories of ``top_mask.sum(1)`` ids (in selection
-    order), targets unchanged. Data-dependent shapes, so fx-wrapped (TorchRec's train pipeline traces the
-    model; the module reading this KJT then runs without input-distribution overlap)."""
-    flat = (offsets[:-1].unsqueeze(1) + top_indices)[top_mask]
-    lengths = top_mask.sum(1).to(torch.int32)
-    ones = torch.ones_like(lengths)
-    return KeyedJaggedTensor(
-        keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
-        values=torch.cat([features[schema.HIST_ITEM].values()[flat], features[schema.HIST_CATE].values()[flat],
-                          features[schema.TARGET_ITEM].values(), features[schema.TARGET_CATE].values()]),
-        lengths=torch.cat([lengths, lengths, ones, ones]),
-    )
+    """The batch KJT reduced to the selected behaviors, with fixed shapes: every history is the ``K'`` slots of
+    ``top_indices`` (in selection order), a masked slot reading id 0 (the padding row; :func:`pad_selected`
+    zeroes its vector), targets unchanged. No shape depends on the data, so nothing is read on the host.
+    fx-wrapped: it depends on the search's output, so the module reading it runs without input-distribution
+    overlap in TorchRec's train pipeline."""
+    batch, width = top_indices.shape
+    hist_items, hist_cates = features[schema.HIST_ITEM].values(), features[schema.HIST_CATE].values()
+    if hist_items.numel() == 0:  # every history empty (a shape, not a value)
+        picked_items = picked_cates = hist_items.new_zeros(batch * width)
+    else:
+        flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
+        keep = top_mask.reshape(-1)
+        picked_items = torch.where(keep, hist_items[flat], 0)
+        picked_cates = torch.where(keep, hist_cates[flat], 0)
+    targets = features[schema.TARGET_ITEM].values().numel()
+    lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
+    ones = torch.ones(targets, dtype=torch.int32, device=top_indices.device)
+    return keyed([schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
+                 torch.cat([picked_items, picked_cates, features[schema.TARGET_ITEM].values(),
+                            features[schema.TARGET_CATE].values()]),
+                 torch.cat([lengths, lengths, ones, ones]), [batch * width, batch * width, targets, targets])
 
 
 @torch.fx.wrap
 def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
-    """``[S, D]`` vectors of the selected behaviors (row-major over ``top_mask``) -> ``[B, K', D]``, zeros
-    where nothing was selected."""
-    out = values.new_zeros(top_mask.shape + values.shape[1:])
-    return out.index_put((top_mask,), values)
+    """``[B * K', D]`` vectors of the selected slots (:func:`selected_features`) -> ``[B, K', D]``, zeros where
+    nothing was selected (their gradient too)."""
+    return values.view(top_mask.shape + values.shape[1:]) * top_mask.unsqueeze(-1).to(values.dtype)
 
 
 @torch.fx.wrap
@@ -56,13 +73,14 @@ def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Key
     device = features.values().device
     ones = {side: torch.ones(count, dtype=torch.int32, device=device)
             for side, count in ((HIST, hist_count), (TARGET, target_count))}
-    values, lengths = [], []
+    counts = {HIST: hist_count, TARGET: target_count}
+    values, lengths, length_per_key = [], [], []
     for key in keys:
         values.extend(features[FIELDS[key.field][side]].values() for side in key.sides)
         lengths.extend(ones[side] if side in key.sides else torch.zeros_like(ones[side]) for side in SIDES)
-    return KeyedJaggedTensor(keys=[key.name for key in keys], values=torch.cat(values),
-                             lengths=torch.cat(lengths),
-                             stride=hist_count + target_count)
+        length_per_key.append(sum(counts[side] for side in key.sides))
+    return keyed([key.name for key in keys], torch.cat(values), torch.cat(lengths), length_per_key,
+                 stride=hist_count + target_count)
 
 
 @torch.fx.wrap
