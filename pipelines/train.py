@@ -148,7 +148,9 @@ def make_train_pipeline(kind: str, model: torch.nn.Module, optimizer: torch.opti
     reads. Both drain every batch (``execute_all_batches``), which the exact-resume bookkeeping relies on.
     """
     pipelines = {"sparse_dist": TrainPipelineSparseDist, "prefetch": PrefetchTrainPipelineSparseDist}
-    return pipelines[kind](model, optimizer, device, execute_all_batches=True)
+    # pipeline_postproc: the modules that build the pooled lookups' inputs from the batch (SingletonBags) run in
+    # the pipeline's data-distribution stage, so those lookups are pipelined too
+    return pipelines[kind](model, optimizer, device, execute_all_batches=True, pipeline_postproc=True)
 
 
 def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[int]:

@@ -105,12 +105,12 @@ class SparseArch(nn.Module):
         config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
         extra = {"pooling": PoolingType.SUM} if self.bags else {}
         tables: Dict[str, list] = {}
-        self._bag_keys: Dict[str, Tuple[BagKey, ...]] = {}
+        bag_keys: Dict[str, Tuple[BagKey, ...]] = {}
         self._group_sides: Dict[str, Tuple[Tuple[str, str], ...]] = {}  # collection -> its (group, side) pairs
         for group in self.groups.values():
             self._group_sides[group.collection] = self._group_sides.get(group.collection, ()) + tuple(
                 (group.name, side) for side in group.sides)
-            self._bag_keys[group.collection] = self._bag_keys.get(group.collection, ()) + tuple(
+            bag_keys[group.collection] = bag_keys.get(group.collection, ()) + tuple(
                 BagKey(f"{field}_{group.name}", field, group.sides) for field in FIELDS)
             tables.setdefault(group.collection, []).extend(
                 config_class(
@@ -130,6 +130,12 @@ class SparseArch(nn.Module):
         self.collections = nn.ModuleDict({
             name: module_class(tables=configs, device=embedding_device) for name, configs in tables.items()
         })
+        # The pooled lookups' inputs, built from the batch by modules the train pipeline runs ahead of the step.
+        # Direct children (not a ModuleDict): TorchRec's pipeline treats a sharded module's sibling without
+        # sharded modules as a leaf of its trace, by name, and only a leaf can be run ahead.
+        if self.bags:
+            for name, keys in bag_keys.items():
+                self.add_module(f"{name}_bag_inputs", kjt.SingletonBags(keys))
         self.positions = nn.ModuleDict({
             group.name: PositionTable(max_len + 1, group.position_dim, dense_device)
             for group in self.groups.values()
@@ -213,8 +219,8 @@ class SparseArch(nn.Module):
             looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
             return kjt.sequence_set_vectors({key: looked_up[key].values() for key in self._features[collection]},
                                         self._group_sides[collection])
-        keys = self._bag_keys[collection]
-        return kjt.split_bags(module(kjt.singleton_bags(features, keys)), features, self._group_sides[collection])
+        bag_inputs = getattr(self, f"{collection}_bag_inputs")
+        return kjt.split_bags(module(bag_inputs(features)), features, self._group_sides[collection])
 
     def _role_vectors(self, vectors: torch.Tensor, role: str, side: str) -> torch.Tensor:
         """``[rows, 2 * d]`` ``[item; cate]`` vectors of ``role`` on ``side``: a group's lookup, each field

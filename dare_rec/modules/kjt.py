@@ -1,8 +1,9 @@
 """KeyedJaggedTensor reshaping around the table lookups: the selected behaviors' KJT, singleton bags for pooled
 lookups and their split back into per-group vectors, and the per-group vectors of sequence lookups.
 
-Each function is ``torch.fx.wrap``-ped where its shapes depend on data (TorchRec's train pipeline fx-traces the
-model and keeps wrapped calls as leaves).
+The helpers that run inside the model's forward are ``torch.fx.wrap``-ped (TorchRec's train pipeline fx-traces
+the model and keeps wrapped calls as leaves); the singleton bags are built by a module of their own
+(:class:`SingletonBags`), which the pipeline can run ahead of the step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import itertools
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from dare_rec.data import schema
@@ -59,7 +61,6 @@ def pad_selected(values: torch.Tensor, top_mask: torch.Tensor) -> torch.Tensor:
     return values.view(top_mask.shape + values.shape[1:]) * top_mask.unsqueeze(-1).to(values.dtype)
 
 
-@torch.fx.wrap
 def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> KeyedJaggedTensor:
     """The batch KJT as one bag feature per table (``keys``), every id its own bag, for EmbeddingBagCollection
     lookups (SUM of one id = its row).
@@ -81,6 +82,23 @@ def singleton_bags(features: KeyedJaggedTensor, keys: Tuple[BagKey, ...]) -> Key
         length_per_key.append(sum(counts[side] for side in key.sides))
     return keyed([key.name for key in keys], torch.cat(values), torch.cat(lengths), length_per_key,
                  stride=hist_count + target_count)
+
+
+class SingletonBags(nn.Module):
+    """:func:`singleton_bags` for one collection, as a module without parameters: TorchRec's train pipeline
+    (``pipeline_postproc``) runs such a module on the batch ahead of the step, with the collection's input
+    distribution, so the pooled lookups it feeds are pipelined like a lookup of the batch itself.
+
+    Args:
+        keys: the collection's bag features (:class:`BagKey`).
+    """
+
+    def __init__(self, keys: Tuple[BagKey, ...]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        return singleton_bags(features, self.keys)
 
 
 @torch.fx.wrap
