@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 DEMO_CONFIG ?= configs/synthetic.yaml
-DEMO_RUN ?= runs/dare
+DEMO_RUN ?= runs/demo
 
 .PHONY: setup demo test clean
 
@@ -16,14 +16,15 @@ $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml third_party/fbgemm
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# Generate the synthetic dataset, train DARE with torchx on 2 processes, evaluate the checkpoint on the
-# test split with 2 processes, and print AUC / GAUC / logloss next to the oracle AUC.
+# Generate the synthetic dataset, train DARE with torchx on 2 processes (in its own folder, runs/demo, replaced
+# on every demo), evaluate the checkpoint on the test split with 2 processes, print AUC / GAUC / logloss next
+# to the oracle AUC, and check them against the README's table (tests/demo_numbers.py).
 demo: setup
 	dare-rec prepare --source synthetic --config $(DEMO_CONFIG)
-	rm -rf $(DEMO_RUN)
-	torchx run -s local_cwd launch/components.py:train -j 1x2 --config $(DEMO_CONFIG) -- --train.output_dir $(DEMO_RUN)
+	torchx run -s local_cwd launch/components.py:train -j 1x2 --config $(DEMO_CONFIG) -- --train.output_dir $(DEMO_RUN) --train.resume never --train.overwrite true
 	torchx run -s local_cwd launch/components.py:evaluate -j 1x2 --checkpoint $(DEMO_RUN) -- --output $(DEMO_RUN)/eval-test.json
 	@echo; cat $(DEMO_RUN)/eval-test.md
+	$(BIN)/python -m tests.demo_numbers $(DEMO_RUN)/eval-test.json
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -383,7 +383,9 @@ class TrainConfig:
     # Validate every this many steps (0: only at the end of each epoch).
     val_every: int = 0
     log_every: int = 50
-    output_dir: str = "runs/dare"
+    # Run folder; null: runs/<config file name>-<variant> (runs/defaults-<variant> without --config), so runs of
+    # different presets and variants never meet in one folder.
+    output_dir: Optional[str] = None
     seed: int = 0
     dist_timeout_s: int = 1800
     # Checkpoints are written every checkpoint_every steps and every checkpoint_every_minutes (0 turns either
@@ -454,6 +456,11 @@ class Config:
 # ---------------------------------------------------------------------------------------------------
 
 
+def default_output_dir(config_path: Optional[str | Path], variant: str) -> str:
+    """``runs/<config file name>-<variant>``: the run folder of ``train.output_dir: null``."""
+    return f"runs/{Path(config_path).stem if config_path else 'defaults'}-{variant}"
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
     """Builds a Config from an optional YAML preset and ``--dotted.name value`` overrides, then validates it.
 
@@ -473,7 +480,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         raw = loaded or {}
     for dotted, value in parse_overrides(overrides):
         _set_dotted(raw, dotted, value)
-    return from_dict(Config, raw, prefix="").validate()
+    cfg = from_dict(Config, raw, prefix="").validate()
+    if cfg.train.output_dir is None:
+        cfg.train.output_dir = default_output_dir(path, cfg.model.variant)
+    return cfg
 
 
 def parse_overrides(tokens: Sequence[str]) -> List[Tuple[str, Any]]:

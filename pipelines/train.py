@@ -472,7 +472,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         shutdown()
     if env.is_main:
-        print(json.dumps(summary, indent=2))
+        if summary.get("already_finished"):
+            best = summary.get("best") or {}
+            print(f"{cfg.train.output_dir}: this run already finished (step {summary['steps']}"
+                  + (f"; best val {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
+                  + "). Nothing was trained. To train again: a new --train.output_dir, or --train.resume never "
+                    "--train.overwrite true to replace it.")
+        else:
+            print(json.dumps(summary, indent=2))
     return 0
 
 

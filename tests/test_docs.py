@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Iterator, List, Set
@@ -141,3 +142,15 @@ def test_no_citations_of_files_outside_the_repository():
              for path in repo_files((".py", ".md"))
              for cited in STALE_CITATIONS if cited in path.read_text()]
     assert not stale, "citations of files that are not in the repository (use docs/design.md):\n" + "\n".join(stale)
+
+
+def test_the_demo_numbers_check_reads_the_readme_table(tmp_path):
+    from tests import demo_numbers
+
+    shown = demo_numbers.readme_table(README)
+    assert set(shown) == {"auc", "oracle_auc", "gauc_user", "gauc_category", "logloss", "oracle_logloss"}
+    printed = {key: float(value) for key, value in shown.items()}
+    (tmp_path / "same.json").write_text(json.dumps(printed))
+    assert demo_numbers.main([str(tmp_path / "same.json")]) == 0
+    (tmp_path / "moved.json").write_text(json.dumps({**printed, "gauc_user": printed["gauc_user"] + 0.0004}))
+    assert demo_numbers.main([str(tmp_path / "moved.json")]) == 1
