@@ -8,6 +8,7 @@ from typing import Callable
 
 from dare_rec.config import ConfigError
 from dare_rec.data.schema import DataError
+from dare_rec.quiet import quiet_known_warnings
 
 
 class NonFiniteError(FloatingPointError):
@@ -20,10 +21,12 @@ CLEAR_ERRORS = (ConfigError, DataError, NonFiniteError)
 
 
 def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turns configuration, data and non-finite errors into one clear line on stderr and exit status 2."""
+    """Turns configuration, data and non-finite errors into one clear line on stderr and exit status 2 (and
+    first silences the library warnings known to be harmless here: dare_rec/quiet.py)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        quiet_known_warnings()
         try:
             return main(*args, **kwargs)
         except CLEAR_ERRORS as e:

@@ -153,6 +153,18 @@ def make_train_pipeline(kind: str, model: torch.nn.Module, optimizer: torch.opti
     return pipelines[kind](model, optimizer, device, execute_all_batches=True, pipeline_postproc=True)
 
 
+def describe_pipelining(model: torch.nn.Module, pipeline: TrainPipelineSparseDist) -> str:
+    """One line: which table collections overlap their input distribution with the step (their input comes from
+    the batch) and which run in the step (the representation lookup of the selected behaviors, which depends on
+    the search: without the aux head, in training)."""
+    collections = model.module.model.sparse_arch.collections
+    pipelined = [name for name, m in collections.items() if any(m is p for p in pipeline._pipelined_modules)]
+    in_step = [name for name in collections if name not in pipelined]
+    return (f"train pipeline: collections {', '.join(pipelined) or 'none'} distribute their input ahead of the step"
+            + (f"; {', '.join(in_step)} looks up the selected behaviors in the step (it depends on the search)"
+               if in_step else ""))
+
+
 def _validation_steps(steps_per_epoch: int, total: int, val_every: int) -> List[int]:
     """Steps after which to validate: every ``val_every``, every epoch end, and the last step."""
     points = set(range(steps_per_epoch, total + 1, steps_per_epoch)) | {total}
@@ -380,6 +392,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         return path
 
     pipeline = make_train_pipeline(cfg.train.pipeline, model, optimizer, env.device)
+    first_step = step
     stream = _batch_stream(train_reader, step, cfg.train.epochs, trace)
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not env.is_main, dynamic_ncols=True)
     every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_every_minutes
@@ -392,6 +405,8 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
             clock_due = False
             while step < val_step:
                 loss_t, _, labels = pipeline.progress(segment)
+                if step == first_step and env.is_main:
+                    bar.write(describe_pipelining(model, pipeline))
                 step += 1
                 stats.add(loss_t, labels.numel(), step)
                 bar.update(1)
