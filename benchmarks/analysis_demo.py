@@ -1,17 +1,21 @@
 """The paper's analyses on the demo dataset, DARE against TWIN: the README's "Analysis" numbers, regenerated.
 
-    python -m benchmarks.analysis_demo --train      # prepare data/synthetic, train runs/dare and runs/twin, analyse
-    python -m benchmarks.analysis_demo              # analyse existing runs/dare and runs/twin
+    python -m benchmarks.analysis_demo --train      # prepare data/synthetic, train the dare and twin runs, analyse
+    python -m benchmarks.analysis_demo              # analyse the existing runs
+
+The runs live in ``--runs`` (default ``runs/benchmarks/analysis_demo/{dare,twin}``); ``--train`` refuses runs
+that already exist there unless ``--force`` replaces them.
 
 Runs the real commands as subprocesses, one after the other, and times each (wall clock, imports included):
 
-    dare-rec analyze attention --checkpoint runs/dare runs/twin [skip rules]
+    dare-rec analyze attention --checkpoint RUNS/dare RUNS/twin [skip rules]
     dare-rec analyze gradients --config configs/synthetic.yaml --model.variant twin --train.max_steps S
     dare-rec analyze gradients --config configs/synthetic.yaml --model.variant dare --train.max_steps S
-    dare-rec analyze representation --checkpoint runs/dare runs/twin
-    dare-rec plot runs/dare runs/twin
+    dare-rec analyze representation --checkpoint RUNS/dare RUNS/twin
+    dare-rec plot RUNS/dare RUNS/twin
 
-JSON and PNG files go to ``benchmarks/results/analysis/`` with ``summary.md`` (the tables the README quotes)
+JSON and PNG files go to ``--output`` (default ``runs/benchmarks/analysis``; the committed ones:
+``--output benchmarks/results/analysis``) with ``summary.md`` (the tables docs/experiments.md quotes)
 and ``summary.json`` (headline numbers, commands, wall times). Both variants are trained with the same
 recipe, the config's (``dare-rec train --config configs/synthetic.yaml --model.variant V``), so rerunning
 this after the recipe changes regenerates everything.
@@ -22,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
+from benchmarks import SCRATCH
 
-RESULTS = Path("benchmarks") / "results" / "analysis"  # relative: run from the repository root
+RESULTS = SCRATCH / "analysis"  # committed: benchmarks/results/analysis (--output)
 VARIANTS = ("dare", "twin")
 
 
@@ -111,8 +115,9 @@ def summarise(out: Path, walls: Dict[str, float], commands: Dict[str, List[str]]
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/synthetic.yaml")
-    parser.add_argument("--runs", default="runs", help="folder of the dare and twin runs")
+    parser.add_argument("--runs", default=str(SCRATCH / "analysis_demo"), help="folder of the dare and twin runs")
     parser.add_argument("--train", action="store_true", help="prepare the data and train both variants first")
+    parser.add_argument("--force", action="store_true", help="with --train: replace runs that already exist")
     parser.add_argument("--gradient-steps", type=int, default=300, help="training steps of the gradient analysis")
     parser.add_argument("--output", default=str(RESULTS))
     # The demo data (288k training samples over 200 categories) is far smaller than Taobao: almost every
@@ -128,11 +133,14 @@ def main(argv: List[str] | None = None) -> int:
     dare_rec = [sys.executable, "-m", "dare_rec.pipelines.cli"]
     runs = [str(Path(args.runs) / v) for v in VARIANTS]
     if args.train:
+        existing = [path for path in runs if Path(path).exists()]
+        if existing and not args.force:
+            parser.error(f"--train: {', '.join(existing)} already exist; pass --force to replace them, or --runs "
+                         f"another folder")
         run([*dare_rec, "prepare", "--source", "synthetic", "--config", args.config], logs / "prepare.log")
         for v, path in zip(VARIANTS, runs):
-            shutil.rmtree(path, ignore_errors=True)
-            run([*dare_rec, "train", "--config", args.config, "--model.variant", v, "--train.output_dir", path],
-                logs / f"train-{v}.log")
+            run([*dare_rec, "train", "--config", args.config, "--model.variant", v, "--train.output_dir", path,
+                 "--train.resume", "never", "--train.overwrite", "true"], logs / f"train-{v}.log")
     commands = {
         "attention": ["dare-rec", "analyze", "attention", "--checkpoint", *runs, *args.skip_rules.split(),
                       "--output", str(out / "attention.json")],

@@ -50,10 +50,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from dare_rec.ops import Kernel, gsu_topk
+from benchmarks import SCRATCH
 
 MODEL_PARTS = ("infer", "train")
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = SCRATCH  # committed: benchmarks/results (--output)
 D_ATTS = (8, 16, 32, 64, 128)
 MAX_LENS = (200, 1000, 5000)
 TOP_K = 20
@@ -481,7 +482,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="passes over every configuration")
     parser.add_argument("--inner", type=int, default=3, help="op/memcpy pairs per configuration and round")
     parser.add_argument("--quick", action="store_true", help="d_att 8/32/128, N 200/1000, 1 round")
-    parser.add_argument("--output", help="JSON path (default results/attention_dims_<device>[_ragged].json)")
+    parser.add_argument("--output", help="JSON path (default runs/benchmarks/attention_dims_<device>[_ragged].json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.d_att, args.max_len, args.rounds, args.inner = [8, 32, 128], [200, 1000], 1, 2

@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+from benchmarks import SCRATCH
 
 REPO = Path(__file__).resolve().parents[1]
-SCRATCH = REPO / "runs" / "benchmarks"
 JOB_FOLDERS = ("pipelines", "sharding", "launch")
 
 

@@ -48,8 +48,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.vs_official.reference import (OFFICIAL_BASE_FLAGS, OFFICIAL_MODELS, OFFICIAL_SOURCES, RESULTS, ROOT,
+from benchmarks.vs_official.reference import (OFFICIAL_BASE_FLAGS, OFFICIAL_MODELS, OFFICIAL_SOURCES, ROOT,
                                               HarnessError, script_argv, digest, shown_path, source_hash)
+from benchmarks import SCRATCH
 from dare_rec.config import ConfigError, load_config, to_dict
 from dare_rec.data import schema
 from dare_rec.data.official_format import MARKER, ROWS_PER_FILE, export_official
@@ -526,7 +527,8 @@ def add_arguments(acc: argparse.ArgumentParser) -> None:
     acc.add_argument("--threads", type=int, default=1, help="OMP threads per run, both codes")
     acc.add_argument("--cache", default=str(ROOT / "runs" / "vs_official"), help="finished runs, keyed by inputs")
     acc.add_argument("--name", default="accuracy", help="report name: <results-dir>/vs_official_<name>.{json,md}")
-    acc.add_argument("--results-dir", default=str(RESULTS))
+    acc.add_argument("--results-dir", default=str(SCRATCH),
+                     help="report folder (the committed reports: benchmarks/results)")
 
 
 def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

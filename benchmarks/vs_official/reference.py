@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks import REPO as ROOT
 
 
 # The reference script's flags shared by its DARE and baseline lines (scripts/taobao.sh); the dataset-,

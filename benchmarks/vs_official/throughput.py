@@ -41,9 +41,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks.vs_official.reference import (OFFICIAL_BASE_FLAGS, OFFICIAL_MODELS, OFFICIAL_SOURCES, RESULTS,
+from benchmarks.vs_official.reference import (OFFICIAL_BASE_FLAGS, OFFICIAL_MODELS, OFFICIAL_SOURCES,
                                               HarnessError, load_official_factory, script_argv, shown_path,
                                               source_hash)
+from benchmarks import SCRATCH
 from dare_rec.config import load_config
 
 # The shape (the reference script's Taobao line at B = 256) and a small one for smoke runs; a flag given
@@ -507,7 +508,8 @@ def add_arguments(thr: argparse.ArgumentParser) -> None:
                      help="defaults of a small shape: d_att 8 16, 20k items, 1k categories, B 64, N 50, 2 x 2 steps")
     thr.add_argument("--name", help="report name: <results-dir>/vs_official_<name>.{json,md,png} "
                                     "(default throughput, or throughput_quick with --quick)")
-    thr.add_argument("--results-dir", default=str(RESULTS))
+    thr.add_argument("--results-dir", default=str(SCRATCH),
+                     help="report folder (the committed reports: benchmarks/results)")
 
 
 def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
