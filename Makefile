@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 DEMO_CONFIG ?= configs/synthetic.yaml
 DEMO_RUN ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test docs-check clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Every command of the README and docs, in order, in a fresh clone of HEAD (tests/docs_commands.py; ~1 hour on
+# 2 CPU cores): report in runs/docs_commands/report.md, exit 1 if any fails or a committed file changes.
+docs-check: setup
+	$(BIN)/python -m tests.docs_commands
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache .hypothesis

@@ -119,6 +119,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--train", action="store_true", help="prepare the data and train both variants first")
     parser.add_argument("--force", action="store_true", help="with --train: replace runs that already exist")
     parser.add_argument("--gradient-steps", type=int, default=300, help="training steps of the gradient analysis")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="with --train: stop each run after this many steps (0: the config's epochs)")
     parser.add_argument("--output", default=str(RESULTS))
     # The demo data (288k training samples over 200 categories) is far smaller than Taobao: almost every
     # behavior whose category differs from the target's has fewer than 50 positive or negative training
@@ -140,7 +142,8 @@ def main(argv: List[str] | None = None) -> int:
         run([*dare_rec, "prepare", "--source", "synthetic", "--config", args.config], logs / "prepare.log")
         for v, path in zip(VARIANTS, runs):
             run([*dare_rec, "train", "--config", args.config, "--model.variant", v, "--train.output_dir", path,
-                 "--train.resume", "never", "--train.overwrite", "true"], logs / f"train-{v}.log")
+                 "--train.resume", "never", "--train.overwrite", "true", "--train.max_steps", str(args.max_steps)],
+                logs / f"train-{v}.log")
     commands = {
         "attention": ["dare-rec", "analyze", "attention", "--checkpoint", *runs, *args.skip_rules.split(),
                       "--output", str(out / "attention.json")],
