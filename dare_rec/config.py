@@ -365,9 +365,9 @@ class TrainConfig:
     # rate. The defaults of the recipe (exact Adagrad 0.2, Adam 0.01, BatchNorm, N(0, 0.01) init, dense L2 1e-6)
     # are the recipe measured best on the comparison datasets (README "Training recipe").
     sparse_optimizer: str = "adagrad"
-    sparse_lr: float = 0.2
-    # Step size of the attention role's own tables (layouts decoupled and four); null: sparse_lr.
-    attention_sparse_lr: Optional[float] = None
+    # null: chosen from the dataset when the job starts (dare_rec/optim.py default_sparse_lr: exact Adagrad 0.2
+    # on a sparse catalog, 0.02 on a dense one, by training samples per item) and recorded in the run's config.
+    sparse_lr: Optional[float] = None
     # UPDATE_KERNELS: implementation of the row-sparse Adam update on CPU (sparse_optimizer adam): auto,
     # pytorch (eager reference) or compiled (TorchInductor, one fused loop; needs a C++ compiler).
     sparse_adam_kernel: str = "auto"
@@ -411,11 +411,11 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self, prefix: str = "train") -> None:
-        _positive(self, prefix, "epochs", "log_every", "dist_timeout_s", "sparse_lr", "dense_lr", "keep_checkpoints")
+        _positive(self, prefix, "epochs", "log_every", "dist_timeout_s", "dense_lr", "keep_checkpoints")
+        _require(self.sparse_lr is None or self.sparse_lr > 0, f"{prefix}.sparse_lr",
+                 f"must be > 0 or null, got {self.sparse_lr}")
         _non_negative(self, prefix, "max_steps", "val_every", "dense_l2", "checkpoint_every",
                       "checkpoint_every_minutes", "early_stop_patience")
-        _require(self.attention_sparse_lr is None or self.attention_sparse_lr > 0, f"{prefix}.attention_sparse_lr",
-                 f"must be > 0 or null, got {self.attention_sparse_lr}")
         _one_of(self.sparse_optimizer, f"{prefix}.sparse_optimizer", SPARSE_OPTIMIZERS, "optimizer")
         _one_of(self.sparse_adam_kernel, f"{prefix}.sparse_adam_kernel", UPDATE_KERNELS, "kernel")
         _one_of(self.resume, f"{prefix}.resume", RESUME_MODES, "mode")

@@ -17,7 +17,7 @@ from dare_rec.distributed import DistEnv, broadcast_object, gather_arrays
 from dare_rec.eval_loop import lockstep_batches
 from dare_rec.metrics.offline import evaluation_metrics
 from dare_rec.modules.model import build_model
-from dare_rec.optim import apply_sparse_optimizer
+from dare_rec.optim import apply_sparse_optimizer, resolve_sparse_lr
 from dare_rec.pipelines.errors import NonFiniteError
 from dare_rec.sharding.planner import shard_model
 
@@ -47,6 +47,8 @@ def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Distrib
     """
     # The checkpoint's config records how its tables were read (their state keys differ between lookups).
     cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, env.device.type)
+    # ... and the tables' step size chosen from the dataset when the config leaves it null
+    resolve_sparse_lr(cfg.train, meta.counts["train"], meta.num_items)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device)
     apply_sparse_optimizer(model, cfg.train, env.device)
