@@ -215,6 +215,25 @@ def verify_hashes(root: str | Path, split: str, meta: DatasetMeta) -> None:
                             f"the file changed after `dare-rec prepare` wrote it")
 
 
+def verify_dataset(root: str | Path, meta: Optional[DatasetMeta] = None, hashes: bool = True) -> DatasetMeta:
+    """Checks a whole dataset against its meta.json without reading values: every split's files are the ones
+    meta.json lists, each a readable Parquet file with the dataset's columns and types, together holding the
+    counted rows, and (``hashes``) of the recorded sha256. Returns the meta.json contents."""
+    meta = meta or DatasetMeta.read(root)
+    for split in SPLITS:
+        paths = split_files(root, split)
+        check_split(root, split, paths, meta)
+        rows = 0
+        for path in paths:
+            footer = read_footer(path)
+            check_file_schema(path, meta.columns, footer.schema.to_arrow_schema())
+            rows += footer.num_rows
+        check_row_count(root, split, rows, meta)
+        if hashes:
+            verify_hashes(root, split, meta)
+    return meta
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
