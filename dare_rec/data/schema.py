@@ -101,14 +101,46 @@ class DatasetMeta:
         if not path.is_file():
             raise DataError(f"{path}: missing; a dataset folder needs meta.json (written by `dare-rec prepare`)")
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
             meta = DatasetMeta(**raw)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise DataError(f"{path}: not a valid meta.json: {e}") from e
+        except (ValueError, TypeError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise DataError(f"{path}: not a valid meta.json: {e}") from None
         if meta.schema_version != SCHEMA_VERSION:
             raise DataError(f"{path}: schema_version {meta.schema_version}, this code reads {SCHEMA_VERSION}")
+        meta._check_types(path)
         return meta
+
+    def _check_types(self, path: Path) -> None:
+        """Every field has its type (and a possible value), so a hand-edited meta.json fails here, naming the
+        field, instead of deep inside the model or the reader."""
+
+        def fail(name: str, expected: str, value: object) -> None:
+            raise DataError(f"{path}: field {name!r} must be {expected}, got {type(value).__name__} {value!r}")
+
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not isinstance(self.source, str):
+            fail("source", "a string", self.source)
+        for name in ("num_items", "num_categories"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "an integer >= 1 (vocabulary size including padding id 0)", getattr(self, name))
+        for name in ("max_history", "seed"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "an integer >= 0", getattr(self, name))
+        if not isinstance(self.counts, dict) or sorted(self.counts) != sorted(SPLITS) or \
+                not all(is_int(v) and v >= 0 for v in self.counts.values()):
+            fail("counts", f"a mapping of {list(SPLITS)} to row counts >= 0", self.counts)
+        if not isinstance(self.columns, list) or not all(isinstance(c, str) for c in self.columns):
+            fail("columns", "a list of column names", self.columns)
+        if not isinstance(self.files, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str)
+                                                                   for a, b in v.items())
+                for k, v in self.files.items()):
+            fail("files", "a mapping of split to {file: sha256}", self.files)
+        if not isinstance(self.params, dict):
+            fail("params", "a mapping", self.params)
 
 
 def dataset_fingerprint(meta: DatasetMeta) -> str:
