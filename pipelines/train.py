@@ -34,6 +34,7 @@ from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
 from dare_rec.distributed import (DistEnv, broadcast_object, check_shared_folder, errors_shared_across_ranks,
                                   init_distributed, shutdown)
+from dare_rec.manifest import CheckpointError
 from dare_rec.metrics.offline import is_improvement
 from dare_rec.optim import build_optimizer
 from dare_rec.pipelines.common import build_sharded_model, evaluate_split, require_defined, set_determinism
@@ -276,15 +277,16 @@ def _prepare_output(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Optional[st
     """Decides on rank 0 whether this run starts fresh or resumes (and cleans the folder accordingly); every
     rank returns the same decision: the checkpoint to resume from, or None."""
     decision: Dict[str, Any] = {}
+    kinds = {cls.__name__: cls for cls in (ConfigError, DataError, CheckpointError)}
     if env.is_main:
         try:
             decision["checkpoint"] = _decide_start(cfg, meta, env.world_size)
-        except (ConfigError, DataError) as e:
+        except tuple(kinds.values()) as e:
             decision["error"] = (type(e).__name__, str(e))
     decision = broadcast_object(decision, env)
     if "error" in decision:
         kind, message = decision["error"]
-        raise (ConfigError if kind == "ConfigError" else DataError)(message)
+        raise kinds[kind](message)
     return decision["checkpoint"]
 
 
@@ -300,14 +302,11 @@ def _decide_start(cfg: Config, meta: DatasetMeta, world_size: int) -> Optional[s
                                   f"auto, or delete it with --train.overwrite true")
             ckpt.remove_run(out)
         return None
-    latest = ckpt.read_pointer(root, ckpt.LATEST)
+    # every file of the checkpoint is verified here, on rank 0, before any rank loads it
+    latest = ckpt.resumable_checkpoint(root, lambda message: print(f"warning: {message}", file=sys.stderr))
     if latest is None:  # nothing to resume (a run killed before its first checkpoint leaves only metrics)
         ckpt.remove_run(out)
         return None
-    if not ckpt.is_complete(latest):
-        raise ConfigError(f"train.resume: {root / ckpt.LATEST} names {latest.name}, which is missing or "
-                          f"incomplete; the folder was changed by hand. Delete it or use --train.resume never "
-                          f"--train.overwrite true")
     saved, state = ckpt.read_checkpoint_info(latest)
     ckpt.check_resumable(saved, cfg, state, meta, world_size, latest)
     ckpt.prepare_resume(root, state)
