@@ -313,6 +313,18 @@ def _decide_start(cfg: Config, meta: DatasetMeta, world_size: int) -> Optional[s
     return str(latest)
 
 
+def _check_eval_splits(val_reader: ParquetBatchReader, reader_args: Dict[str, Any],
+                       batch_size: int) -> Dict[str, Any]:
+    """Checks, before the first step, what training would otherwise meet late: the test split's files
+    (list, footers, schema, row count; train's and val's were checked when their readers opened) and every
+    value of the val and test splits (train's values are checked as each batch is read), this rank's row
+    groups of each. Returns the rows checked by this rank and the seconds it took."""
+    started = time.perf_counter()
+    test_reader = ParquetBatchReader(split="test", batch_size=batch_size, **reader_args)
+    rows = {"val": val_reader.check_rows(), "test": test_reader.check_rows()}
+    return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+
+
 def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     """Trains on ``cfg.data.path`` (or continues the run in ``cfg.train.output_dir``) and returns the run
     summary (identical on every rank)."""
@@ -337,6 +349,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     step = state["step"] if state else 0
     if state and (state["stopped_early"] or step >= total):
         return {**state["summary"], "already_finished": True}
+    data_check = _check_eval_splits(val_reader, reader_args, cfg.data.eval_batch_size)
 
     model = build_sharded_model(cfg, meta, env)
     optimizer = build_optimizer(model, cfg.train)
@@ -347,10 +360,11 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         ckpt.set_rng_states(rank_state["rng"])
     log = MetricsLog(out / METRICS_FILE, env.is_main, step if state else None, cfg.train.tensorboard)
     if state:
-        log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size)
+        log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size,
+                  data_check=data_check)
     else:
         log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
-                  dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
+                  dataset=meta.source, config=to_dict(cfg), plan=str(model.plan), data_check=data_check)
     trace = SampleTrace(out, env.rank, step if state else None) if cfg.train.trace_samples else None
 
     tracker = BestValidation(cfg.train.val_metric, cfg.train.early_stop_patience, state)
