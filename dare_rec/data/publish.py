@@ -138,7 +138,7 @@ def publish_dataset(dest: str | Path, overwrite: bool = False) -> Iterator[Path]
     and ``overwrite`` is false, and when the written dataset does not verify. On any error (or kill) ``dest``
     is left as it was; the temporary folder is removed (after a kill: by the next run on ``dest``).
     """
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))  # "." or "..": the temporary folder needs a name and a parent
     if dest.is_symlink():
         dest = dest.resolve()  # replace the folder the link points to, not the link
     dest.parent.mkdir(parents=True, exist_ok=True)
