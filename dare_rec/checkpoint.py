@@ -9,14 +9,21 @@ Layout::
                                               config.yaml                  the resolved run config
                                               train_state.json             step, data position, best, ...
                                               rank-00000.json ...          per rank: RNG states, loss window
+                                              manifest.json                size and sha256 of every file above
     <output_dir>/checkpoints/latest           name of the newest complete checkpoint
     <output_dir>/checkpoints/best             name of the checkpoint with the best validation metric
 
 Writing (every rank): the shards go into ``.tmp-step-XXXXXXXX/`` (DCP fsyncs each file); each rank adds its
-rank file; after a barrier rank 0 adds config and state, fsyncs them and the folder, renames the folder into
-place, fsyncs ``checkpoints/``, then replaces ``latest`` (and ``best``) through a fsynced temporary file and a
-rename. Only then are checkpoints beyond ``train.keep_checkpoints`` removed, never the one ``best`` names. A
-kill at any moment leaves ``latest`` naming a complete checkpoint (or no pointer at all before the first).
+rank file; after a barrier rank 0 adds config and state, then the manifest of every file (``dare_rec/manifest.py``),
+fsyncs them and the folder, renames the folder into place, fsyncs ``checkpoints/``, then replaces ``latest``
+(and ``best``) through a fsynced temporary file and a rename. Only then are checkpoints beyond
+``train.keep_checkpoints`` removed, never the one ``best`` names. A kill at any moment leaves ``latest`` naming
+a complete checkpoint (or no pointer at all before the first).
+
+Reading: the manifest is checked before a checkpoint is used (config and state when they are read, every file
+before a resume or an evaluation loads the shards), so damage after the write (a truncated or overwritten
+file) is a :class:`CheckpointError` naming the file. A resume whose ``latest`` checkpoint is damaged continues
+from the newest earlier intact one, and sets the damaged ones aside as ``damaged-step-XXXXXXXX/``.
 DCP reshards on load, so a checkpoint loads into any world size and sharding plan.
 """
 
@@ -29,7 +36,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +47,8 @@ from torch import nn
 
 from dare_rec.config import Config, ConfigError, from_dict, to_dict
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
-from dare_rec.distributed import DistEnv
+from dare_rec.distributed import DistEnv, broadcast_object
+from dare_rec.manifest import MANIFEST, CheckpointError, manifest_text, verify_checkpoint
 
 CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "config.yaml"
@@ -51,6 +59,7 @@ BEST = "best"
 POINTERS = (LATEST, BEST)
 _NAME = re.compile(r"^step-(\d{8,})$")
 _TMP = ".tmp-"
+_DAMAGED = "damaged-"
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:
@@ -90,6 +99,9 @@ def save_checkpoint(model: nn.Module, optimizer: Any, cfg: Config, state: Dict[s
     if env.is_main:
         _write_durably(tmp / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         _write_durably(tmp / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        # Last: it lists every file above. Hashing reads the whole checkpoint once more (see dare_rec/manifest.py
+        # for the cost); the shards are still in the page cache, so it costs CPU time, not disk reads.
+        _write_durably(tmp / MANIFEST, manifest_text(tmp))
         _fsync_dir(tmp)
         if final.exists():  # left by an attempt killed after this step; resume made sure no pointer names it
             shutil.rmtree(final)
@@ -195,18 +207,86 @@ def pick_checkpoint(path: str | Path, pick: str = BEST) -> Tuple[Path, str]:
 
 
 def read_checkpoint_info(path: Path) -> Tuple[Config, Dict[str, Any]]:
-    """The config and training state stored with a checkpoint."""
-    with open(path / CONFIG_FILE) as f:
-        cfg = from_dict(Config, yaml.safe_load(f), prefix="").validate()
-    with open(path / STATE_FILE) as f:
-        state = json.load(f)
+    """The config and training state stored with a checkpoint, checked against its manifest first."""
+    verify_checkpoint(path, [CONFIG_FILE, STATE_FILE])
+    try:
+        with open(path / CONFIG_FILE, encoding="utf-8") as f:
+            cfg = from_dict(Config, yaml.safe_load(f), prefix="").validate()
+    except (yaml.YAMLError, ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path / CONFIG_FILE}: not a valid run config: {str(e).splitlines()[0]}") from None
+    state = _read_json(path / STATE_FILE)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path / STATE_FILE}: not a training state (no integer 'step')")
     return cfg, state
 
 
 def read_rank_state(path: Path, rank: int) -> Optional[Dict[str, Any]]:
     """A rank's own state from a checkpoint (None if that rank did not exist when it was written)."""
     file = path / RANK_FILE.format(rank)
-    return json.loads(file.read_text()) if file.is_file() else None
+    return _read_json(file) if file.is_file() else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+
+
+def verify_on_main(path: Path, env: DistEnv) -> None:
+    """Rank 0 checks every file of a checkpoint against its manifest; every rank raises its CheckpointError.
+
+    Collective (before the shards are loaded): one rank reads the checkpoint instead of all of them."""
+    error = None
+    if env.is_main:
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as e:
+            error = str(e)
+    error = broadcast_object(error, env)
+    if error is not None:
+        raise CheckpointError(error)
+
+
+def resumable_checkpoint(root: Path, warn: Callable[[str], None]) -> Optional[Path]:
+    """The checkpoint a resumed run continues from: the one ``latest`` names, or, when that one is missing,
+    incomplete or damaged, the newest earlier intact one (None when there is no ``latest`` pointer).
+
+    Every file of a candidate is checked against its manifest. Damaged candidates are renamed to
+    ``damaged-step-XXXXXXXX`` (kept for inspection; the resumed run writes that step again) and reported
+    through ``warn``, and ``latest`` is pointed at the checkpoint chosen. Raises CheckpointError when no
+    checkpoint is intact.
+    """
+    latest = read_pointer(root, LATEST)
+    if latest is None:
+        return None
+    match = _NAME.match(latest.name)
+    candidates = [latest] + [path for step, path in reversed(list_checkpoints(root))
+                             if path != latest and (match is None or step < int(match.group(1)))]
+    problems = []
+    for path in candidates:
+        try:
+            if not is_complete(path):
+                raise CheckpointError(f"{path}: missing or incomplete (needs .metadata, {CONFIG_FILE} and "
+                                      f"{STATE_FILE})")
+            verify_checkpoint(path)
+            read_checkpoint_info(path)
+            if path != latest:
+                set_pointer(root, LATEST, path.name)
+            return path
+        except CheckpointError as e:
+            problems.append(str(e))
+            aside = ""
+            if path.is_dir():
+                target = root / f"{_DAMAGED}{path.name}"
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(path, target)
+                aside = f" (moved to {target.name})"
+            warn(f"{e}; skipping checkpoint {path.name}{aside}")
+    raise CheckpointError(f"{root}: no intact checkpoint to resume from ({len(candidates)} tried; the latest: "
+                          f"{problems[0]}); delete the run or start over with --train.resume never "
+                          f"--train.overwrite true")
 
 
 # Config fields a resumed run must share with its checkpoint: they define the model and its state keys (the

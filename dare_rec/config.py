@@ -473,8 +473,13 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"--config: file {str(p)!r} does not exist")
-        with open(p) as f:
-            loaded = yaml.safe_load(f)
+        try:
+            with open(p, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config: {p}: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--config: {p}: byte {e.start}: not UTF-8 text ({e.reason})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"--config: {str(p)!r} must hold a mapping of sections, got {type(loaded).__name__}")
         raw = loaded or {}
@@ -502,8 +507,20 @@ def parse_overrides(tokens: Sequence[str]) -> List[Tuple[str, Any]]:
                 raise ConfigError(f"{tok[2:]}: missing value")
             key, text = tok[2:], tokens[i + 1]
             i += 2
-        pairs.append((key, yaml.safe_load(text)))
+        try:
+            pairs.append((key, yaml.safe_load(text)))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: {text!r} is not a valid YAML value: {_yaml_problem(e)}") from None
     return pairs
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where (1-based line and column) and what."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{where}invalid YAML: {what}" + (f" ({context})" if context else "")
 
 
 def _set_dotted(raw: Dict[str, Any], dotted: str, value: Any) -> None:

@@ -43,7 +43,7 @@ from dare_rec.analysis.collect import collect_split, dare_model, representations
 from dare_rec.analysis.conflict import TableGradientStats
 from dare_rec.analysis.ranking import SkipRules
 from dare_rec.analysis.role_gradients import RoleGradientProbe, StepGradients
-from dare_rec.checkpoint import load_model_state, read_checkpoint_info, resolve_checkpoint
+from dare_rec.checkpoint import load_model_state, read_checkpoint_info, resolve_checkpoint, verify_on_main
 from dare_rec.config import Config, ConfigError, config_help, load_config
 from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
@@ -101,6 +101,7 @@ class _Checkpoint:
                 "step": self.state["step"], "data": self.cfg.data.path}
 
     def load(self, env: DistEnv) -> torch.nn.Module:
+        verify_on_main(self.path, env)  # a damaged checkpoint: one line naming the file, on every rank
         model = build_sharded_model(self.cfg, self.meta, env)
         load_model_state(model, self.path)
         return model

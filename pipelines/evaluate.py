@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dare_rec.checkpoint import BEST, POINTERS, check_vocabulary, load_model_state, pick_checkpoint, \
-    read_checkpoint_info
+    read_checkpoint_info, verify_on_main
 from dare_rec.config import ConfigError
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import SPLITS, DatasetMeta
@@ -75,6 +75,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
             if env.is_main:
                 print(f"evaluating {path} ({_which(picked, state)})", flush=True)
             set_determinism(cfg.train.deterministic)
+            verify_on_main(path, env)
             model = build_sharded_model(cfg, meta, env)
             load_model_state(model, path)
             reader = ParquetBatchReader(cfg.data.path, split, cfg.data.eval_batch_size, cfg.data.max_len,

@@ -10,7 +10,10 @@ Writes the Parquet data contract (train/val/test + meta.json, docs/design.md §3
   protocol, every knob in the config's ``logs`` section (``--logs.min_len 50``, ``--logs.skip_malformed true``);
   see docs/real-data.md.
 
-The same input, config and seed give byte-identical Parquet files.
+The same input, config and seed give byte-identical Parquet files. The dataset is written beside ``--out``
+and swapped in only when complete and verified, so a kill or an error leaves the folder as it was; a
+non-empty ``--out`` that is not a dataset of ours (or holds files prepare did not write) is refused unless
+``--overwrite`` is given (``dare_rec/data/publish.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def parse_args(argv: Optional[List[str]]) -> tuple[argparse.Namespace, List[str]
     parser.add_argument("--input", help="raw log file (required for taobao, tmall and events)")
     parser.add_argument("--config", help="YAML preset whose synthetic/logs/data sections apply")
     parser.add_argument("--out", help="output dataset folder (default: data.path of the config)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it is not a dataset of ours or holds files prepare did not "
+                             "write (they are deleted)")
     parser.add_argument("--summary-json", help="also write the run summary (counts, time, peak memory) here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_known_args(argv)
@@ -49,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.source == "synthetic":
         if args.input is not None:
             raise ConfigError("--input: only the log sources (taobao, tmall, events) read an input file")
-        generate(cfg.synthetic, out, progress=not args.quiet)
+        generate(cfg.synthetic, out, progress=not args.quiet, overwrite=args.overwrite)
         return 0
     if args.input is None:
         raise ConfigError(f"--input: required for --source {args.source} (the raw log file)")
@@ -57,7 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise ConfigError(f"--input: file {args.input!r} does not exist")
     if not Path(args.input).is_file():
         raise ConfigError(f"--input: {args.input!r} is not a file")
-    _, summary = prepare_logs(args.source, args.input, out, cfg.logs, progress=not args.quiet)
+    _, summary = prepare_logs(args.source, args.input, out, cfg.logs, progress=not args.quiet,
+                              overwrite=args.overwrite)
     print(format_summary(args.source, out, summary))
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
 from dare_rec.distributed import (DistEnv, broadcast_object, check_shared_folder, errors_shared_across_ranks,
                                   init_distributed, shutdown)
+from dare_rec.manifest import CheckpointError
 from dare_rec.metrics.offline import is_improvement
 from dare_rec.optim import build_optimizer
 from dare_rec.pipelines.common import build_sharded_model, evaluate_split, require_defined, set_determinism
@@ -288,15 +289,16 @@ def _prepare_output(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Optional[st
     """Decides on rank 0 whether this run starts fresh or resumes (and cleans the folder accordingly); every
     rank returns the same decision: the checkpoint to resume from, or None."""
     decision: Dict[str, Any] = {}
+    kinds = {cls.__name__: cls for cls in (ConfigError, DataError, CheckpointError)}
     if env.is_main:
         try:
             decision["checkpoint"] = _decide_start(cfg, meta, env.world_size)
-        except (ConfigError, DataError) as e:
+        except tuple(kinds.values()) as e:
             decision["error"] = (type(e).__name__, str(e))
     decision = broadcast_object(decision, env)
     if "error" in decision:
         kind, message = decision["error"]
-        raise (ConfigError if kind == "ConfigError" else DataError)(message)
+        raise kinds[kind](message)
     return decision["checkpoint"]
 
 
@@ -312,18 +314,27 @@ def _decide_start(cfg: Config, meta: DatasetMeta, world_size: int) -> Optional[s
                                   f"auto, or delete it with --train.overwrite true")
             ckpt.remove_run(out)
         return None
-    latest = ckpt.read_pointer(root, ckpt.LATEST)
+    # every file of the checkpoint is verified here, on rank 0, before any rank loads it
+    latest = ckpt.resumable_checkpoint(root, lambda message: print(f"warning: {message}", file=sys.stderr))
     if latest is None:  # nothing to resume (a run killed before its first checkpoint leaves only metrics)
         ckpt.remove_run(out)
         return None
-    if not ckpt.is_complete(latest):
-        raise ConfigError(f"train.resume: {root / ckpt.LATEST} names {latest.name}, which is missing or "
-                          f"incomplete; the folder was changed by hand. Delete it or use --train.resume never "
-                          f"--train.overwrite true")
     saved, state = ckpt.read_checkpoint_info(latest)
     ckpt.check_resumable(saved, cfg, state, meta, world_size, latest)
     ckpt.prepare_resume(root, state)
     return str(latest)
+
+
+def _check_eval_splits(val_reader: ParquetBatchReader, reader_args: Dict[str, Any],
+                       batch_size: int) -> Dict[str, Any]:
+    """Checks, before the first step, what training would otherwise meet late: the test split's files
+    (list, footers, schema, row count; train's and val's were checked when their readers opened) and every
+    value of the val and test splits (train's values are checked as each batch is read), this rank's row
+    groups of each. Returns the rows checked by this rank and the seconds it took."""
+    started = time.perf_counter()
+    test_reader = ParquetBatchReader(split="test", batch_size=batch_size, **reader_args)
+    rows = {"val": val_reader.check_rows(), "test": test_reader.check_rows()}
+    return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
@@ -350,6 +361,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     step = state["step"] if state else 0
     if state and (state["stopped_early"] or step >= total):
         return {**state["summary"], "already_finished": True}
+    data_check = _check_eval_splits(val_reader, reader_args, cfg.data.eval_batch_size)
 
     model = build_sharded_model(cfg, meta, env)
     optimizer = build_optimizer(model, cfg.train)
@@ -360,10 +372,11 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         ckpt.set_rng_states(rank_state["rng"])
     log = MetricsLog(out / METRICS_FILE, env.is_main, step if state else None, cfg.train.tensorboard)
     if state:
-        log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size)
+        log.write("resume", step=step, checkpoint=Path(resume_from).name, world_size=env.world_size,
+                  data_check=data_check)
     else:
         log.write("start", world_size=env.world_size, steps_per_epoch=steps_per_epoch, total_steps=total,
-                  dataset=meta.source, config=to_dict(cfg), plan=str(model.plan))
+                  dataset=meta.source, config=to_dict(cfg), plan=str(model.plan), data_check=data_check)
     trace = SampleTrace(out, env.rank, step if state else None) if cfg.train.trace_samples else None
 
     tracker = BestValidation(cfg.train.val_metric, cfg.train.early_stop_patience, state)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny preset and a tiny synthetic dataset generated once per test session."""
+"""Shared fixtures: the tiny preset, a tiny synthetic dataset generated once per test session, and a tiny
+training run with two checkpoints."""
 
 from __future__ import annotations
 
@@ -30,3 +31,23 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_data")
     generate(tiny_config().synthetic, root, progress=False)
     return root
+
+
+# The tiny run: 2 steps, a checkpoint after each (step-00000001, and step-00000002, which is also the best).
+TINY_RUN_ARGS = ("--train.max_steps", "2", "--train.checkpoint_every", "1", "--train.dist_timeout_s", "60")
+
+
+def tiny_run_args(data: Path, out: Path, *extra: str) -> list:
+    """``dare-rec train`` arguments of the tiny run on ``data`` into ``out`` (rerun them to resume it)."""
+    return ["--config", str(TINY_PRESET), "--data.path", str(data), "--train.output_dir", str(out), *TINY_RUN_ARGS,
+            *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output folder of the tiny run (copy it before changing it)."""
+    from dare_rec.pipelines import train  # imports torchrec: only when a test needs a run
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert train.main(tiny_run_args(tiny_data, out)) == 0
+    return out

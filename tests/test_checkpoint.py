@@ -1,10 +1,12 @@
 """Checkpoint folder rules without a model: pointers, retention, resume clean-up, choosing what to evaluate,
-RNG states (the DCP save/load itself runs in the training tests)."""
+RNG states, manifests (the DCP save/load itself runs in the training tests); and, on the tiny run, the
+manifests a real save writes and a resume past a damaged latest checkpoint."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import torch
 
 from dare_rec import checkpoint as ckpt
 from dare_rec.config import ConfigError
+from dare_rec.manifest import MANIFEST, CheckpointError, manifest_text, read_manifest, verify_checkpoint
+from tests.conftest import tiny_run_args
 
 
 def fake_checkpoint(root, step, complete=True):
@@ -84,3 +88,57 @@ def test_rng_states_round_trip_through_json():
     ckpt.set_rng_states(json.loads(json.dumps(saved)))
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_a_manifest_names_the_damaged_file(tmp_path):
+    (tmp_path / "__0_0.distcp").write_bytes(b"shard" * 1000)
+    (tmp_path / ".metadata").write_bytes(b"metadata")
+    (tmp_path / MANIFEST).write_text(manifest_text(tmp_path))
+    verify_checkpoint(tmp_path)
+    assert sorted(read_manifest(tmp_path)) == [".metadata", "__0_0.distcp"]
+    (tmp_path / "eval-test.json").write_text("{}")  # written later by evaluate: not listed, not checked
+    verify_checkpoint(tmp_path)
+    (tmp_path / "__0_0.distcp").write_bytes(b"SHARD" * 1000)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / '__0_0.distcp'}: sha256 .* differs from manifest"):
+        verify_checkpoint(tmp_path)
+    verify_checkpoint(tmp_path, [".metadata"])  # only the files asked for
+    (tmp_path / "__0_0.distcp").write_bytes(b"shard")
+    with pytest.raises(CheckpointError, match=r"5 bytes, manifest.json records 5,000; the file was truncated"):
+        verify_checkpoint(tmp_path)
+    (tmp_path / "__0_0.distcp").unlink()
+    with pytest.raises(CheckpointError, match="__0_0.distcp: missing"):
+        verify_checkpoint(tmp_path)
+    (tmp_path / MANIFEST).write_text("[]")
+    with pytest.raises(CheckpointError, match="not a valid checkpoint manifest"):
+        verify_checkpoint(tmp_path)
+    (tmp_path / MANIFEST).unlink()
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / MANIFEST}: missing"):
+        verify_checkpoint(tmp_path)
+
+
+def test_every_saved_checkpoint_lists_all_its_files(tiny_run):
+    checkpoints = [p for _, p in ckpt.list_checkpoints(tiny_run / "checkpoints")]
+    assert [p.name for p in checkpoints] == ["step-00000001", "step-00000002"]
+    for path in checkpoints:
+        verify_checkpoint(path)
+        files = {p.name for p in path.iterdir() if p.name != MANIFEST and not p.name.startswith("eval-")}
+        assert set(read_manifest(path)) == files >= {".metadata", "__0_0.distcp", "config.yaml",
+                                                     "train_state.json", "rank-00000.json"}
+
+
+def test_resume_skips_a_damaged_latest_checkpoint_for_the_previous_one(tiny_data, tiny_run, tmp_path, capsys):
+    from dare_rec.pipelines import train
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    root = run / "checkpoints"
+    shard = root / "step-00000002" / "__0_0.distcp"
+    shard.write_bytes(bytes(shard.stat().st_size))
+    assert train.main(tiny_run_args(tiny_data, run)) == 0
+    assert f"warning: {shard}: sha256" in capsys.readouterr().err
+    resumes = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["event"] == "resume"]
+    assert [(e["step"], e["checkpoint"]) for e in resumes] == [(1, "step-00000001")]
+    assert (root / "damaged-step-00000002").is_dir()  # kept for inspection, never pruned
+    assert ckpt.read_pointer(root, ckpt.LATEST).name == "step-00000002"
+    verify_checkpoint(root / "step-00000002")  # written again by the resumed run

@@ -7,7 +7,9 @@ appended to one int32 array per column (int64 once a value needs it).
 
 Malformed rows are found without per-row Python: a block that Arrow cannot parse with the expected types is
 parsed again as text, and vectorised checks find every bad row (wrong column count, a value that is not an
-integer, an unknown behavior value, a Tmall ``time_stamp`` that is not a ``mmdd`` date). By default the first
+integer, an unknown behavior value, a Tmall ``time_stamp`` that is not a ``mmdd`` date, bytes in a read column
+that are not UTF-8 text). A file that is not text at all (a zip or gzip archive, Parquet, or binary data with
+NUL bytes) is refused before parsing, naming what it is. By default the first
 one (lowest line) raises :class:`DataError` naming the file, line and column; with ``logs.skip_malformed``
 bad rows are dropped and counted per reason (the first example of each reason is kept for the summary).
 Arrow reports wrong column counts through a callback, which runs once per such row only.
@@ -31,7 +33,7 @@ from dare_rec.config import ConfigError, LogsConfig
 from dare_rec.data.schema import DataError, sha256_file
 
 ROLES = ("user", "item", "category", "timestamp")
-REASONS = ("wrong_column_count", "non_integer", "unknown_behavior", "bad_date")
+REASONS = ("wrong_column_count", "not_utf8", "non_integer", "unknown_behavior", "bad_date")
 TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 TAOBAO_BEHAVIORS = ("pv", "buy", "cart", "fav")
 TMALL_COLUMNS = ("user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp", "action_type")
@@ -43,6 +45,16 @@ _MONTH_START = np.concatenate([[0], np.cumsum(_MONTH_DAYS)[:-1]])
 _INT_PATTERN = r"^\s*-?[0-9]+\s*$"
 _INT64_MAX_DIGITS = "9223372036854775807"
 _PARQUET_BATCH_ROWS = 1 << 20
+# Leading bytes of files that are not CSV text, and what to do about them.
+_NOT_TEXT = (
+    (b"PK\x03\x04", "a zip archive", "unzip it and pass the CSV file inside"),
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it first (gunzip)"),
+    (b"BZh", "a bzip2-compressed file", "decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file", "decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file", "decompress it first (unzstd)"),
+    (b"PAR1", "a Parquet file", "Parquet logs are read by --source events (logs.event_format parquet)"),
+)
+_SNIFF_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ def _check_values(keep: frozenset, legal: Tuple[str, ...], what: str) -> None:
 
 def _read_header(path: Path, delimiter: str) -> List[str]:
     _check_file(path)
+    _check_text(path)
     with open(path, "rb") as f:
         line = f.readline()
     text = line.decode("utf-8-sig", errors="replace").rstrip("\r\n")
@@ -154,6 +167,20 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+
+
+def _check_text(path: Path) -> None:
+    """Refuses a file that is not CSV text (an archive, a compressed or Parquet file, binary data), naming it."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    for magic, what, hint in _NOT_TEXT:
+        if head.startswith(magic):
+            raise DataError(f"{path}: {what}, not a CSV text file; {hint}")
+    nul = head.find(b"\0")
+    if nul >= 0:
+        line = head.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}: line {line}: binary data (a NUL byte at byte {nul}), not a CSV text file; is it "
+                        f"the right file?")
 
 
 @dataclass
@@ -380,6 +407,7 @@ def read_log(path: str | Path, fmt: LogFormat, cfg: LogsConfig, progress: bool =
             _read_parquet(path, fmt, collector, bar)
             digest = sha256_file(path)
         else:
+            _check_text(path)
             digest = _read_csv(path, fmt, cfg.block_mb << 20, collector, bar)
     if collector.rows == 0:
         raise DataError(f"{path}: no data rows" + (" after the header" if fmt.header else ""))
@@ -455,6 +483,35 @@ def _csv_block(block: pa.Buffer, first_line: int, fmt: LogFormat, collector: _Co
     collector.add(values, behavior, lines, _Issues(table.num_rows))
 
 
+def _not_utf8(data: bytes, fmt: LogFormat) -> Dict[int, Tuple[str, str]]:
+    """Lines of a block that are not UTF-8 text in a column the format reads: line index in the block ->
+    (column name, what). Only runs on blocks the typed parse refused."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    high = np.flatnonzero(arr >= 0x80)
+    if not len(high):
+        return {}
+    try:
+        data.decode("utf-8")
+        return {}
+    except UnicodeDecodeError:
+        pass
+    newlines = np.flatnonzero(arr == ord("\n"))
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(data)]])
+    read = set(fmt.role_columns.values()) | ({fmt.behavior} if fmt.behavior else set())
+    found: Dict[int, Tuple[str, str]] = {}
+    for index in np.unique(np.searchsorted(newlines, high)):
+        line = data[starts[index]:ends[index]]
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            column = line.count(fmt.delimiter.encode(), 0, e.start)
+            if column < len(fmt.columns) and fmt.columns[column] in read:
+                found[int(index)] = (fmt.columns[column], f"byte 0x{line[e.start]:02x} at byte {e.start + 1} of "
+                                                          f"the line is not UTF-8 text")
+    return found
+
+
 def _csv_block_as_text(block: pa.Buffer, first_line: int, fmt: LogFormat, collector: _Collector) -> None:
     wrong: List[Tuple[int, int, str]] = []  # (row number in block, columns found, text)
 
@@ -462,7 +519,16 @@ def _csv_block_as_text(block: pa.Buffer, first_line: int, fmt: LogFormat, collec
         wrong.append((row.number, row.actual_columns, row.text))
         return "skip"
 
-    table = pacsv.read_csv(pa.BufferReader(block), *_csv_options(fmt, typed=False, handler=on_invalid_row))
+    data = block.to_pybytes()
+    not_utf8 = _not_utf8(data, fmt)
+    if not_utf8:  # Arrow refuses invalid UTF-8 in a text column: parse a copy with U+FFFD in place of bad bytes
+        block = pa.py_buffer(data.decode("utf-8", errors="replace").encode("utf-8"))
+    try:
+        table = pacsv.read_csv(pa.BufferReader(block), *_csv_options(fmt, typed=False, handler=on_invalid_row))
+    except pa.ArrowInvalid as e:  # whatever the checks below do not foresee still names file and lines
+        last = first_line + data.count(b"\n")
+        raise DataError(f"{collector.path}: lines {first_line}..{last}: not parseable as CSV: "
+                        f"{str(e).splitlines()[0][:200]}") from None
     n = table.num_rows
     lines = np.arange(first_line, first_line + n + len(wrong))
     if wrong:  # rows Arrow dropped shift the line numbers of the rows after them
@@ -487,6 +553,12 @@ def _csv_block_as_text(block: pa.Buffer, first_line: int, fmt: LogFormat, collec
     issues.mark(empty, "wrong_column_count", lines, lambda r: (
         f"{collector.where(int(lines[r]))}: expected {expected} columns ({','.join(fmt.columns)}), "
         f"got an empty line"))
+    if not_utf8:
+        bad_lines = {first_line + index: what for index, what in not_utf8.items()}
+        bad = np.isin(lines, list(bad_lines))
+        issues.mark(bad, "not_utf8", lines, lambda r: (
+            f"{collector.where(int(lines[r]))}, {collector.column(bad_lines[int(lines[r])][0])}: "
+            f"{bad_lines[int(lines[r])][1]}"))
     values = {}
     for role, col in fmt.role_columns.items():
         text = table.column(col).combine_chunks()

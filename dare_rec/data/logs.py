@@ -42,6 +42,7 @@ from tqdm import tqdm
 from dare_rec.config import LogsConfig
 from dare_rec.data import schema
 from dare_rec.data.log_readers import RawEvents, log_format, read_log
+from dare_rec.data.publish import publish_dataset
 from dare_rec.data.writer import DatasetWriter, list_array
 
 LOG_SOURCES = ("taobao", "tmall", "events")
@@ -378,8 +379,11 @@ def _peak_rss_mb() -> float:
 
 
 def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: LogsConfig,
-                 progress: bool = True) -> Tuple[schema.DatasetMeta, Dict[str, object]]:
+                 progress: bool = True, overwrite: bool = False) -> Tuple[schema.DatasetMeta, Dict[str, object]]:
     """Preprocesses a raw log into the Parquet contract at ``out_dir``.
+
+    The dataset replaces ``out_dir`` atomically once complete (:func:`dare_rec.data.publish.publish_dataset`;
+    ``overwrite`` lets it replace a folder that is not a dataset of ours).
 
     Returns:
         (meta.json contents, run summary: counts, vocabulary sizes, skipped rows, seconds and peak RSS per phase).
@@ -396,57 +400,59 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
         phases[name] = {"seconds": round(now - last, 3), "peak_rss_mb": round(_peak_rss_mb(), 1)}
         last = now
 
-    fmt = log_format(source, input_path, cfg)
-    events = read_log(input_path, fmt, cfg, progress)
-    rows, clicks_total = events.rows, len(events.user)
-    skipped, examples, digest, size = events.skipped, events.examples, events.sha256, events.size_bytes
-    phase_done("read")
-    clicks = build_clicks(events, cfg, progress)
-    del events
-    if len(clicks.user_id) == 0:
-        raise schema.DataError(f"{input_path}: no user has >= logs.min_len={cfg.min_len} clicks "
-                          f"({clicks.num_users:,} users, {clicks_total:,} clicks); lower logs.min_len")
-    phase_done("index")
-    plan = plan_samples(clicks, cfg, progress)
-    phase_done("negatives")
-    writer = write_samples(clicks, plan, out_dir, cfg, progress)
-    files = writer.close()
-    phase_done("write")
+    with publish_dataset(out_dir, overwrite) as tmp:
+        fmt = log_format(source, input_path, cfg)
+        events = read_log(input_path, fmt, cfg, progress)
+        rows, clicks_total = events.rows, len(events.user)
+        skipped, examples, digest, size = events.skipped, events.examples, events.sha256, events.size_bytes
+        phase_done("read")
+        clicks = build_clicks(events, cfg, progress)
+        del events
+        if len(clicks.user_id) == 0:
+            raise schema.DataError(f"{input_path}: no user has >= logs.min_len={cfg.min_len} clicks "
+                              f"({clicks.num_users:,} users, {clicks_total:,} clicks); lower logs.min_len")
+        phase_done("index")
+        plan = plan_samples(clicks, cfg, progress)
+        phase_done("negatives")
+        writer = write_samples(clicks, plan, tmp, cfg, progress)
+        files = writer.close()
+        phase_done("write")
 
-    resolved = asdict(cfg)
-    resolved["behaviors"] = sorted(fmt.keep) if fmt.keep is not None else None
-    stats = {
-        "rows": rows,
-        "clicks": clicks_total,
-        "users": clicks.num_users,
-        "users_kept": len(clicks.user_id),
-        "clicks_of_kept_users": len(clicks.item),
-        "skipped_rows": skipped,
-    }
-    meta = schema.DatasetMeta(
-        source=source,
-        num_items=clicks.num_items + 1,
-        num_categories=clicks.num_categories + 1,
-        max_history=writer.max_history,
-        counts=writer.counts,
-        seed=cfg.seed,
-        columns=[f.name for f in writer.schema],
-        files=files,
-        params={
-            "input": str(input_path),
-            "input_sha256": digest,
-            "input_bytes": size,
-            "logs": resolved,
-            "train_positions": cfg.train_positions(),
-            "id_order": "increasing raw id, over every click row; 0 is padding",
-            "time_order": "per user by timestamp, stable (file order breaks ties)",
-            "timestamps": "unix seconds" + (" (Tmall mmdd -> 00:00 UTC of that day in 2015)"
-                                            if source == "tmall" else " (as in the input)"),
-            **stats,
-            "skipped_examples": examples,
-        },
-    )
-    meta.write(out_dir)
+        resolved = asdict(cfg)
+        resolved["behaviors"] = sorted(fmt.keep) if fmt.keep is not None else None
+        stats = {
+            "rows": rows,
+            "clicks": clicks_total,
+            "users": clicks.num_users,
+            "users_kept": len(clicks.user_id),
+            "clicks_of_kept_users": len(clicks.item),
+            "skipped_rows": skipped,
+        }
+        meta = schema.DatasetMeta(
+            source=source,
+            num_items=clicks.num_items + 1,
+            num_categories=clicks.num_categories + 1,
+            max_history=writer.max_history,
+            counts=writer.counts,
+            seed=cfg.seed,
+            columns=[f.name for f in writer.schema],
+            files=files,
+            params={
+                "input": str(input_path),
+                "input_sha256": digest,
+                "input_bytes": size,
+                "logs": resolved,
+                "train_positions": cfg.train_positions(),
+                "id_order": "increasing raw id, over every click row; 0 is padding",
+                "time_order": "per user by timestamp, stable (file order breaks ties)",
+                "timestamps": "unix seconds" + (" (Tmall mmdd -> 00:00 UTC of that day in 2015)"
+                                                if source == "tmall" else " (as in the input)"),
+                **stats,
+                "skipped_examples": examples,
+            },
+        )
+        meta.write(tmp)
+    phase_done("publish")  # verify, fsync, swap in
     summary = {
         **stats,
         "counts": writer.counts,

@@ -16,7 +16,8 @@ skipped row groups: a resumed run sees exactly the batches an uninterrupted one 
 
 Every row group is checked against the contract when read (nulls, ids outside the vocabulary or 0 in a
 history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages);
-the error names the file, row group, row and column. Conversion is vectorised: Arrow list offsets become KJT
+the error names the file, row group, row and column. :meth:`ParquetBatchReader.check_rows` runs the same
+checks over a whole shard up front (the training job does so for the val and test splits). Conversion is vectorised: Arrow list offsets become KJT
 lengths directly, histories longer than ``max_len`` keep their most recent ``max_len`` behaviors. A
 background thread reads, converts and queues the next batches while the current step runs; it is stopped and
 joined when its iterator is closed (and, at the latest, at interpreter exit).
@@ -174,6 +175,17 @@ class ParquetBatchReader:
         group = self._all_groups[int(np.searchsorted([g.split_row for g in self._all_groups], sample_id,
                                                      side="right")) - 1]
         return f"{group.path} (row group {group.index}, row {group.first_row + sample_id - group.split_row})"
+
+    def check_rows(self) -> int:
+        """Reads every row group of this rank's shard with the checks of an epoch (nulls, ids, labels,
+        probabilities, history lengths, undecodable pages), in this thread and without building batches;
+        returns the rows checked. Every rank calling it checks the whole split once."""
+        files: dict = {}
+        for group in self.groups:
+            if group.path not in files:
+                files[group.path] = schema.open_parquet(group.path)
+            self._read(files[group.path], group)
+        return self.num_rows
 
     def _epoch_order(self, epoch: int) -> Tuple[np.ndarray, Optional[List[int]]]:
         """The order of this rank's row groups in ``epoch`` and the seed entropy of each group's row shuffle."""

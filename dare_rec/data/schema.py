@@ -101,14 +101,46 @@ class DatasetMeta:
         if not path.is_file():
             raise DataError(f"{path}: missing; a dataset folder needs meta.json (written by `dare-rec prepare`)")
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
             meta = DatasetMeta(**raw)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise DataError(f"{path}: not a valid meta.json: {e}") from e
+        except (ValueError, TypeError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise DataError(f"{path}: not a valid meta.json: {e}") from None
         if meta.schema_version != SCHEMA_VERSION:
             raise DataError(f"{path}: schema_version {meta.schema_version}, this code reads {SCHEMA_VERSION}")
+        meta._check_types(path)
         return meta
+
+    def _check_types(self, path: Path) -> None:
+        """Every field has its type (and a possible value), so a hand-edited meta.json fails here, naming the
+        field, instead of deep inside the model or the reader."""
+
+        def fail(name: str, expected: str, value: object) -> None:
+            raise DataError(f"{path}: field {name!r} must be {expected}, got {type(value).__name__} {value!r}")
+
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not isinstance(self.source, str):
+            fail("source", "a string", self.source)
+        for name in ("num_items", "num_categories"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "an integer >= 1 (vocabulary size including padding id 0)", getattr(self, name))
+        for name in ("max_history", "seed"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "an integer >= 0", getattr(self, name))
+        if not isinstance(self.counts, dict) or sorted(self.counts) != sorted(SPLITS) or \
+                not all(is_int(v) and v >= 0 for v in self.counts.values()):
+            fail("counts", f"a mapping of {list(SPLITS)} to row counts >= 0", self.counts)
+        if not isinstance(self.columns, list) or not all(isinstance(c, str) for c in self.columns):
+            fail("columns", "a list of column names", self.columns)
+        if not isinstance(self.files, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str)
+                                                                   for a, b in v.items())
+                for k, v in self.files.items()):
+            fail("files", "a mapping of split to {file: sha256}", self.files)
+        if not isinstance(self.params, dict):
+            fail("params", "a mapping", self.params)
 
 
 def dataset_fingerprint(meta: DatasetMeta) -> str:
@@ -213,6 +245,25 @@ def verify_hashes(root: str | Path, split: str, meta: DatasetMeta) -> None:
         if actual != digest:
             raise DataError(f"{path}: sha256 {actual[:12]}... differs from meta.json's {digest[:12]}...; "
                             f"the file changed after `dare-rec prepare` wrote it")
+
+
+def verify_dataset(root: str | Path, meta: Optional[DatasetMeta] = None, hashes: bool = True) -> DatasetMeta:
+    """Checks a whole dataset against its meta.json without reading values: every split's files are the ones
+    meta.json lists, each a readable Parquet file with the dataset's columns and types, together holding the
+    counted rows, and (``hashes``) of the recorded sha256. Returns the meta.json contents."""
+    meta = meta or DatasetMeta.read(root)
+    for split in SPLITS:
+        paths = split_files(root, split)
+        check_split(root, split, paths, meta)
+        rows = 0
+        for path in paths:
+            footer = read_footer(path)
+            check_file_schema(path, meta.columns, footer.schema.to_arrow_schema())
+            rows += footer.num_rows
+        check_row_count(root, split, rows, meta)
+        if hashes:
+            verify_hashes(root, split, meta)
+    return meta
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

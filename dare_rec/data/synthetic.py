@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from dare_rec.config import SyntheticConfig
 from dare_rec.data import schema
+from dare_rec.data.publish import publish_dataset
 from dare_rec.data.writer import DatasetWriter, list_array
 
 # Users generated together; part of the seeding scheme, so changing it changes the data.
@@ -180,36 +181,42 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     return out
 
 
-def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> schema.DatasetMeta:
-    """Writes the synthetic dataset described by ``cfg`` to ``out_dir`` and returns its meta.json contents."""
+def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
+             overwrite: bool = False) -> schema.DatasetMeta:
+    """Writes the synthetic dataset described by ``cfg`` to ``out_dir`` and returns its meta.json contents.
+
+    The dataset replaces ``out_dir`` atomically once complete (:func:`dare_rec.data.publish.publish_dataset`;
+    ``overwrite`` lets it replace a folder that is not a dataset of ours).
+    """
     started = time.perf_counter()
     root_seq = np.random.SeedSequence(cfg.seed)
     catalog_seed, chunks_seed = root_seq.spawn(2)
-    catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
-    optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
-    writer = DatasetWriter(out_dir, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size)
-    num_chunks = -(-cfg.num_users // USERS_PER_CHUNK)
-    chunk_seeds = chunks_seed.spawn(num_chunks)
-    for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
-        offset = chunk * USERS_PER_CHUNK
-        n = min(USERS_PER_CHUNK, cfg.num_users - offset)
-        rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]))
-        writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
-        writer.write("val", rows["val"])
-        writer.write("test", rows["test"])
-    files = writer.close()
-    meta = schema.DatasetMeta(
-        source="synthetic",
-        num_items=cfg.num_items + 1,
-        num_categories=cfg.num_categories + 1,
-        max_history=writer.max_history,
-        counts=writer.counts,
-        seed=cfg.seed,
-        columns=[f.name for f in writer.schema],
-        files=files,
-        params=asdict(cfg),
-    )
-    meta.write(out_dir)
+    with publish_dataset(out_dir, overwrite) as tmp:
+        catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
+        optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
+        writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size)
+        num_chunks = -(-cfg.num_users // USERS_PER_CHUNK)
+        chunk_seeds = chunks_seed.spawn(num_chunks)
+        for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
+            offset = chunk * USERS_PER_CHUNK
+            n = min(USERS_PER_CHUNK, cfg.num_users - offset)
+            rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]))
+            writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
+            writer.write("val", rows["val"])
+            writer.write("test", rows["test"])
+        files = writer.close()
+        meta = schema.DatasetMeta(
+            source="synthetic",
+            num_items=cfg.num_items + 1,
+            num_categories=cfg.num_categories + 1,
+            max_history=writer.max_history,
+            counts=writer.counts,
+            seed=cfg.seed,
+            columns=[f.name for f in writer.schema],
+            files=files,
+            params=asdict(cfg),
+        )
+        meta.write(tmp)
     if progress:
         print(f"wrote {sum(meta.counts.values()):,} samples {meta.counts} to {out_dir} "
               f"in {time.perf_counter() - started:.1f}s")

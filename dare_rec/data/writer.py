@@ -7,7 +7,6 @@ the same order give byte-identical files.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
@@ -28,7 +27,8 @@ class DatasetWriter:
     """Streams row batches of each split into ``<root>/<split>/part-XXXXX.parquet``.
 
     Args:
-        root: dataset folder; created, and emptied of earlier splits and meta.json.
+        root: a new dataset folder (the temporary folder of :func:`dare_rec.data.publish.publish_dataset`);
+            its split folders must not exist yet. Nothing is ever deleted.
         optional_columns: optional contract columns every batch carries (see ``schema.OPTIONAL_COLUMNS``).
         files_per_split: how many files each split is spread over; ``write(..., file_index=i)`` picks one.
         row_group_size: rows per Parquet row group (the unit the reader shards across ranks).
@@ -50,12 +50,8 @@ class DatasetWriter:
         self._writers: Dict[str, List[Optional[pq.ParquetWriter]]] = {
             split: [None] * self.files_per_split[split] for split in schema.SPLITS
         }
-        self.root.mkdir(parents=True, exist_ok=True)
         for split in schema.SPLITS:
-            if (self.root / split).exists():
-                shutil.rmtree(self.root / split)
-            (self.root / split).mkdir()
-        (self.root / "meta.json").unlink(missing_ok=True)
+            (self.root / split).mkdir(parents=True)
 
     def _path(self, split: str, index: int) -> Path:
         return self.root / split / f"part-{index:05d}.parquet"

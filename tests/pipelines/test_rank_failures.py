@@ -68,6 +68,23 @@ def test_a_corrupt_page_read_by_one_rank_stops_both_with_its_error(tiny_data, tm
                  timeout=150)
 
 
+def test_a_bad_val_row_of_one_rank_stops_both_before_training(tiny_data, tmp_path):
+    """The val split is checked before the first step, each rank its own row groups (row group 1: rank 1)."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    path = schema.split_files(root, "val")[0]
+    table = pq.read_table(path)
+    labels = table["label"].to_pylist()
+    labels[300] = 5
+    table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"),
+                             pa.array(labels, pa.int8()))
+    pq.write_table(table, path, row_group_size=256)
+    argv = train_args(root, tmp_path / "run")
+    run_on_ranks(_expect_error, 2, [argv, argv], [f"{path} (row group 1, rows 256..511): row 300: column 'label' is 5"],
+                 timeout=150)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_ranks_that_do_not_share_the_output_folder_are_refused(tiny_data, tmp_path):
     argvs = [train_args(tiny_data, tmp_path / f"rank{r}") for r in range(2)]
     run_on_ranks(_expect_error, 2, argvs, [f"train.output_dir: '{tmp_path / 'rank0'}' is not one folder shared by "
