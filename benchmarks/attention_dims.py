@@ -16,7 +16,7 @@ Parts ``infer`` and ``train``: the whole model (``dare_rec.modules.model.build_m
 DistributedModelParallel with world size 1, fused sparse optimizer, Adam for the dense part, as the training
 job builds it) on random batches of full histories (item ids Zipf-distributed, a = 1.1), samples/s of an
 evaluation forward and of a training step (forward, backward, optimizer, through TorchRec's
-``TrainPipelineSparseDist`` like the training job), DARE for every d_att next to TWIN
+``TrainPipelineSparseDist`` built by the job's ``make_train_pipeline``), DARE for every d_att next to TWIN
 at the same d_rep (TWIN has no d_att: one value per N), and peak device memory on CUDA.
 
 Configurations are interleaved (each round visits every configuration; within a configuration the op and its
@@ -294,7 +294,7 @@ class ModelRun:
 
     def __init__(self, overrides: Sequence[str], num_items: int, num_categories: int, batches: Sequence,
                  device: torch.device) -> None:
-        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+        from dare_rec.pipelines.train import make_train_pipeline
 
         from dare_rec.config import load_config
         from dare_rec.modules.model import build_model
@@ -308,7 +308,7 @@ class ModelRun:
         self.model = shard_model(model, cfg, device, world_size=1, local_world_size=1)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.batches = list(batches)
-        self.pipeline = TrainPipelineSparseDist(self.model, self.optimizer, device, execute_all_batches=True)
+        self.pipeline = make_train_pipeline("sparse_dist", self.model, self.optimizer, device)  # as the job builds it
         self._stream = itertools.cycle(self.batches)
         self.step_index = 0
 

@@ -40,7 +40,7 @@ WARMUP_STEPS = 5
 def worker(config: str, overrides: List[str], steps: int, blocks: int, output: str) -> None:
     import torch
     import torch.distributed as dist
-    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+    from dare_rec.pipelines.train import make_train_pipeline
 
     from dare_rec.config import load_config
     from dare_rec.data.parquet import ParquetBatchReader
@@ -54,8 +54,7 @@ def worker(config: str, overrides: List[str], steps: int, blocks: int, output: s
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
         model = build_sharded_model(cfg, meta, env)
-        pipeline = TrainPipelineSparseDist(model, build_optimizer(model, cfg.train), env.device,
-                                           execute_all_batches=True)
+        pipeline = make_train_pipeline("sparse_dist", model, build_optimizer(model, cfg.train), env.device)
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed)
         stream = (batch for epoch in range(10**6) for batch in reader.epoch(epoch))

@@ -4,7 +4,7 @@ Without a GPU they run on CPU in Triton's interpreter (switched on in tests/conf
 imported); on a GPU machine run ``TRITON_INTERPRET=0 python -m pytest tests/ops/test_triton_parity.py`` to test
 the compiled kernels on CUDA tensors. Shapes are small because the interpreter is slow, but cover empty rows,
 rows shorter than K, full rows (the reference's batched-matmul layout), several widths D (powers of two and
-not) and rows longer than one kernel chunk (the running top-K merge).
+not) and rows longer than one kernel chunk (the running top-K merge); float32 throughout, and one bf16 case.
 """
 
 from __future__ import annotations
@@ -173,6 +173,47 @@ def test_jagged_weighted_sum_matches_reference(lengths, dim, max_len):
         results.append((out, v.grad, w.grad))
     for tri, ref in zip(results[1], results[0]):
         torch.testing.assert_close(tri, ref)
+
+
+def test_bf16_inputs_match_the_fp32_reference_within_bf16_rounding():
+    """bf16 keys, query, values and weights (the dtype a bf16 dense part can hand the ops): both kernels keep
+    their outputs and gradients in bf16 and agree with the fp32 reference on the same (bf16-rounded) inputs to
+    bf16's precision; the top-K picks the same behaviors up to ties that bf16 rounding creates."""
+    lengths, dim, max_len, k = [50, 0, 7, 64, 33], 32, 64, 10
+    g = torch.Generator().manual_seed(5)
+    offsets = offsets_for(lengths)
+    bf16_inputs = [t.bfloat16() for t in (torch.randn(sum(lengths), dim, generator=g),
+                                          torch.randn(len(lengths), dim, generator=g),
+                                          torch.randn(max_len + 1, generator=g),
+                                          torch.randn(len(lengths), max_len, generator=g))]
+    upstream = torch.randn(len(lengths), max_len, generator=g).to(DEVICE)
+    upstream_sum = torch.randn(len(lengths), dim, generator=g).to(DEVICE)
+
+    def run(kernel: Kernel, dtype: torch.dtype):
+        keys, query, bias, weights = [t.to(DEVICE, dtype).clone().requires_grad_() for t in bf16_inputs]
+        out = gsu_topk(keys, offsets, query, bias, k, max_len, 1 / dim ** 0.5, kernel)
+        pooled = jagged_weighted_sum(keys, offsets, weights, kernel)
+        (out.scores.float() * upstream).sum().backward(retain_graph=True)
+        (pooled.float() * upstream_sum).sum().backward()
+        return out, pooled, keys.grad, query.grad, bias.grad, weights.grad
+
+    ref = run(Kernel.PYTORCH, torch.float32)
+    for kernel in (Kernel.PYTORCH, Kernel.TRITON):
+        out, pooled, *grads = run(kernel, torch.bfloat16)
+        assert out.scores.dtype == pooled.dtype == torch.bfloat16
+        valid = ref[0].scores > mask_value_for(torch.float32)
+        torch.testing.assert_close(out.scores.float()[valid], ref[0].scores[valid], rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(pooled.float(), ref[1], rtol=2e-2, atol=5e-2)
+        # the picked behaviors' exact (fp32) scores: the same multiset up to bf16 ties
+        picked = ref[0].scores.gather(1, out.top_indices).masked_fill(~out.top_mask, 0.0)
+        best = ref[0].scores.gather(1, ref[0].top_indices).masked_fill(~ref[0].top_mask, 0.0)
+        assert torch.equal(out.top_mask, ref[0].top_mask)
+        torch.testing.assert_close(picked.sort(dim=1).values, best.sort(dim=1).values, rtol=2e-2, atol=2e-2)
+        for grad, ref_grad in zip(grads, ref[2:]):
+            assert grad.dtype == torch.bfloat16
+            # sums of up to 64 bf16 products: about 2% of their magnitude
+            torch.testing.assert_close(grad.float(), ref_grad, rtol=2e-2, atol=0.1,
+                                       msg=lambda m: f"{kernel} {tuple(grad.shape)}: {m}")
 
 
 @pytest.mark.parametrize("variant", ["dare", "twin_hard", "din"])  # gsu_topk; + jagged_topk (hard, DIN MLP)

@@ -46,7 +46,7 @@ def test_prefetch_pipeline_bf16_uvm_caching_trains_evaluates_and_resumes(tiny_da
     assert train.main(args + ["--train.max_steps", "10"]) == 0
     resumed = [e for e in events(out) if e["event"] == "resume"]
     assert resumed and resumed[0]["step"] == 6
-    assert evaluate.main(["--checkpoint", str(out), "--split", "test"]) == 0
+    assert evaluate.main(["--checkpoint", str(out), "--split", "test", "--output", str(out / "eval-test.json")]) == 0
     report = json.loads((out / "eval-test.json").read_text())
     assert 0.0 <= report["auc"] <= 1.0 and report["samples"] > 0
 
