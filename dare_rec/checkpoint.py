@@ -48,6 +48,7 @@ from torch import nn
 from dare_rec.config import Config, ConfigError, from_dict, to_dict
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
 from dare_rec.distributed import DistEnv, broadcast_object
+from dare_rec.durable import fsync_dir
 from dare_rec.manifest import MANIFEST, CheckpointError, manifest_text, verify_checkpoint
 
 CHECKPOINTS = "checkpoints"
@@ -102,11 +103,11 @@ def save_checkpoint(model: nn.Module, optimizer: Any, cfg: Config, state: Dict[s
         # Last: it lists every file above. Hashing reads the whole checkpoint once more (see dare_rec/manifest.py
         # for the cost); the shards are still in the page cache, so it costs CPU time, not disk reads.
         _write_durably(tmp / MANIFEST, manifest_text(tmp))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # left by an attempt killed after this step; resume made sure no pointer names it
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         set_pointer(root, LATEST, name)
         if best:
             set_pointer(root, BEST, name)
@@ -121,7 +122,7 @@ def set_pointer(root: Path, pointer: str, name: str) -> None:
     tmp = root / f".{pointer}.tmp"
     _write_durably(tmp, name + "\n")
     os.replace(tmp, root / pointer)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def read_pointer(root: Path, pointer: str) -> Optional[Path]:
@@ -170,7 +171,7 @@ def prepare_resume(root: Path, state: Dict[str, Any]) -> None:
         set_pointer(root, BEST, state["best"]["checkpoint"])
     elif (root / BEST).exists():
         (root / BEST).unlink()
-        _fsync_dir(root)
+        fsync_dir(root)
 
 
 def is_complete(path: Path) -> bool:
@@ -402,11 +403,3 @@ def _write_durably(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from dare_rec.data import schema
+from dare_rec.durable import fsync_dir
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
@@ -119,15 +120,7 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(folder))
 
 
 @contextlib.contextmanager
@@ -167,7 +160,7 @@ def publish_dataset(dest: str | Path, overwrite: bool = False) -> Iterator[Path]
                 os.rename(old, dest)
                 raise
             tmp = old
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         if tmp.exists():  # the new data after an error, or the old dataset after the swap
             shutil.rmtree(tmp)
