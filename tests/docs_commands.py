@@ -59,7 +59,7 @@ SHORTER: Tuple[Tuple[str, str, str], ...] = (
     (r"^(python -m benchmarks\.vs_official throughput .*)$", r"\1 --quick", "the quick shape"),
     (r"^(python -m benchmarks\.optimizer_study accuracy .*?)(\s+#.*)?$", r"\1 --seeds 1 --recipes adagrad_0.2",
      "one seed, one recipe"),
-    (r"^(python -m benchmarks\.optimizer_study step-time)(\s+#.*)?$",
+    (r"^(python -m benchmarks\.optimizer_study step-time)( --rounds \d+ --steps \d+)?(\s+#.*)?$",
      r"\1 --items 20000 --rounds 1 --steps 1 --batch-size 64 --max-len 50", "a small shape"),
     (r"^(python -m benchmarks\.optimizer_study report)(\s+#.*)?$", r"\1 --logs planted",
      "the one log measured above"),
