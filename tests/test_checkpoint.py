@@ -142,3 +142,13 @@ def test_resume_skips_a_damaged_latest_checkpoint_for_the_previous_one(tiny_data
     assert (root / "damaged-step-00000002").is_dir()  # kept for inspection, never pruned
     assert ckpt.read_pointer(root, ckpt.LATEST).name == "step-00000002"
     verify_checkpoint(root / "step-00000002")  # written again by the resumed run
+
+    # ... and it finishes exactly where the run that was never damaged did: same final validation metrics
+    def final_val(folder):
+        return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "val"][-1]
+
+    resumed, untouched = final_val(run), final_val(tiny_run)
+    assert resumed["step"] == untouched["step"] == 2
+    for metric in ("auc", "gauc_user", "logloss"):
+        assert resumed[metric] == untouched[metric], metric
