@@ -133,6 +133,10 @@ def _mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
             "n": len(values)}
 
 
+def _nan_if_none(value: Optional[float]) -> float:
+    return float("nan") if value is None else value
+
+
 def summarize_log(report: Dict[str, Any], recipes: Sequence[str]) -> Dict[str, Any]:
     """One log's study: AUC per (recipe | official, model); paired differences; shortfall from the best."""
     runs = report["runs"]
@@ -228,8 +232,9 @@ def plot(study: Dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(logs), figsize=(5.2 * len(logs), 4.4), squeeze=False)
     for ax, (log, s) in zip(axes[0], logs.items()):
         for offset, model, color in ((-0.18, "dare", "tab:blue"), (0.18, "twin", "tab:orange")):
-            means = [s["auc"][r][model]["mean"] for r in recipes]
-            stds = [s["auc"][r][model]["std"] for r in recipes]
+            # a recipe without runs on this log (not measured yet) is a gap in the plot
+            means = [_nan_if_none(s["auc"][r][model]["mean"]) for r in recipes]
+            stds = [_nan_if_none(s["auc"][r][model]["std"]) for r in recipes]
             ax.errorbar([i + offset for i in range(len(recipes))], means, yerr=stds, fmt="o", color=color,
                         label=model.upper(), capsize=3)
             ref = s["auc"]["official"][model]["mean"]
