@@ -294,7 +294,7 @@ def throughput_markdown(report: Dict[str, Any]) -> str:
                                         f"{rr[k]['per_round_max']:.2f})" for k in keys) + " |")
         lines.append("")
     if report["targets"]:
-        lines += ["**Issue 9 targets** (this run):", ""]
+        lines += ["**Targets** (issues 9 and 14; this run):", ""]
         lines += [f"- {t['what']}: {t['value']:.2f} (target ≥ {t['target']}) — {'met' if t['met'] else 'missed'}"
                   for t in report["targets"]]
         lines.append("")
