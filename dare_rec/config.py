@@ -64,6 +64,9 @@ def resolve_lookup(lookup: str, device_type: str) -> str:
 # TorchRec train pipelines: sparse_dist overlaps the next batch's input distribution with the step; prefetch
 # (CUDA only, for fused_uvm_caching tables) also prefetches the next batch's cache rows on a side stream.
 TRAIN_PIPELINES = ("sparse_dist", "prefetch")
+# Longest history (behaviors per sample) a dataset may store and the model may search: the regime the memory
+# bounds (aux_behaviors, the chunked GSU) and the long-history benchmarks cover (docs/performance.md).
+MAX_HISTORY_LIMIT = 10_000
 
 
 class ConfigError(ValueError):
@@ -79,6 +82,12 @@ def _positive(section: Any, prefix: str, *names: str) -> None:
     for name in names:
         value = getattr(section, name)
         _require(value > 0, f"{prefix}.{name}", f"must be > 0, got {value}")
+
+
+def _at_most_history_limit(section: Any, prefix: str, name: str) -> None:
+    value = getattr(section, name)
+    _require(value <= MAX_HISTORY_LIMIT, f"{prefix}.{name}",
+             f"must be <= {MAX_HISTORY_LIMIT:,} (the longest history dare_rec supports), got {value:,}")
 
 
 def _non_negative(section: Any, prefix: str, *names: str) -> None:
@@ -128,6 +137,7 @@ class SyntheticConfig:
         _non_negative(self, prefix, "min_history")
         _require(self.max_history >= max(self.min_history, 1), f"{prefix}.max_history",
                  f"must be >= 1 and >= {prefix}.min_history ({self.min_history}), got {self.max_history}")
+        _at_most_history_limit(self, prefix, "max_history")
         _require(self.interests_per_user <= self.num_categories, f"{prefix}.interests_per_user",
                  f"must be <= {prefix}.num_categories ({self.num_categories}), got {self.interests_per_user}")
         for name in ("interest_drift", "exploration", "match_probability"):
@@ -186,6 +196,7 @@ class LogsConfig:
         _positive(self, prefix, "min_len", "max_len", "train_start", "train_stride", "val_position", "test_position",
                   "row_group_size", "train_files", "block_mb")
         _non_negative(self, prefix, "train_count", "negatives")
+        _at_most_history_limit(self, prefix, "max_len")
         train = self.train_positions()
         _require(self.val_position != self.test_position, f"{prefix}.val_position",
                  f"must differ from {prefix}.test_position ({self.test_position})")
@@ -229,6 +240,7 @@ class DataConfig:
 
     def validate(self, prefix: str = "data") -> None:
         _positive(self, prefix, "batch_size", "eval_batch_size", "max_len", "prefetch_batches")
+        _at_most_history_limit(self, prefix, "max_len")
 
 
 @dataclass
@@ -259,6 +271,11 @@ class ModelConfig:
     top_k: int = 20
     mlp_hidden: List[int] = field(default_factory=lambda: [200, 80])
     aux_loss: bool = True
+    # The aux head's softmax reads at most this many behaviors per sample: all of a history that is no longer,
+    # else one behavior from each of aux_behaviors equal strata of it (a deterministic, data-keyed sample that
+    # covers the whole history), whose representations are looked up on their own. Bounds the aux head's
+    # memory and lookups at long N; null: every behavior (the reference's head, O(N * d_rep) per sample).
+    aux_behaviors: Optional[int] = 256
     # BatchNorm1d on the over-arch inputs (main and aux heads); running statistics at evaluation.
     batch_norm: bool = True
     # null: TorchRec's / PyTorch's default initialisation; a number: every weight (tables, position tables,
@@ -275,7 +292,7 @@ class ModelConfig:
         for axis, values in AXES.items():
             _require(getattr(self, axis) is None or getattr(self, axis) in values, f"{prefix}.{axis}",
                      f"unknown value {getattr(self, axis)!r}; choose one of {values} or null (the variant's)")
-        for name in ("d_pos_att", "init_std"):
+        for name in ("d_pos_att", "init_std", "aux_behaviors"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
         _one_of(self.op_kernel, f"{prefix}.op_kernel", OP_KERNELS, "kernel")

@@ -103,6 +103,10 @@ CONFIG_CASES = [
     Case("override-unknown-variant", "prepare", overrides("--model.variant", "sim", expected="model.variant")),
     Case("override-missing-value", "prepare", overrides("--model.d_att", expected="model.d_att: missing value")),
     Case("override-not-dotted", "prepare", overrides("d_att", "3", expected="'d_att'")),
+    Case("override-max_len-over-the-limit", "prepare", overrides("--data.max_len", "20000",
+                                                                 expected="data.max_len: must be <= 10,000")),
+    Case("override-logs-max_len-over-the-limit", "prepare", overrides(
+        "--logs.max_len", "10001", expected="logs.max_len: must be <= 10,000")),
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -326,6 +330,18 @@ def set_behavior(column: str, position: int, value, at_least: int = 3) -> Callab
     return mutate
 
 
+def longer_history(row: int, length: int) -> Callable[[pa.Table], pa.Table]:
+    """Gives ``row`` a history of ``length`` behaviors in every history column (their lengths stay equal)."""
+    def mutate(table: pa.Table) -> pa.Table:
+        for column in [c for c in table.column_names if c.startswith("hist_")]:
+            values = table[column].to_pylist()
+            values[row] = [values[row][0] if values[row] else 1] * length
+            index = table.schema.get_field_index(column)
+            table = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+        return table
+    return mutate
+
+
 def edit_bytes(split: str, edit: Callable[[bytearray, pq.FileMetaData], bytearray],
                *expected: str) -> Callable[[Path], List[str]]:
     def change(root: Path) -> List[str]:
@@ -442,6 +458,9 @@ DATASET_CASES = [
                                                             "column 'click_prob' is 1.5"))),
     Case("val-history-lengths-differ", "train", dataset(rewrite("val", set_behavior("hist_cate", 99, 1, at_least=0),
                                                                 "row group 1", "but hist_cate has"))),
+    Case("val-history-longer-than-max_history", "train", dataset(rewrite("val", longer_history(300, 41),
+                                                                         *VALUE_AT_300, "41 behaviors",
+                                                                         "max_history 40"))),
     Case("val-missing-required-column", "train", dataset(rewrite("val", drop_column("label"),
                                                                  "missing required column 'label'"))),
     Case("val-missing-listed-column", "train", dataset(rewrite("val", drop_column("hist_ts"),

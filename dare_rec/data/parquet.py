@@ -263,6 +263,11 @@ class ParquetBatchReader:
         if not np.array_equal(item_len, cate_len):
             row = int(np.nonzero(item_len != cate_len)[0][0])
             fail(row, f"{schema.HIST_ITEM} has {item_len[row]} behaviors but {schema.HIST_CATE} has {cate_len[row]}")
+        if item_len.size and item_len.max() > self.meta.max_history:
+            row = int(np.argmax(item_len > self.meta.max_history))
+            fail(row, f"{schema.HIST_ITEM} has {item_len[row]:,} behaviors, more than the max_history "
+                      f"{self.meta.max_history:,} of meta.json (the longest history the dataset was prepared with): "
+                      f"the file does not belong to this dataset or was altered after prepare")
         for column, vocab in [(schema.TARGET_ITEM, self.meta.num_items), (schema.TARGET_CATE, self.meta.num_categories),
                               (schema.HIST_ITEM, self.meta.num_items), (schema.HIST_CATE, self.meta.num_categories)]:
             col = table.column(column)

@@ -15,8 +15,9 @@ from dare_rec.data import schema
 from dare_rec.data.batch import Batch
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
-from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, target_vector
-from dare_rec.ops import Kernel
+from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit,
+                                     StratifiedBehaviorSample, target_vector)
+from dare_rec.ops import GsuOutput, Kernel
 
 
 class ModelOutput(NamedTuple):
@@ -32,7 +33,8 @@ class DareModel(nn.Module):
     With the target representation ``v_t^R = [item; cate; p_0^R]`` and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
-    behaviors; it only runs in training.
+    behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
+    in training.
 
     Args:
         model: spec, dims, K, MLP, aux head, BatchNorm, init, GSU kernel.
@@ -63,7 +65,10 @@ class DareModel(nn.Module):
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
                                      max_len, kernel, dense_device)
         self.esu = ExactSearchUnit(kernel)
-        self.full_sequence_attention = FullSequenceAttention(kernel) if model.aux_loss else None
+        # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
+        bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
+        self.full_sequence_attention = FullSequenceAttention(kernel) if model.aux_loss and not bounded_aux else None
+        self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
         rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0)
         self.target_aware = spec.target_aware
         over_arch_width = (3 if spec.target_aware else 2) * rep_width
@@ -94,7 +99,7 @@ class DareModel(nn.Module):
         """
         # Representation vectors of every behavior are needed only by the aux head, in training; otherwise
         # (evaluation, serving, aux-free training) only the K selected ones are looked up, after the search.
-        every_behavior = self.aux_over_arch is not None and self.training
+        every_behavior = self.full_sequence_attention is not None and self.training
         representation = every_behavior or not self.sparse_arch.selects_representation_lookups
         return self.forward_from_embeddings(self.sparse_arch(features, representation=representation), features)
 
@@ -104,19 +109,77 @@ class DareModel(nn.Module):
         role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             gsu = self.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
-            selected = None
+            aux_search = None
+            if self.aux_sample is not None and self.training:
+                aux_search = self.aux_sample(gsu.scores, emb.offsets, features[schema.TARGET_ITEM].values())
+            selected, aux_selected = None, None
             if emb.rep_hist is None:
-                selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets, gsu.top_indices,
-                                                                        gsu.top_mask)
+                if aux_search is None:
+                    selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets,
+                                                                            gsu.top_indices, gsu.top_mask)
+                else:  # one lookup for the K selected and the M sampled behaviors (K, M static: fx-traceable)
+                    both, rep_target = self.sparse_arch.lookup_selected(
+                        features, emb.offsets, torch.cat([gsu.top_indices, aux_search.top_indices], dim=1),
+                        torch.cat([gsu.top_mask, aux_search.top_mask], dim=1))
+                    selected, aux_selected = both[:, :self.gsu.top_k], both[:, self.gsu.top_k:]
                 emb = emb._replace(rep_target=rep_target)
             target = target_vector(emb)
             h = self.esu(gsu, emb, selected)
             logits = self.over_arch(self.interaction(target, h))
             aux_logits = None
             if self.aux_over_arch is not None and self.training:
-                h_all = self.full_sequence_attention(gsu.scores, emb)
+                h_all = self.full_sequence_attention(gsu.scores, emb) if aux_search is None \
+                    else self.esu(aux_search, emb, aux_selected)
                 aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
+
+
+    @torch.no_grad()
+    def score_candidates(self, hist_item: torch.Tensor, hist_cate: torch.Tensor, cand_item: torch.Tensor,
+                         cand_cate: torch.Tensor, chunk: int = 16_384) -> torch.Tensor:
+        """Click logits of C candidate items for one user, reading the user's side once (serving).
+
+        The history's attention keys are looked up once (not once per candidate), the search is one
+        ``[C, n]`` score matrix (:meth:`GeneralSearchUnit.search_one_history`), and the representation rows
+        are looked up for the K behaviors each candidate selects (plus the candidates); nothing of size
+        ``[C, n]`` is built. Equal to
+        :meth:`forward` in evaluation mode on C samples that each carry the whole history (tested), at a
+        fraction of its lookups and search width when n is long.
+
+        Args:
+            hist_item, hist_cate: ``[n]`` the history, oldest first, n <= max_len.
+            cand_item, cand_cate: ``[C]`` the candidates.
+            chunk: history slots scored at once (see :meth:`GeneralSearchUnit.search_one_history`).
+
+        Returns:
+            logits ``[C]``.
+        """
+        num = cand_item.numel()
+        length = hist_item.numel()
+        torch._assert(length <= self.gsu.max_len, "score_candidates: the history is longer than max_len")
+        # C samples, the first holding the history and the others none: the history is looked up once
+        lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
+        lengths[0] = length
+        ones = torch.ones(num, dtype=torch.int32, device=hist_item.device)
+        features = KeyedJaggedTensor(
+            keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
+            values=torch.cat([hist_item, hist_cate, cand_item, cand_cate]).long(),
+            lengths=torch.cat([lengths, lengths, ones, ones]))
+        emb = self.sparse_arch(features, representation=not self.sparse_arch.selects_representation_lookups)
+        top_scores, top_slots = self.gsu.search_one_history(emb, hist_cate, cand_cate, chunk)
+        search = GsuOutput(None, top_slots, torch.ones_like(top_slots, dtype=torch.bool))
+        # every candidate reads the one history: row offsets 0 for the selected lookup, n for the positions
+        if emb.rep_hist is None:
+            selected, rep_target = self.sparse_arch.lookup_selected(
+                features, torch.zeros(num + 1, dtype=torch.long, device=hist_item.device), top_slots,
+                search.top_mask)
+            emb = emb._replace(rep_target=rep_target)
+        else:
+            selected = emb.rep_hist[top_slots]
+        emb = emb._replace(offsets=torch.arange(num + 1, device=hist_item.device) * length)
+        with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
+            h = self.esu(search, emb, selected, selected_scores=top_scores)
+            return self.over_arch(self.interaction(target_vector(emb), h))
 
 
 class DareTrain(nn.Module):

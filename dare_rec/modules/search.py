@@ -7,7 +7,7 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -112,6 +112,56 @@ class GeneralSearchUnit(nn.Module):
         return GsuOutput(out.scores, selected.top_indices, selected.top_mask)
 
 
+    def search_one_history(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor,
+                           chunk: int = 16_384) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The search of C candidates against one shared history (candidate scoring at serving time).
+
+        ``emb`` holds one history's keys ``att_hist [n, D]`` and the C candidates' queries ``att_target
+        [C, D]``. Scores are those of :meth:`forward` for C samples that each carry the whole history, and the
+        selection is the same (soft: the top K scores; hard: the candidate's category first, the most recent
+        first). The history is walked in chunks of ``chunk`` slots, each one ``[C, D + 1] @ [D + 1, chunk]``
+        product (the scale folded into the queries, the position term into an extra key column) followed by
+        a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
+        for every supported history: on CPU, torch's top-K over 1,024-slot chunks took 3.5x the time of one
+        top-K over 10,000 slots (C = 500), and a ``[500, 10,000]`` block is 20 MB. ``dot`` score only: DIN's
+        MLP over C x n pairs is the expensive search this path exists to avoid.
+
+        Args:
+            hist_cate: ``[n]`` category ids of the behaviors, oldest first; target_cate ``[C]``.
+
+        Returns:
+            scores ``[C, K']`` of the selected behaviors and their slots ``[C, K']``, K' = min(K, n).
+        """
+        if self.din is not None:
+            raise ValueError("candidate scoring needs the dot score; the din_mlp score (variant din) has none")
+        length, num = emb.att_hist.size(0), emb.att_target.size(0)
+        device = emb.att_hist.device
+        positions = torch.arange(length, 0, -1, device=device)  # slot j sits at position n - j
+        keys = torch.cat([emb.att_hist, self.position_bias(emb)[positions].unsqueeze(1)], dim=1)
+        queries = torch.cat([emb.att_target * self.scale, emb.att_target.new_ones(num, 1)], dim=1)
+        k = min(self.top_k, length)
+        best_rank = emb.att_target.new_empty(num, 0)
+        best_slots = torch.empty(num, 0, dtype=torch.long, device=device)
+        best_scores = emb.att_target.new_empty(num, 0)
+        for begin in range(0, length, chunk):
+            end = min(begin + chunk, length)
+            scores = queries @ keys[begin:end].t()
+            if self.hard:
+                slots = torch.arange(begin + 1, end + 1, device=device)
+                rank = (hist_cate[begin:end].unsqueeze(0) == target_cate.unsqueeze(1)) * (self.max_len + 1) + slots
+                rank = rank.to(scores.dtype)
+            else:
+                rank = scores
+            top_rank, top = rank.topk(min(k, end - begin), dim=1)
+            best_rank = torch.cat([best_rank, top_rank], dim=1)
+            best_slots = torch.cat([best_slots, top + begin], dim=1)
+            best_scores = torch.cat([best_scores, scores.gather(1, top) if self.hard else top_rank], dim=1)
+            if best_rank.size(1) > k:
+                best_rank, keep = best_rank.topk(k, dim=1)
+                best_slots, best_scores = best_slots.gather(1, keep), best_scores.gather(1, keep)
+        return best_scores, best_slots
+
+
 class ExactSearchUnit(nn.Module):
     """TIN-style aggregation of the selected behaviors in representation space.
 
@@ -123,20 +173,25 @@ class ExactSearchUnit(nn.Module):
         super().__init__()
         self.kernel = kernel
 
-    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
+                selected_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
-            gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``).
+            gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
+                when ``selected_scores`` is given).
             emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
                 ``selected`` is not given).
             selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
+            selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
+                (candidate scoring); else gathered from ``gsu.scores``.
 
         Returns:
             h ``[B, 2 * d_rep (+ d_pos)]``.
         """
-        weights = masked_softmax(gsu.scores.gather(1, gsu.top_indices), gsu.top_mask)
+        if selected_scores is None:
+            selected_scores = gsu.scores.gather(1, gsu.top_indices)
+        weights = masked_softmax(selected_scores, gsu.top_mask)
         if selected is None:
             selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
         h = (weights.unsqueeze(-1) * selected).sum(1)
@@ -177,6 +232,45 @@ class FullSequenceAttention(nn.Module):
         occupied = (positions >= 1) & (positions <= lengths)
         position_weights = weights.gather(1, source_slots) * occupied
         return torch.cat([h, position_weights @ emb.rep_positions], dim=1)
+
+
+class StratifiedBehaviorSample(nn.Module):
+    """Chooses the behaviors the bounded aux head reads: every slot of a history of at most ``num`` behaviors,
+    else one slot from each of ``num`` equal strata of it, ``floor((i + u) * n / num)`` for i < num. The offset
+    u in [0, 1) is a hash of the sample's target id and history length: deterministic (a resumed run draws the
+    same sample, no RNG state to checkpoint), different across samples, and spread over the whole history, so
+    old behaviors are read as often as recent ones.
+
+    Args:
+        num: M, behaviors per sample.
+    """
+
+    _HASH_BITS = 20
+
+    def __init__(self, num: int) -> None:
+        super().__init__()
+        self.num = num
+
+    def forward(self, scores: torch.Tensor, offsets: torch.Tensor, target_ids: torch.Tensor) -> GsuOutput:
+        """
+        Args:
+            scores: ``[B, N]`` the GSU's scores (passed through: the aux head's softmax reads them).
+            offsets: ``[B + 1]`` history row offsets.
+            target_ids: ``[B]`` int target ids (the hash's key).
+
+        Returns:
+            :class:`GsuOutput` with ``top_indices`` the sampled slots ``[B, M]`` (ascending within a row) and
+            ``top_mask`` ``[B, M]`` (False past a short history's length).
+        """
+        lengths = (offsets[1:] - offsets[:-1]).unsqueeze(1)
+        lanes = torch.arange(self.num, device=offsets.device).unsqueeze(0)
+        # Knuth's multiplicative hash of (target id, length), taken mod 2^20: u in [0, 1).
+        key = target_ids.long().unsqueeze(1) * 2654435761 + lengths * 40503
+        offset = torch.remainder(key, 1 << self._HASH_BITS).double() / (1 << self._HASH_BITS)
+        strata = ((lanes + offset) * lengths.double() / self.num).long()
+        long_rows = lengths > self.num
+        slots = torch.where(long_rows, strata, lanes)
+        return GsuOutput(scores, slots, lanes < lengths)
 
 
 def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:

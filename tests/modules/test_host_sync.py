@@ -1,6 +1,7 @@
 """No host synchronisation inside the step: the model's training forward + backward and its evaluation forward
-(the selected-only representation lookup) run every variant, with the aux head on and off, under a dispatch mode
-that records every op that makes a GPU wait for its results on the host.
+(the selected-only representation lookup) run every variant, with the aux head on, off and bounded (a sampled
+subset of the history), under a dispatch mode that records every op that makes a GPU wait for its results on
+the host.
 
 Recorded: ``_local_scalar_dense`` (``.item()``, ``int(t)``, ``bool(t)``), ``nonzero`` and the ops built on it
 (boolean-mask ``index`` / ``index_put``, ``masked_select``), ``Tensor.tolist()`` (on CPU it reads memory without
@@ -62,10 +63,12 @@ def guard(monkeypatch):
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
-@pytest.mark.parametrize("aux", ["true", "false"])
+@pytest.mark.parametrize("aux", ["true", "false", "bounded"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_the_step_never_waits_for_the_host(tiny_data, guard, variant, aux, lookup):
-    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", aux, "--sharding.lookup", lookup)
+    aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
+        ("--model.aux_loss", aux)  # bounded: the aux head over a stratified sample (8 < max_len)
+    cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup)
     torch.manual_seed(0)
     train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"))
     batch = next(iter(ParquetBatchReader(tiny_data, "train", 64, max_len=cfg.data.max_len)))

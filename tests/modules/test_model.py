@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.modules.tables import table_names
 from dare_rec.modules.model import build_model
+from dare_rec.modules.search import StratifiedBehaviorSample
 from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -258,3 +259,76 @@ def test_singleton_bag_lookups_give_the_sequence_lookups_outputs_and_gradients(t
                     torch.testing.assert_close(
                         table_weight(bags.model.sparse_arch.collections[name], table).grad,
                         table_weight(collection, table).grad, msg=table)
+
+
+def test_stratified_sample_keeps_short_histories_whole_and_takes_one_slot_per_stratum_of_long_ones():
+    sample = StratifiedBehaviorSample(4)
+    lengths = torch.tensor([0, 3, 4, 10, 10, 1000])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    targets = torch.tensor([5, 6, 7, 8, 9, 10])
+    scores = torch.randn(6, 1000)
+    out = sample(scores, offsets, targets)
+    assert out.scores is scores
+    assert out.top_mask.tolist() == [[False] * 4, [True] * 3 + [False], [True] * 4, [True] * 4, [True] * 4,
+                                     [True] * 4]
+    assert out.top_indices[2].tolist() == [0, 1, 2, 3]
+    for row in (3, 4, 5):
+        n = lengths[row].item()
+        for i, slot in enumerate(out.top_indices[row].tolist()):
+            assert i * n // 4 <= slot < -(-(i + 1) * n // 4), (row, i, slot)  # inside stratum i
+    # keyed by the target: the same row draws the same slots again, another target other slots
+    assert torch.equal(sample(scores, offsets, targets).top_indices, out.top_indices)
+    assert not torch.equal(out.top_indices[3], out.top_indices[4])
+
+
+def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data):
+    """With M at least every history's length, the sampled head reads every behavior: the full head's aux
+    logits and gradients, from lookups of the K selected plus the M sampled rows only."""
+    batch = first_batch(tiny_data)
+    full, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "null")
+    bounded, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "40")
+    bounded.load_state_dict(full.state_dict())
+    assert full.model.aux_sample is None and bounded.model.full_sequence_attention is None
+    seen = {}
+    bounded.model.sparse_arch.register_forward_hook(lambda m, i, o: seen.update(emb=o))
+    outs = {}
+    for name, train in (("full", full), ("bounded", bounded)):
+        out = train.model(batch.sparse_features)
+        (out.logits.sum() + out.aux_logits.sum()).backward()
+        outs[name] = out
+    assert seen["emb"].rep_hist is None  # representation rows came from the selected/sampled lookup
+    torch.testing.assert_close(outs["bounded"].aux_logits, outs["full"].aux_logits)
+    torch.testing.assert_close(outs["bounded"].logits, outs["full"].logits)
+    grads = dict(full.named_parameters())
+    for name, p in bounded.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
+
+
+def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny_data):
+    batch = first_batch(tiny_data)
+    features = batch.sparse_features
+    train, cfg = model_for("--model.aux_behaviors", "6")
+    model = train.model
+    out = model(features)
+    emb = model.sparse_arch(features, representation=True)
+    gsu = model.gsu(emb, features["hist_cate"].values(), features["target_cate"].values())
+    lengths = features["hist_item"].lengths().tolist()
+    starts = emb.offsets.tolist()
+    targets = features["target_item"].values()
+    sampled = model.aux_sample(gsu.scores, emb.offsets, targets)
+    rows = []
+    for b, n in enumerate(lengths):
+        slots = list(range(n)) if n <= 6 else sampled.top_indices[b].tolist()
+        assert len(set(slots)) == min(n, 6) and all(0 <= s < n for s in slots)
+        if not slots:
+            rows.append(torch.zeros(2 * cfg.model.d_rep + cfg.model.d_pos))
+            continue
+        weights = torch.softmax(gsu.scores[b, slots], dim=0).unsqueeze(1)
+        rep = emb.rep_hist[[starts[b] + s for s in slots]]
+        pos = emb.rep_positions[[n - s for s in slots]]
+        rows.append(torch.cat([(weights * rep).sum(0), (weights * pos).sum(0)]))
+    h = torch.stack(rows)
+    target = torch.cat([emb.rep_target, emb.rep_target_position.expand(len(lengths), -1)], dim=1)
+    expected = model.aux_over_arch(model.interaction(target, h))
+    torch.testing.assert_close(out.aux_logits, expected)

@@ -155,6 +155,20 @@ def test_every_variant_trains_and_evaluates_through_the_jobs(tiny_data, tmp_path
     assert metrics["step"] == 6
 
 
+@pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin", "singleton_bags"),
+                                            ("twin_4e", "singleton_bags")])
+def test_the_bounded_aux_head_trains_through_the_pipeline(tiny_data, tmp_path, variant, lookup):
+    """model.aux_behaviors below max_len: the train pipeline traces the sampled aux head (its own lookup of the
+    sampled rows; a shared layout gathers them) and the loss falls as with the full head."""
+    run = tmp_path / "run"
+    assert train.main(train_args(tiny_data, run, "--model.variant", variant, "--sharding.lookup", lookup,
+                                 "--model.aux_behaviors", "8", "--train.max_steps", "12",
+                                 "--train.log_every", "1", "--train.val_every", "0")) == 0
+    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
+    assert len(losses) == 12 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
 @pytest.mark.parametrize("optimizer", ["adagrad", "adam", "dense_adam"])
 def test_a_successful_run_prints_no_library_warning(tiny_data, tmp_path, optimizer):
     """The known-harmless library warnings are filtered (dare_rec/quiet.py); the job's own lines remain."""

@@ -12,20 +12,23 @@ class _JaggedRowDots(torch.autograd.Function):
     """``out[l] = <keys[l], query[rows[l]]>`` for jagged ``keys [L, D]`` (row ``rows[l]``) -> ``[L]``.
 
     Forward is FBGEMM's jagged batched matmul (a loop over each row's keys, no ``[L, D]`` temporary; the
-    obvious ``(keys * query[rows]).sum(-1)`` builds two); backward is two ``[L, D]`` passes in plain torch.
+    obvious ``(keys * query[rows]).sum(-1)`` builds two). Backward writes the keys' gradient ``[L, D]`` (the
+    lookup's gradient, which has to exist) and reduces the query's with FBGEMM's jagged-jagged matmul, so at
+    N = 10,000 no other ``[L, D]`` temporary is built.
     """
 
     @staticmethod
     def forward(ctx, keys: torch.Tensor, offsets: torch.Tensor, query: torch.Tensor, rows: torch.Tensor,
                 max_len: int) -> torch.Tensor:
-        ctx.save_for_backward(keys, query, rows)
+        ctx.save_for_backward(keys, offsets, query, rows)
+        ctx.max_len = max_len
         return torch.ops.fbgemm.jagged_dense_bmm(keys, offsets, query.unsqueeze(2), max_len)[0].squeeze(1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        keys, query, rows = ctx.saved_tensors
+        keys, offsets, query, rows = ctx.saved_tensors
         grad_keys = query.index_select(0, rows).mul_(grad.unsqueeze(1))
-        grad_query = torch.zeros_like(query).index_add_(0, rows, keys * grad.unsqueeze(1))
+        grad_query = torch.ops.fbgemm.jagged_jagged_bmm(grad.unsqueeze(1), keys, offsets, ctx.max_len).squeeze(1)
         return grad_keys, None, grad_query, None, None
 
 

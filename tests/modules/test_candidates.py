@@ -1,0 +1,48 @@
+"""Candidate scoring (``DareModel.score_candidates``): C candidates against one history, the user side read once,
+give the logits of the model's evaluation forward on C samples that each carry the whole history."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dare_rec.data import schema
+from dare_rec.modules.model import build_model
+from tests.conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+def replicated(hist_item, hist_cate, cand_item, cand_cate):
+    """The batch of C samples that each carry the whole history."""
+    num, length = cand_item.numel(), hist_item.numel()
+    lengths = torch.full((num,), length, dtype=torch.int32)
+    ones = torch.ones(num, dtype=torch.int32)
+    return KeyedJaggedTensor(keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
+                             values=torch.cat([hist_item.repeat(num), hist_cate.repeat(num), cand_item, cand_cate]),
+                             lengths=torch.cat([lengths, lengths, ones, ones]))
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_no_tr", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 1024), (32, 3), (7, 1024), (0, 1024)])  # full, < K, empty
+def test_candidate_scoring_equals_the_forward_on_replicated_histories(variant, lookup, length, chunk):
+    """Chunks of 3 slots: the top K merged across 11 chunks, as in a 10,000-behavior history."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup)
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    cand_cate[:10] = hist_cate[0] if length else 1  # candidates of a category in the history (hard search)
+    expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
+    logits = model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk)
+    assert logits.shape == (40,)
+    torch.testing.assert_close(logits, expected)
+
+
+def test_candidate_scoring_refuses_the_din_score():
+    model = build_model(tiny_config("--model.variant", "din"), 501, 21, CPU, CPU).model.eval()
+    with pytest.raises(ValueError, match="dot score"):
+        model.score_candidates(torch.tensor([1, 2]), torch.tensor([1, 1]), torch.tensor([3]), torch.tensor([1]))
