@@ -8,7 +8,6 @@ differences otherwise, 2 when a file cannot be read.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional

@@ -66,6 +66,11 @@ SHORTER: Tuple[Tuple[str, str, str], ...] = (
     (r"^(python -m benchmarks\.train_throughput)(\s+#.*)?$", r"\1 --steps 10", "10 steps per setting"),
     (r"^(python -m benchmarks\.analysis_demo --train)(\s+#.*)?$", r"\1 --max-steps 20 --gradient-steps 10",
      "20 training steps, 10 gradient steps"),
+    (r"^(python -m benchmarks\.long_history)(\s+#.*)?$",
+     r"\1 --max-len 200 1000 --full-aux-at 1000 --rounds 1 --steps 3 --users 120 --behaviors 0",
+     "N 200 and 1,000, 120 users, 3 steps, 1 round"),
+    (r"^(python -m benchmarks\.candidates)(\s+#.*)?$", r"\1 --max-len 1000 --candidates 50 --rounds 1 --repeats 1",
+     "N 1,000, 50 candidates, 1 round"),
     (r"--rows 10000000", "--rows 100000", "100k rows instead of 10M"),
 )
 
@@ -84,13 +89,14 @@ class Command:
 def commands_of(path: Path) -> List[Command]:
     """The command lines of ``path``'s bash blocks, continuations joined."""
     found: List[Command] = []
-    inside, pending, start = False, "", 0
+    fenced, shell, pending, start = False, False, "", 0
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("```"):  # a fence opens a shell block unless it names another language
-            inside = stripped[3:] in ("", "bash", "sh", "shell", "console") if not inside else False
+            fenced = not fenced
+            shell = fenced and stripped[3:] in ("", "bash", "sh", "shell", "console")
             continue
-        if not inside:
+        if not shell:
             continue
         if pending:
             pending += " " + stripped.rstrip("\\").strip()

@@ -22,3 +22,13 @@ def test_every_documented_command_runs_or_has_a_stated_reason():
 @pytest.mark.slow
 def test_every_documented_command_exits_0_in_a_fresh_clone(tmp_path):
     assert docs_commands.main(["--output", str(tmp_path)]) == 0, (tmp_path / "report.md").read_text()
+
+
+def test_only_shell_fences_hold_commands(tmp_path):
+    """A block in another language (a diagram, YAML) is not run, nor is the prose after it; bash blocks
+    after it are."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("```text\nmake diagram\n```\n\nmake prose\n\n```yaml\nmake: yaml\n```\n\n```bash\nmake demo\n"
+                   "dare-rec train \\\n    --config c.yaml\n```\n\n```\nmake plain\n```\n")
+    assert [c.written for c in docs_commands.commands_of(doc)] == ["make demo", "dare-rec train --config c.yaml",
+                                                                   "make plain"]
