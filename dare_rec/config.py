@@ -121,9 +121,16 @@ class SyntheticConfig:
     candidates_per_slot: int = 3
     interests_per_user: int = 4
     interest_drift: float = 0.02
+    # 0: every behavior draws one of the user's current interests. > 0: the long-history world: behaviors
+    # come in phases of this many, each devoted to one interest drawn at its start, so an interest recurs
+    # thousands of behaviors after it was last seen (configs/long_history.yaml).
+    interest_phase: int = 0
     exploration: float = 0.1
     relevance_decay: float = 20.0
     relevance_weight: float = 2.0
+    # Caps the summed relevance in the click logit (null: no cap): with a cap of about top_k, what decides a
+    # click is whether the target's interest is in the history at all, which a top-K search can see.
+    relevance_cap: Optional[float] = None
     item_quality_std: float = 0.5
     base_logit: float = -1.2
     match_probability: float = 0.5
@@ -134,12 +141,14 @@ class SyntheticConfig:
     def validate(self, prefix: str = "synthetic") -> None:
         _positive(self, prefix, "num_users", "num_items", "num_categories", "train_slots", "slot_gap",
                   "candidates_per_slot", "interests_per_user", "row_group_size", "train_files", "relevance_decay")
-        _non_negative(self, prefix, "min_history")
+        _non_negative(self, prefix, "min_history", "interest_phase")
         _require(self.max_history >= max(self.min_history, 1), f"{prefix}.max_history",
                  f"must be >= 1 and >= {prefix}.min_history ({self.min_history}), got {self.max_history}")
         _at_most_history_limit(self, prefix, "max_history")
         _require(self.interests_per_user <= self.num_categories, f"{prefix}.interests_per_user",
                  f"must be <= {prefix}.num_categories ({self.num_categories}), got {self.interests_per_user}")
+        _require(self.relevance_cap is None or self.relevance_cap > 0, f"{prefix}.relevance_cap",
+                 f"must be > 0 or null, got {self.relevance_cap}")
         for name in ("interest_drift", "exploration", "match_probability"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")

@@ -7,7 +7,9 @@ The world:
 * Each user keeps ``interests_per_user`` interest categories with Dirichlet weights. At every behavior an
   interest is replaced by a random category with probability ``interest_drift`` (interests decay with time);
   a behavior's category is a random category with probability ``exploration``, otherwise one of the
-  interests; its item follows popularity within the category.
+  interests (drawn per behavior; with ``interest_phase`` P > 0, drawn once per phase of P behaviors, so the
+  history is a run of single-interest phases and an interest recurs thousands of behaviors later); its item
+  follows popularity within the category.
 * Samples sit at target slots ``slot_gap`` behaviors apart at the end of the sequence. Every slot gets
   ``candidates_per_slot`` candidate targets sharing its history: with probability ``match_probability`` the
   candidate's category is one of the user's current interests, otherwise it follows global popularity.
@@ -15,7 +17,7 @@ The world:
 The click model (what a perfect model would know)::
 
     relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / relevance_decay)    pos_i: 1 = most recent
-    logit       = base_logit + q_target + relevance_weight * log(1 + sum_i relevance_i)
+    logit       = base_logit + q_target + relevance_weight * log(1 + min(sum_i relevance_i, relevance_cap))
     click_prob  = sigmoid(logit),   label ~ Bernoulli(click_prob)
 
 so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
@@ -111,7 +113,8 @@ def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, 
         replace_at = rng.integers(0, n_int, size=num_users)
         new_cate = rng.integers(1, cfg.num_categories + 1, size=num_users)
         interests[rows[drift], replace_at[drift]] = new_cate[drift]
-        pick = (rng.random(num_users)[:, None] > cum_weights).sum(axis=1).clip(max=n_int - 1)
+        if not cfg.interest_phase or m % cfg.interest_phase == 0:
+            pick = (rng.random(num_users)[:, None] > cum_weights).sum(axis=1).clip(max=n_int - 1)
         explore = rng.random(num_users) < cfg.exploration
         random_cate = rng.integers(1, cfg.num_categories + 1, size=num_users)
         cates[:, m] = np.where(explore, random_cate, interests[rows, pick])
@@ -153,6 +156,8 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     recency = end[row_of_value] - seq_pos  # 1 = most recent behavior
     relevance = (hist_cate == tgt_cate[row_of_value]) * np.exp(-(recency - 1) / cfg.relevance_decay)
     total_relevance = np.bincount(row_of_value, weights=relevance, minlength=len(lengths))
+    if cfg.relevance_cap is not None:
+        total_relevance = np.minimum(total_relevance, cfg.relevance_cap)
     logit = cfg.base_logit + catalog.item_quality[tgt_item] + cfg.relevance_weight * np.log1p(total_relevance)
     click_prob = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(len(logit)) < click_prob).astype(np.int8)

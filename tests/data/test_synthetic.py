@@ -79,3 +79,34 @@ def test_oracle_auc_shows_real_but_imperfect_signal(tiny_data):
 def test_bad_generator_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=f"^synthetic.{field}"):
         tiny_config(f"--synthetic.{field}", value)
+
+
+def test_interest_phases_make_runs_of_one_interest_that_recur(tmp_path):
+    """interest_phase P: behaviors m of a phase (m // P) share one of the user's interests; later phases return to
+    interests seen long before (the long-history world)."""
+    cfg = tiny_config("--synthetic.interest_phase", "10", "--synthetic.exploration", "0",
+                      "--synthetic.interest_drift", "0", "--synthetic.num_users", "40",
+                      "--synthetic.min_history", "100", "--synthetic.max_history", "200").synthetic
+    generate(cfg, tmp_path, progress=False)
+    t = pq.read_table(tmp_path / "test").to_pydict()
+    recurred = 0
+    for hist in t["hist_cate"]:
+        # the category changes only at phase boundaries, which lie P apart wherever the history starts
+        changes = [j for j in range(1, len(hist)) if hist[j] != hist[j - 1]]
+        assert len({j % 10 for j in changes}) <= 1, changes
+        offset = changes[0] % 10 if changes else 0
+        firsts = [hist[j] for j in range(offset, len(hist), 10)]
+        assert len(set(firsts)) <= cfg.interests_per_user
+        recurred += any(firsts[i] in firsts[:i - 1] and firsts[i] != firsts[i - 1] for i in range(2, len(firsts)))
+    assert recurred >= len(t["hist_cate"]) // 2
+
+
+def test_relevance_cap_bounds_the_relevance_term_of_the_click_logit(tmp_path):
+    cfg = tiny_config("--synthetic.relevance_cap", "0.5", "--synthetic.item_quality_std", "0").synthetic
+    generate(cfg, tmp_path, progress=False)
+    t = pq.read_table(tmp_path / "train").to_pydict()
+    relevance = np.array([sum(r) for r in t["hist_relevance"]])
+    assert (relevance > 0.5).any() and (relevance < 0.5).any()
+    expected = cfg.base_logit + cfg.relevance_weight * np.log1p(np.minimum(relevance, 0.5))
+    p = np.array(t["click_prob"], dtype=np.float64)
+    np.testing.assert_allclose(np.log(p / (1 - p)), expected, atol=1e-4)
