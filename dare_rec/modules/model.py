@@ -97,8 +97,9 @@ class DareModel(nn.Module):
         TorchRec's train pipeline fx-traces this method (submodules without sharded tables are leaves), so
         it must stay free of data-dependent Python; such code belongs inside a submodule.
         """
-        # Representation vectors of every behavior are needed only by the aux head, in training; otherwise
-        # (evaluation, serving, aux-free training) only the K selected ones are looked up, after the search.
+        # Representation vectors of every behavior are needed only by the full aux head, in training; otherwise
+        # (evaluation, serving, aux-free training, the sampled aux head) only the K selected (and M sampled)
+        # ones are looked up, after the search.
         every_behavior = self.full_sequence_attention is not None and self.training
         representation = every_behavior or not self.sparse_arch.selects_representation_lookups
         return self.forward_from_embeddings(self.sparse_arch(features, representation=representation), features)
@@ -133,18 +134,16 @@ class DareModel(nn.Module):
                 aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
 
-
     @torch.no_grad()
     def score_candidates(self, hist_item: torch.Tensor, hist_cate: torch.Tensor, cand_item: torch.Tensor,
                          cand_cate: torch.Tensor, chunk: int = 16_384) -> torch.Tensor:
         """Click logits of C candidate items for one user, reading the user's side once (serving).
 
-        The history's attention keys are looked up once (not once per candidate), the search is one
-        ``[C, n]`` score matrix (:meth:`GeneralSearchUnit.search_one_history`), and the representation rows
-        are looked up for the K behaviors each candidate selects (plus the candidates); nothing of size
-        ``[C, n]`` is built. Equal to
-        :meth:`forward` in evaluation mode on C samples that each carry the whole history (tested), at a
-        fraction of its lookups and search width when n is long.
+        The history's attention keys are looked up once (not once per candidate), the candidates are scored
+        against them ``chunk`` slots at a time with a merged top-K (:meth:`GeneralSearchUnit.search_one_history`),
+        and the representation rows are looked up for the K behaviors each candidate selects (plus the
+        candidates). Equal to :meth:`forward` in evaluation mode on C samples that each carry the whole history
+        (tested), at a fraction of its lookups when n is long.
 
         Args:
             hist_item, hist_cate: ``[n]`` the history, oldest first, n <= max_len.
