@@ -1,13 +1,15 @@
 """AUC against the search width N on a planted synthetic dataset: the table and plot of a ``dare-rec experiment``
 run with ``--grid data.max_len=...``.
 
-For every variant and N: the mean and standard deviation of test AUC over seeds, next to two ceilings computed
-from the dataset's planted click model (``meta.json`` records the generator's parameters):
+For every variant and N: the mean and standard deviation of test AUC over seeds, next to two references
+computed from the dataset's planted click model (``meta.json`` records the generator's parameters):
 
 * the oracle AUC: the true click probability as the score (what a perfect model with the whole stored history
   would get);
-* the oracle restricted to the last N behaviors: the same click logit with the relevance summed over the last N
-  behaviors only (the item's quality term kept), i.e. the best a model that searches the last N can do.
+* the planted logit on the last N behaviors: the same click logit with the relevance summed over the last N
+  behaviors only (the item's quality term kept). It shows how much of the planted signal lies in the last N;
+  it is not a bound, since a model also learns priors (a category's click rate, say) that predict what lies
+  deeper in the history.
 
     dare-rec experiment --config configs/long_history.yaml --out runs/auc_vs_n --nproc 1 --variants dare twin \\
         --seeds 1 2 3 --grid data.max_len=50,200,1000,5000,10000
@@ -35,8 +37,8 @@ from dare_rec.metrics.offline import auc
 RESULTS = SCRATCH / "auc_vs_n.json"  # committed: benchmarks/results (--output)
 
 
-def ceilings(data: Path, widths: List[int]) -> Dict[str, object]:
-    """The oracle AUC on the test split, and per N the oracle restricted to the last N behaviors."""
+def references(data: Path, widths: List[int]) -> Dict[str, object]:
+    """The oracle AUC on the test split, and per N the AUC of the planted logit on the last N behaviors."""
     params = json.loads((data / "meta.json").read_text())["params"]
     table = pq.read_table(data / "test", columns=["label", "click_prob", "hist_relevance"])
     labels = table.column("label").to_numpy()
@@ -51,7 +53,7 @@ def ceilings(data: Path, widths: List[int]) -> Dict[str, object]:
     logit = np.log(prob / (1 - prob))
     rest = logit - term(np.array([sum(r) for r in relevance]))  # base logit + the item's quality
     return {"oracle_auc": auc(labels, prob), "test_samples": int(len(labels)),
-            "oracle_auc_last_n": {n: auc(labels, rest + term(np.array([sum(r[-n:]) for r in relevance])))
+            "planted_auc_last_n": {n: auc(labels, rest + term(np.array([sum(r[-n:]) for r in relevance])))
                                   for n in widths}}
 
 
@@ -70,29 +72,29 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit(f"run {run['run']}: setting {run['setting']!r} has no data.max_len=N")
         by.setdefault((run["variant"], int(match.group(1))), []).append(run["auc"])
     widths = sorted({n for _, n in by})
-    ceiling = ceilings(Path(args.data), widths)
+    reference = references(Path(args.data), widths)
     rows = [{"variant": variant, "max_len": n, "seeds": len(aucs), "auc_mean": statistics.mean(aucs),
              "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0, "aucs": aucs,
-             "oracle_auc_last_n": ceiling["oracle_auc_last_n"][n],
-             "gap_to_oracle": ceiling["oracle_auc"] - statistics.mean(aucs)}
+             "planted_auc_last_n": reference["planted_auc_last_n"][n],
+             "gap_to_oracle": reference["oracle_auc"] - statistics.mean(aucs)}
             for (variant, n), aucs in sorted(by.items())]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "auc_vs_n", "date": time.strftime("%Y-%m-%d"),
                                "experiment": results.get("config"), "data": str(args.data),
-                               "oracle_auc": ceiling["oracle_auc"], "test_samples": ceiling["test_samples"],
+                               "oracle_auc": reference["oracle_auc"], "test_samples": reference["test_samples"],
                                "rows": rows}, indent=2) + "\n")
-    plot(rows, ceiling, out.with_suffix(".png"))
-    print(f"oracle AUC {ceiling['oracle_auc']:.4f} on {ceiling['test_samples']:,} test samples")
+    plot(rows, reference, out.with_suffix(".png"))
+    print(f"oracle AUC {reference['oracle_auc']:.4f} on {reference['test_samples']:,} test samples")
     for r in rows:
         print(f"{r['variant']:>6} N={r['max_len']:>6}: AUC {r['auc_mean']:.4f} +- {r['auc_std']:.4f} "
-              f"({r['seeds']} seeds), oracle of the last N {r['oracle_auc_last_n']:.4f}, "
+              f"({r['seeds']} seeds), planted logit on the last N {r['planted_auc_last_n']:.4f}, "
               f"gap to the oracle {r['gap_to_oracle']:+.4f}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 
-def plot(rows: List[dict], ceiling: Dict[str, object], path: Path) -> None:
+def plot(rows: List[dict], reference: Dict[str, object], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,10 +104,10 @@ def plot(rows: List[dict], ceiling: Dict[str, object], path: Path) -> None:
         mine = [r for r in rows if r["variant"] == variant]
         ax.errorbar([r["max_len"] for r in mine], [r["auc_mean"] for r in mine], yerr=[r["auc_std"] for r in mine],
                     marker="o", capsize=3, label=f"{variant} (mean ± std over seeds)")
-    widths = sorted(ceiling["oracle_auc_last_n"])
-    ax.plot(widths, [ceiling["oracle_auc_last_n"][n] for n in widths], "k:", marker=".",
-            label="oracle restricted to the last N behaviors")
-    ax.axhline(ceiling["oracle_auc"], color="grey", linestyle="--", label="oracle (whole history)")
+    widths = sorted(reference["planted_auc_last_n"])
+    ax.plot(widths, [reference["planted_auc_last_n"][n] for n in widths], "k:", marker=".",
+            label="planted logit on the last N behaviors")
+    ax.axhline(reference["oracle_auc"], color="grey", linestyle="--", label="oracle (whole history)")
     ax.set_xscale("log")
     ax.set_xlabel("N, behaviors searched (data.max_len)")
     ax.set_ylabel("test AUC")
