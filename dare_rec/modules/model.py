@@ -155,7 +155,9 @@ class DareModel(nn.Module):
         """
         num = cand_item.numel()
         length = hist_item.numel()
-        torch._assert(length <= self.gsu.max_len, "score_candidates: the history is longer than max_len")
+        if num == 0 or length > self.gsu.max_len:
+            raise ValueError(f"score_candidates: needs at least one candidate and a history of at most max_len "
+                             f"({self.gsu.max_len}) behaviors; got {num} candidates and {length} behaviors")
         # C samples, the first holding the history and the others none: the history is looked up once
         lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
         lengths[0] = length

@@ -46,3 +46,13 @@ def test_candidate_scoring_refuses_the_din_score():
     model = build_model(tiny_config("--model.variant", "din"), 501, 21, CPU, CPU).model.eval()
     with pytest.raises(ValueError, match="dot score"):
         model.score_candidates(torch.tensor([1, 2]), torch.tensor([1, 1]), torch.tensor([3]), torch.tensor([1]))
+
+
+def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
+    model = build_model(tiny_config(), 501, 21, CPU, CPU).model.eval()
+    with pytest.raises(ValueError, match="at least one candidate"):
+        model.score_candidates(torch.tensor([1]), torch.tensor([1]), torch.tensor([], dtype=torch.long),
+                               torch.tensor([], dtype=torch.long))
+    too_long = torch.ones(33, dtype=torch.long)  # tiny max_len is 32
+    with pytest.raises(ValueError, match="33 behaviors"):
+        model.score_candidates(too_long, too_long, torch.tensor([3]), torch.tensor([1]))
