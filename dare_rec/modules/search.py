@@ -106,11 +106,14 @@ class GeneralSearchUnit(nn.Module):
         # Hard search: rank same-category behaviors above all others, the most recent first within each
         # group (slot j + 1 grows with recency); the softmax weights still come from the scores.
         rows, slots, _ = jagged_layout(emb.offsets, hist_cate.size(0))
-        same_category = (hist_cate == target_cate[rows]).to(torch.float32)
-        selection_key = same_category * (self.max_len + 1) + slots.to(torch.float32) + 1
+        selection_key = self.hard_selection_key(hist_cate == target_cate[rows], slots)
         selected = jagged_topk(selection_key, emb.offsets, self.top_k, self.max_len, self.kernel)
         return GsuOutput(out.scores, selected.top_indices, selected.top_mask)
 
+    def hard_selection_key(self, same_category: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Hard search's ranking key (float32, any shape): behaviors of the target's category above all others,
+        the most recent first within each group. ``same_category`` bool, ``slots`` int (0 = oldest)."""
+        return same_category.to(torch.float32) * (self.max_len + 1) + slots.to(torch.float32) + 1
 
     def search_one_history(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor,
                            chunk: int = 16_384) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -147,9 +150,8 @@ class GeneralSearchUnit(nn.Module):
             end = min(begin + chunk, length)
             scores = queries @ keys[begin:end].t()
             if self.hard:
-                slots = torch.arange(begin + 1, end + 1, device=device)
-                rank = (hist_cate[begin:end].unsqueeze(0) == target_cate.unsqueeze(1)) * (self.max_len + 1) + slots
-                rank = rank.to(scores.dtype)
+                same_category = hist_cate[begin:end].unsqueeze(0) == target_cate.unsqueeze(1)
+                rank = self.hard_selection_key(same_category, torch.arange(begin, end, device=device))
             else:
                 rank = scores
             top_rank, top = rank.topk(min(k, end - begin), dim=1)
