@@ -135,12 +135,18 @@ class SyntheticConfig:
     base_logit: float = -1.2
     match_probability: float = 0.5
     row_group_size: int = 8192
+    # A row group also closes at this many MiB (uncompressed): bounds reader memory for long histories.
+    row_group_mb: int = 64
+    # Users simulated together (bounds the generator's memory: a chunk holds all of its users' samples).
+    # Part of the seeding scheme: another value gives other (equally distributed) data.
+    users_per_chunk: int = 2048
     train_files: int = 4
     seed: int = 0
 
     def validate(self, prefix: str = "synthetic") -> None:
         _positive(self, prefix, "num_users", "num_items", "num_categories", "train_slots", "slot_gap",
-                  "candidates_per_slot", "interests_per_user", "row_group_size", "train_files", "relevance_decay")
+                  "candidates_per_slot", "interests_per_user", "row_group_size", "row_group_mb", "users_per_chunk",
+                  "train_files", "relevance_decay")
         _non_negative(self, prefix, "min_history", "interest_phase")
         _require(self.max_history >= max(self.min_history, 1), f"{prefix}.max_history",
                  f"must be >= 1 and >= {prefix}.min_history ({self.min_history}), got {self.max_history}")
@@ -183,6 +189,8 @@ class LogsConfig:
     skip_malformed: bool = False
     seed: int = 0
     row_group_size: int = 8192
+    # A row group also closes at this many MiB (uncompressed), so long histories make smaller groups.
+    row_group_mb: int = 64
     train_files: int = 8
     # Size of the raw CSV blocks parsed at once (bounds the reader's memory).
     block_mb: int = 16
@@ -203,7 +211,7 @@ class LogsConfig:
 
     def validate(self, prefix: str = "logs") -> None:
         _positive(self, prefix, "min_len", "max_len", "train_start", "train_stride", "val_position", "test_position",
-                  "row_group_size", "train_files", "block_mb")
+                  "row_group_size", "row_group_mb", "train_files", "block_mb")
         _non_negative(self, prefix, "train_count", "negatives")
         _at_most_history_limit(self, prefix, "max_len")
         train = self.train_positions()

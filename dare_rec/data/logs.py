@@ -43,7 +43,7 @@ from dare_rec.config import LogsConfig
 from dare_rec.data import schema
 from dare_rec.data.log_readers import RawEvents, log_format, read_log
 from dare_rec.data.publish import publish_dataset
-from dare_rec.data.writer import DatasetWriter, list_array
+from dare_rec.data.writer import DatasetWriter, list_array, rows_per_full_group
 
 LOG_SOURCES = ("taobao", "tmall", "events")
 # History values (per column) materialised per write chunk: bounds the write phase's memory.
@@ -357,9 +357,10 @@ def write_samples(clicks: Clicks, plan: Dict[str, Samples], out_dir: str | Path,
                   progress: bool = True) -> DatasetWriter:
     """Writes every split through DatasetWriter in chunks of whole row groups; returns the closed writer."""
     files = {"train": cfg.train_files, "val": 1, "test": 1}
-    writer = DatasetWriter(out_dir, [schema.HIST_TS, schema.TARGET_TS], files, cfg.row_group_size)
-    groups_per_chunk = max(1, _CHUNK_VALUES // (cfg.max_len * cfg.row_group_size))
-    chunk = groups_per_chunk * cfg.row_group_size
+    writer = DatasetWriter(out_dir, [schema.HIST_TS, schema.TARGET_TS], files, cfg.row_group_size,
+                           cfg.row_group_mb << 20)
+    group_rows = rows_per_full_group(writer.schema, cfg.max_len, cfg.row_group_size, cfg.row_group_mb << 20)
+    chunk = group_rows * max(1, _CHUNK_VALUES // (cfg.max_len * group_rows))
     total = sum(len(s) for s in plan.values())
     with tqdm(total=total, desc="write", unit="sample", unit_scale=True, disable=not progress) as bar:
         for split, samples in plan.items():

@@ -22,7 +22,8 @@ The click model (what a perfect model would know)::
 
 so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
 stored per behavior in ``hist_relevance``. Everything is vectorised per chunk of users and seeded per chunk,
-so the same config and seed give byte-identical files.
+so the same config and seed give byte-identical files (``users_per_chunk`` users per chunk: it bounds
+the generator's memory and is part of the seeding scheme).
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ from dare_rec.data import schema
 from dare_rec.data.publish import publish_dataset
 from dare_rec.data.writer import DatasetWriter, list_array
 
-# Users generated together; part of the seeding scheme, so changing it changes the data.
-USERS_PER_CHUNK = 2048
 _SECONDS_PER_BEHAVIOR = 3600.0
 
 
@@ -199,12 +198,13 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
     with publish_dataset(out_dir, overwrite) as tmp:
         catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
         optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
-        writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size)
-        num_chunks = -(-cfg.num_users // USERS_PER_CHUNK)
+        writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size,
+                               cfg.row_group_mb << 20)
+        num_chunks = -(-cfg.num_users // cfg.users_per_chunk)
         chunk_seeds = chunks_seed.spawn(num_chunks)
         for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
-            offset = chunk * USERS_PER_CHUNK
-            n = min(USERS_PER_CHUNK, cfg.num_users - offset)
+            offset = chunk * cfg.users_per_chunk
+            n = min(cfg.users_per_chunk, cfg.num_users - offset)
             rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]))
             writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
             writer.write("val", rows["val"])
