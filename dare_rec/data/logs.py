@@ -32,8 +32,9 @@ vocabularies cover every kept row. Time gaps are derived, not stored (``target_t
 Determinism: negatives come from a counter-based generator (splitmix64 of a key derived from
 ``SeedSequence(logs.seed)``, the sample's index and the attempt number), so no draw depends on chunking or
 threads; the train shuffle is one permutation from the same SeedSequence. Same input + config => identical
-bytes. Memory: the kept columns (~17 bytes per kept row with the behavior type; Tmall ~25 with seller and brand), then the kept users' sorted columns and ~50 bytes
-per output sample; histories are materialised one chunk of samples at a time.
+bytes. Memory: the kept columns (~17 bytes per kept row with the behavior type; Tmall ~25 with seller and
+brand), then the kept users' sorted columns and ~50 bytes per output sample; histories are materialised one
+chunk of samples at a time.
 """
 
 from __future__ import annotations
