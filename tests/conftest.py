@@ -79,9 +79,9 @@ def tiny_side_data(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
             def as_list(values):
                 return pa.ListArray.from_arrays(hist.offsets, pa.array(values, pa.int64()))
 
-            for name, values in ((schema.HIST_BTYPE, as_list(flat % 4 + 1)), (schema.HIST_SELLER, as_list(flat % 7 + 1)),
-                                 (schema.HIST_BRAND, as_list(flat % 5 + 1)), (schema.TARGET_SELLER, target % 7 + 1),
-                                 (schema.TARGET_BRAND, target % 5 + 1)):
+            for name, values in ((schema.HIST_BTYPE, as_list(flat % 4 + 1)),
+                                 (schema.HIST_SELLER, as_list(flat % 7 + 1)), (schema.HIST_BRAND, as_list(flat % 5 + 1)),
+                                 (schema.TARGET_SELLER, target % 7 + 1), (schema.TARGET_BRAND, target % 5 + 1)):
                 table = table.append_column(pa.field(name, schema.OPTIONAL_COLUMNS[name], nullable=False),
                                             pa.array(values, schema.OPTIONAL_COLUMNS[name]))
             pq.write_table(table, path, row_group_size=256)
