@@ -185,6 +185,9 @@ class LogsConfig:
     negatives: int = 2
     # Behavior values kept as clicks; null: the source's default (taobao [pv], tmall ["0"], events: all rows).
     behaviors: Optional[List[str]] = None
+    # Behavior values kept in the histories (must include the click values); null: the clicks only (the
+    # paper's protocol). Targets, negatives and the positions stay clicks; hist_btype records each type.
+    history_behaviors: Optional[List[str]] = None
     # Malformed input rows: false -> fail naming file, line and column; true -> skip and count them.
     skip_malformed: bool = False
     seed: int = 0
@@ -226,6 +229,14 @@ class LogsConfig:
                  f"must be >= {prefix}.val_position and {prefix}.test_position ({deepest}), got {self.min_len}")
         _require(self.behaviors is None or len(self.behaviors) > 0, f"{prefix}.behaviors",
                  "must be null or a non-empty list")
+        if self.history_behaviors is not None:
+            _require(len(self.history_behaviors) > 0, f"{prefix}.history_behaviors",
+                     "must be null or a non-empty list")
+            _require(len(set(self.history_behaviors)) == len(self.history_behaviors),
+                     f"{prefix}.history_behaviors", f"lists a value twice: {self.history_behaviors}")
+            missing = [b for b in self.behaviors or [] if b not in self.history_behaviors]
+            _require(not missing, f"{prefix}.history_behaviors",
+                     f"must include the click behaviors {prefix}.behaviors; {missing} missing")
         _one_of(self.event_format, f"{prefix}.event_format", LOG_EVENT_FORMATS, "format")
         _require(len(self.event_delimiter) == 1, f"{prefix}.event_delimiter",
                  f"must be one character, got {self.event_delimiter!r}")

@@ -51,3 +51,43 @@ def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     assert train.main(tiny_run_args(tiny_data, out)) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_side_data(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset with side columns added, as prepare writes them for Tmall: hist_btype (4 behavior
+    types), hist_seller/hist_brand and target_seller/target_brand; meta.json lists them with their vocabularies
+    and the files' new hashes. Its timestamps (synthetic: every behavior before its target) give gaps >= 1."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from dare_rec.data import schema
+
+    root = tmp_path_factory.mktemp("tiny_side_data") / "data"
+    shutil.copytree(tiny_data, root)
+    meta = json.loads((root / "meta.json").read_text())
+    for split in schema.SPLITS:
+        for path in schema.split_files(root, split):
+            table = pq.read_table(path)
+            hist = table["hist_item"].combine_chunks()
+            flat, target = pc.list_flatten(hist).to_numpy(), table["target_item"].to_numpy()
+
+            def as_list(values):
+                return pa.ListArray.from_arrays(hist.offsets, pa.array(values, pa.int64()))
+
+            for name, values in ((schema.HIST_BTYPE, as_list(flat % 4 + 1)),
+                                 (schema.HIST_SELLER, as_list(flat % 7 + 1)), (schema.HIST_BRAND, as_list(flat % 5 + 1)),
+                                 (schema.TARGET_SELLER, target % 7 + 1), (schema.TARGET_BRAND, target % 5 + 1)):
+                table = table.append_column(pa.field(name, schema.OPTIONAL_COLUMNS[name], nullable=False),
+                                            pa.array(values, schema.OPTIONAL_COLUMNS[name]))
+            pq.write_table(table, path, row_group_size=256)
+            meta["files"][split][str(path.relative_to(root))] = schema.sha256_file(path)
+    meta["columns"] += [schema.HIST_BTYPE, schema.HIST_SELLER, schema.HIST_BRAND, schema.TARGET_SELLER,
+                        schema.TARGET_BRAND]
+    meta["params"].update(behavior_types=["pv", "cart", "fav", "buy"], num_sellers=8, num_brands=6)
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root

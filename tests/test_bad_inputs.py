@@ -42,6 +42,10 @@ class Context:
         return self.request.getfixturevalue("tiny_data")
 
     @property
+    def side_data(self) -> Path:
+        return self.request.getfixturevalue("tiny_side_data")
+
+    @property
     def run(self) -> Path:
         return self.request.getfixturevalue("tiny_run")
 
@@ -216,6 +220,16 @@ RAW_LOG_CASES = [
     Case("logs-unknown-behavior-kept", "prepare", lambda ctx: (
         raw("UserBehavior.csv", taobao_with(b""), extra=("--logs.behaviors", "[view]"))(ctx)[0],
         ["logs.behaviors: ['view']"])),
+    Case("logs-history-behaviors-without-the-clicks", "prepare", lambda ctx: (
+        raw("UserBehavior.csv", taobao_with(b""), extra=("--logs.history_behaviors", "[cart, fav]"))(ctx)[0],
+        ["logs.history_behaviors: must include the click behaviors ['pv']"])),
+    Case("logs-history-behaviors-missing-a-listed-click", "prepare", lambda ctx: (
+        raw("UserBehavior.csv", taobao_with(b""), extra=("--logs.behaviors", "[pv, buy]", "--logs.history_behaviors",
+                                                         "[pv, cart]"))(ctx)[0],
+        ["logs.history_behaviors: must include the click behaviors logs.behaviors; ['buy'] missing"])),
+    Case("logs-history-behaviors-unknown-value", "prepare", lambda ctx: (
+        raw("UserBehavior.csv", taobao_with(b""), extra=("--logs.history_behaviors", "[pv, click]"))(ctx)[0],
+        ["logs.history_behaviors: ['click'] are not taobao behavior_type values"])),
     Case("synthetic-with-input", "prepare", lambda ctx: (
         ["--source", "synthetic", "--input", str(ctx.tmp), "--out", str(ctx.tmp / "out")], ["--input"])),
 ]
@@ -274,6 +288,25 @@ def dataset(change: Callable[[Path], List[str]], *extra: str) -> Callable[[Conte
     return make
 
 
+def side_dataset(change: Callable[[Path], List[str]]) -> Callable[[Context], Tuple[Argv, Expected]]:
+    """Like :func:`dataset`, on the tiny dataset with side columns (val row 300 has 30 behaviors)."""
+    def make(ctx: Context) -> Tuple[Argv, Expected]:
+        root = ctx.tmp / "data"
+        shutil.copytree(ctx.side_data, root)
+        expected = change(root)
+        return tiny_run_args(root, ctx.tmp / "run"), expected
+    return make
+
+
+def drop_param(name: str) -> Callable[[Path], List[str]]:
+    def change(root: Path) -> List[str]:
+        meta = json.loads((root / "meta.json").read_text())
+        del meta["params"][name]
+        (root / "meta.json").write_text(json.dumps(meta))
+        return [str(root / "meta.json"), f"params {name!r}"]
+    return change
+
+
 def edit_meta(**fields) -> Callable[[Path], List[str]]:
     def change(root: Path) -> List[str]:
         meta = json.loads((root / "meta.json").read_text())
@@ -327,6 +360,26 @@ def set_behavior(column: str, position: int, value, at_least: int = 3) -> Callab
         values[row] = values[row][:position] + [value] + values[row][position + 1:]
         field = pa.field(column, table.schema.field(column).type, nullable=False)
         return table.set_column(table.schema.get_field_index(column), field, pa.array(values, field.type))
+    return mutate
+
+
+def set_in_list(column: str, row: int, position: int, value) -> Callable[[pa.Table], pa.Table]:
+    """Changes value ``position`` of ``row``'s list in ``column``."""
+    def mutate(table: pa.Table) -> pa.Table:
+        values = table[column].to_pylist()
+        values[row][position] = value
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+    return mutate
+
+
+def drop_last_in_list(column: str, row: int) -> Callable[[pa.Table], pa.Table]:
+    """Drops the last value of ``row``'s list in ``column`` (one side value fewer than behaviors)."""
+    def mutate(table: pa.Table) -> pa.Table:
+        values = table[column].to_pylist()
+        values[row] = values[row][:-1]
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
     return mutate
 
 
@@ -476,6 +529,19 @@ DATASET_CASES = [
     Case("val-empty", "train", dataset(empty_val)),
     Case("val-changed-content-with-hash-check", "train", dataset(
         rewrite("val", set_value("label", 3, 1), "sha256"), "--data.verify_hashes", "true")),
+    Case("val-unknown-behavior-type", "train", side_dataset(rewrite(
+        "val", set_in_list("hist_btype", 300, 2, 9), *VALUE_AT_300, "column 'hist_btype' holds id 9",
+        "an unknown behavior type"))),
+    Case("val-negative-time-gap", "train", side_dataset(rewrite(
+        "val", set_in_list("hist_ts", 300, 29, 10**12), *VALUE_AT_300, "column 'hist_ts' holds 1000000000000",
+        "negative time gap"))),
+    Case("val-side-list-shorter-than-history", "train", side_dataset(rewrite(
+        "val", drop_last_in_list("hist_brand", 300), *VALUE_AT_300,
+        "column 'hist_brand' has 29 values but hist_item has 30 behaviors"))),
+    Case("val-target-seller-past-vocabulary", "train", side_dataset(rewrite(
+        "val", set_value("target_seller", 300, 99), *VALUE_AT_300, "column 'target_seller' holds id 99",
+        "outside [1, 7]"))),
+    Case("meta-behavior-types-missing", "train", side_dataset(drop_param("behavior_types"))),
     Case("test-label-2", "train", dataset(rewrite("test", set_value("label", 600, 2), "row group 2", "row 600",
                                                   "column 'label' is 2"))),
     Case("test-target-past-vocabulary", "train", dataset(rewrite("test", set_value("target_item", 5, 10**6),

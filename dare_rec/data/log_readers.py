@@ -36,8 +36,16 @@ ROLES = ("user", "item", "category", "timestamp")
 REASONS = ("wrong_column_count", "not_utf8", "non_integer", "unknown_behavior", "bad_date")
 TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 TAOBAO_BEHAVIORS = ("pv", "buy", "cart", "fav")
+# Behavior-type vocabularies (hist_btype id = index + 1), fixed per source so ids do not depend on the config.
+TAOBAO_TYPES = ("pv", "cart", "fav", "buy")
 TMALL_COLUMNS = ("user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp", "action_type")
 TMALL_BEHAVIORS = ("0", "1", "2", "3")  # click, add-to-cart, purchase, add-to-favourite
+# Tmall side columns (role -> column), read as ids; an empty field is an unknown value (UNKNOWN_RAW).
+TMALL_SIDE = {"seller": "seller_id", "brand": "brand_id"}
+# The one type of a log read without a behavior filter (every row is a click).
+ANY_BEHAVIOR = "*"
+# Raw value of an empty side field: below every legal (non-negative) raw id, so it remaps to the first id.
+UNKNOWN_RAW = -1
 # Tmall time_stamp is mmdd without a year; the logs cover 2015-05..11, so dates become 2015 unix seconds.
 TMALL_YEAR_EPOCH_DAY = 16436  # days from 1970-01-01 to 2015-01-01
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -70,6 +78,9 @@ class LogFormat:
         behavior_is_int: behavior values are integers (Tmall action_type).
         known: legal behavior values as text, or None (any value is legal).
         keep: behavior values kept as clicks, as text, or None (every row).
+        history: behavior values kept in histories (a superset of ``keep``), or None (``keep``).
+        behavior_types: the behavior-type vocabulary (hist_btype id = index + 1).
+        side_columns: role ("seller", "brand") -> column of side ids read with the row (Tmall).
         mmdd_dates: the timestamp column holds ``mmdd`` dates (Tmall).
         delimiter, quoting: CSV dialect (quoting off for Taobao/Tmall, whose fields are plain integers).
         parquet: the file is Parquet (events only).
@@ -83,6 +94,9 @@ class LogFormat:
     behavior_is_int: bool = False
     known: Optional[frozenset] = None
     keep: Optional[frozenset] = None
+    history: Optional[frozenset] = None
+    behavior_types: Tuple[str, ...] = (ANY_BEHAVIOR,)
+    side_columns: Dict[str, str] = field(default_factory=dict)
     mmdd_dates: bool = False
     delimiter: str = ","
     quoting: bool = False
@@ -91,6 +105,17 @@ class LogFormat:
     def position(self, column: str) -> int:
         """1-based position of a column in the file."""
         return self.columns.index(column) + 1
+
+    @property
+    def kept(self) -> Optional[frozenset]:
+        """Behavior values of the rows kept (clicks and history-only behaviors), or None (every row)."""
+        return self.history if self.history is not None else self.keep
+
+    def click_types(self) -> Tuple[int, ...]:
+        """The hist_btype ids of the click values."""
+        if self.keep is None:
+            return tuple(range(1, len(self.behavior_types) + 1))
+        return tuple(i + 1 for i, v in enumerate(self.behavior_types) if v in self.keep)
 
 
 def log_format(source: str, path: str | Path, cfg: LogsConfig) -> LogFormat:
@@ -101,17 +126,21 @@ def log_format(source: str, path: str | Path, cfg: LogsConfig) -> LogFormat:
         _check_values(keep, TAOBAO_BEHAVIORS, "taobao behavior_type")
         return LogFormat("taobao", TAOBAO_COLUMNS, False,
                          dict(zip(ROLES, ("user_id", "item_id", "category_id", "timestamp"))),
-                         "behavior_type", known=frozenset(TAOBAO_BEHAVIORS), keep=keep)
+                         "behavior_type", known=frozenset(TAOBAO_BEHAVIORS), keep=keep,
+                         history=_history(cfg, keep, TAOBAO_BEHAVIORS, "taobao behavior_type"),
+                         behavior_types=TAOBAO_TYPES)
     if source == "tmall":
         keep = frozenset(cfg.behaviors or ["0"])
         _check_values(keep, TMALL_BEHAVIORS, "tmall action_type")
+        history = _history(cfg, keep, TMALL_BEHAVIORS, "tmall action_type")
         header = _read_header(path, ",")
         if tuple(header) != TMALL_COLUMNS:
             raise DataError(f"{path}: line 1: expected the Tmall header {','.join(TMALL_COLUMNS)!r}, "
                             f"got {','.join(header)!r}")
         return LogFormat("tmall", TMALL_COLUMNS, True,
                          dict(zip(ROLES, ("user_id", "item_id", "cat_id", "time_stamp"))), "action_type",
-                         behavior_is_int=True, known=frozenset(TMALL_BEHAVIORS), keep=keep, mmdd_dates=True)
+                         behavior_is_int=True, known=frozenset(TMALL_BEHAVIORS), keep=keep, history=history,
+                         behavior_types=TMALL_BEHAVIORS, side_columns=dict(TMALL_SIDE), mmdd_dates=True)
     if source != "events":
         raise ValueError(f"unknown log source {source!r}")
     fmt = cfg.event_format if cfg.event_format != "auto" else ("parquet" if path.suffix == ".parquet" else "csv")
@@ -139,14 +168,39 @@ def log_format(source: str, path: str | Path, cfg: LogsConfig) -> LogFormat:
         raise ConfigError("logs.behaviors: a behavior filter needs logs.event_behavior_col")
     if known is not None and keep is not None:
         _check_values(keep, tuple(sorted(known)), "logs.event_known_behaviors")
-    return LogFormat("events", columns, fmt == "csv", roles, behavior, known=known, keep=keep,
-                     delimiter=cfg.event_delimiter, quoting=True, parquet=fmt == "parquet")
+    if cfg.history_behaviors is not None and keep is None:
+        raise ConfigError("logs.history_behaviors: --source events needs the click values in logs.behaviors "
+                          "(and logs.event_behavior_col) to tell clicks from other behaviors")
+    history = None
+    types: Tuple[str, ...] = (ANY_BEHAVIOR,)
+    if keep is not None:
+        history = _history(cfg, keep, tuple(sorted(known)) if known is not None else None,
+                           "logs.event_known_behaviors")
+        # The kept values in config order, clicks first: the events vocabulary is whatever the log calls them.
+        types = tuple(dict.fromkeys(list(cfg.behaviors) + list(cfg.history_behaviors or [])))
+    return LogFormat("events", columns, fmt == "csv", roles, behavior, known=known, keep=keep, history=history,
+                     behavior_types=types, delimiter=cfg.event_delimiter, quoting=True, parquet=fmt == "parquet")
 
 
-def _check_values(keep: frozenset, legal: Tuple[str, ...], what: str) -> None:
+def _check_values(keep: frozenset, legal: Tuple[str, ...], what: str, field_name: str = "logs.behaviors") -> None:
     unknown = sorted(keep - set(legal))
     if unknown:
-        raise ConfigError(f"logs.behaviors: {unknown} are not {what} values; legal values: {list(legal)}")
+        raise ConfigError(f"{field_name}: {unknown} are not {what} values; legal values: {list(legal)}")
+
+
+def _history(cfg: LogsConfig, keep: frozenset, legal: Optional[Tuple[str, ...]], what: str) -> Optional[frozenset]:
+    """The values of ``logs.history_behaviors`` (None when unset), checked: legal, and holding every click
+    value (the source's default clicks when ``logs.behaviors`` is null, which LogsConfig cannot check)."""
+    if cfg.history_behaviors is None:
+        return None
+    history = frozenset(cfg.history_behaviors)
+    if legal is not None:
+        _check_values(history, legal, what, "logs.history_behaviors")
+    missing = sorted(keep - history)
+    if missing:
+        raise ConfigError(f"logs.history_behaviors: must include the click behaviors {sorted(keep)} "
+                          f"(logs.behaviors); {missing} missing")
+    return history
 
 
 def _read_header(path: Path, delimiter: str) -> List[str]:
@@ -185,11 +239,15 @@ def _check_text(path: Path) -> None:
 
 @dataclass
 class RawEvents:
-    """The clicks of a log in file order: rows kept by the behavior filter, malformed rows removed.
+    """The kept rows of a log in file order (clicks, and history-only behaviors with
+    ``logs.history_behaviors``), malformed rows removed.
 
     Attributes:
         user, item, category, timestamp: ``[N]`` raw values (int32 or int64); ``category`` is all 1 when the
             format has no category column; Tmall timestamps are unix seconds (day resolution).
+        btype: ``[N]`` int8 behavior-type id (index into ``behavior_types`` + 1).
+        side: role ("seller", "brand") -> ``[N]`` raw ids, ``UNKNOWN_RAW`` for an empty field (Tmall).
+        behavior_types: the behavior-type vocabulary; click_types: the ids of the click types.
         rows: data rows in the file (excluding the header), malformed ones included.
         skipped: malformed rows skipped, per reason (only with ``logs.skip_malformed``).
         examples: the first malformed row of each skipped reason, as an error message.
@@ -200,7 +258,11 @@ class RawEvents:
     item: np.ndarray
     category: np.ndarray
     timestamp: np.ndarray
+    btype: np.ndarray
     rows: int
+    side: Dict[str, np.ndarray] = field(default_factory=dict)
+    behavior_types: Tuple[str, ...] = (ANY_BEHAVIOR,)
+    click_types: Tuple[int, ...] = (1,)
     skipped: Dict[str, int] = field(default_factory=dict)
     examples: Dict[str, str] = field(default_factory=dict)
     sha256: str = ""
@@ -245,14 +307,15 @@ class _Issues:
 
 
 class _Column:
-    """An integer column appended block by block into one array: int32 while every value fits, else int64.
+    """An integer column appended block by block into one array: int32 while every value fits, else int64
+    (or a fixed ``dtype`` whose range the caller guarantees, e.g. int8 behavior types).
 
     The array is allocated for an estimated capacity up front; pages never written are never committed by
     the OS, so over-estimating is free, while joining per-block parts at the end would hold the column twice.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.data = np.empty(max(capacity, 1), dtype=np.int32)
+    def __init__(self, capacity: int, dtype=np.int32) -> None:
+        self.data = np.empty(max(capacity, 1), dtype=dtype)
         self.size = 0
 
     def append(self, values: np.ndarray) -> None:
@@ -274,7 +337,7 @@ class _Column:
         self.data = data
 
     def result(self) -> np.ndarray:
-        data, self.data = self.data, np.empty(0, dtype=np.int32)
+        data, self.data = self.data, np.empty(0, dtype=self.data.dtype)
         return data[:self.size]
 
 
@@ -291,6 +354,22 @@ def _parse_int_text(text: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
     if ok.any():
         values[ok] = pc.cast(pc.filter(trimmed, pa.array(ok)), pa.int64()).to_numpy()
     return values, ~ok
+
+
+def _parse_side_text(text: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """Side ids from text ``[n]`` (Tmall seller_id, brand_id): (values int64, ``UNKNOWN_RAW`` where the field
+    is empty and 0 where bad, bad bool). A negative or non-integer value is bad."""
+    empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
+    try:  # the usual block: plain integers and a few empty fields, one cast
+        values = pc.cast(pc.if_else(empty, pa.scalar(str(UNKNOWN_RAW)), text), pa.int64()).to_numpy().copy()
+        bad = np.zeros(len(text), dtype=bool)
+    except pa.ArrowInvalid:
+        values, bad = _parse_int_text(text)
+    empty = empty.to_numpy(zero_copy_only=False)
+    bad = (bad | (values < 0)) & ~empty
+    values[empty] = UNKNOWN_RAW
+    values[bad] = 0
+    return values, bad
 
 
 def _text_in(values: pa.ChunkedArray | pa.Array, allowed: frozenset) -> np.ndarray:
@@ -328,7 +407,8 @@ class _Collector:
 
     def __init__(self, fmt: LogFormat, path: Path, skip: bool, capacity: int) -> None:
         self.fmt, self.path, self.skip = fmt, path, skip
-        self.columns = {role: _Column(capacity) for role in ROLES}
+        self.columns = {role: _Column(capacity) for role in ROLES + tuple(fmt.side_columns)}
+        self.btype = _Column(capacity, np.int8)
         self.rows = 0
         self.skipped: Dict[str, int] = {}
         self.examples: Dict[str, str] = {}
@@ -345,7 +425,7 @@ class _Collector:
 
         Args:
             values: role -> ``[n]`` int64 (0 where ``issues`` already marks the row); no "category" when the
-                format has none.
+                format has none; the format's side roles.
             behavior: ``[n]`` behavior values (integers, text or dictionary), or None.
             lines: ``[n]`` line (CSV) or row (Parquet) number of each row, 1-based.
         """
@@ -371,7 +451,14 @@ class _Collector:
                         f"{self.where(int(lines[r]))}, {self.column(fmt.behavior)}: unknown behavior value "
                         f"{text[r].as_py()!r}; expected one of {listed}{hint}"))
             if fmt.keep is not None:
-                keep = _text_in(behavior, fmt.keep)
+                keep = _text_in(behavior, fmt.kept)
+        btype = np.ones(n, dtype=np.int8)
+        if keep is not None and len(fmt.kept) > 1:  # one kept value is one type: no per-type passes
+            for index, value in enumerate(fmt.behavior_types):
+                if value in fmt.kept:
+                    btype[_text_in(behavior, frozenset([value]))] = index + 1
+        elif keep is not None:
+            btype[:] = fmt.behavior_types.index(next(iter(fmt.kept))) + 1
         self.rows += n + sum(issues.extra.values())
         if issues.any():
             if not self.skip:
@@ -385,13 +472,17 @@ class _Collector:
         if keep is not None:
             good &= keep
         rows = slice(None) if good.all() else np.flatnonzero(good)
-        for role in ROLES:
-            self.columns[role].append(values[role][rows])
+        for role, column in self.columns.items():
+            column.append(values[role][rows])
+        self.btype.append(btype[rows])
 
     def result(self, sha256: str, size: int) -> RawEvents:
-        columns = {role: column.result() for role, column in self.columns.items()}
-        return RawEvents(**columns, rows=self.rows, skipped=dict(sorted(self.skipped.items())),
-                         examples=dict(sorted(self.examples.items())), sha256=sha256, size_bytes=size)
+        columns = {role: self.columns[role].result() for role in ROLES}
+        side = {role: self.columns[role].result() for role in self.fmt.side_columns}
+        return RawEvents(**columns, btype=self.btype.result(), rows=self.rows, side=side,
+                         behavior_types=self.fmt.behavior_types, click_types=self.fmt.click_types(),
+                         skipped=dict(sorted(self.skipped.items())), examples=dict(sorted(self.examples.items())),
+                         sha256=sha256, size_bytes=size)
 
 
 def read_log(path: str | Path, fmt: LogFormat, cfg: LogsConfig, progress: bool = True) -> RawEvents:
@@ -455,11 +546,14 @@ def _read_csv(path: Path, fmt: LogFormat, block_bytes: int, collector: _Collecto
 
 
 def _csv_options(fmt: LogFormat, typed: bool, handler=None):
-    needed = list(fmt.role_columns.values()) + ([fmt.behavior] if fmt.behavior else [])
+    needed = list(fmt.role_columns.values()) + ([fmt.behavior] if fmt.behavior else []) + \
+        list(fmt.side_columns.values())
     if typed:
         types = {c: pa.int64() for c in fmt.role_columns.values()}
         if fmt.behavior:
             types[fmt.behavior] = pa.int64() if fmt.behavior_is_int else pa.dictionary(pa.int32(), pa.string())
+        # side ids may be empty (unknown): parsed from text, so an empty one does not fail the typed parse
+        types.update({c: pa.string() for c in fmt.side_columns.values()})
     else:
         types = {c: pa.string() for c in needed}
     read = pacsv.ReadOptions(column_names=list(fmt.columns), use_threads=typed, block_size=16 << 20)
@@ -480,7 +574,20 @@ def _csv_block(block: pa.Buffer, first_line: int, fmt: LogFormat, collector: _Co
     values = {role: table.column(col).to_numpy() for role, col in fmt.role_columns.items()}
     lines = np.arange(first_line, first_line + table.num_rows)
     behavior = table.column(fmt.behavior) if fmt.behavior else None
-    collector.add(values, behavior, lines, _Issues(table.num_rows))
+    issues = _Issues(table.num_rows)
+    _side_values(table, values, lines, issues, collector)
+    collector.add(values, behavior, lines, issues)
+
+
+def _side_values(table: pa.Table, values: Dict[str, np.ndarray], lines: np.ndarray, issues: _Issues,
+                 collector: _Collector) -> None:
+    """Parses the format's side columns of a block into ``values``, marking bad ones as malformed rows."""
+    for role, col in collector.fmt.side_columns.items():
+        text = table.column(col).combine_chunks()
+        values[role], bad = _parse_side_text(text)
+        issues.mark(bad, "non_integer", lines, lambda r, col=col, text=text: (
+            f"{collector.where(int(lines[r]))}, {collector.column(col)}: expected a non-negative integer or "
+            f"an empty field, got {text[r].as_py()!r}"))
 
 
 def _not_utf8(data: bytes, fmt: LogFormat) -> Dict[int, Tuple[str, str]]:
@@ -576,6 +683,7 @@ def _csv_block_as_text(block: pa.Buffer, first_line: int, fmt: LogFormat, collec
                 f"{collector.where(int(lines[r]))}, {collector.column(fmt.behavior)}: expected an integer, "
                 f"got {text[r].as_py()!r}"))
             behavior = pa.array(parsed)
+    _side_values(table, values, lines, issues, collector)
     collector.add(values, behavior, lines, issues)
 
 

@@ -20,20 +20,30 @@ Targets (positions from the end, 1 = last click): test ``logs.test_position``, v
 The positive keeps the category on its own row (as do history behaviors); a negative's category is its item's.
 Val/test rows are in user order, each positive followed by its negatives; train rows are shuffled globally.
 
+Side information: every row's behavior type becomes ``hist_btype`` (ids into the source's vocabulary,
+``params["behavior_types"]``); Tmall's ``seller_id``/``brand_id`` are remapped like items (increasing raw id),
+to ``2..n+1`` with 1 reserved for an empty field (unknown), into ``hist_seller``/``hist_brand`` and, like the
+category, ``target_seller``/``target_brand``. With ``logs.history_behaviors`` the read keeps those behaviors
+too and histories hold every kept behavior before the target, while targets, negatives and positions stay
+clicks: users are kept and positions counted by clicks, item frequencies (negative sampling) count clicks,
+and a negative is redrawn while in any kept behavior of the user (a carted item is no negative either);
+vocabularies cover every kept row. Time gaps are derived, not stored (``target_ts - hist_ts``).
+
 Determinism: negatives come from a counter-based generator (splitmix64 of a key derived from
 ``SeedSequence(logs.seed)``, the sample's index and the attempt number), so no draw depends on chunking or
 threads; the train shuffle is one permutation from the same SeedSequence. Same input + config => identical
-bytes. Memory: the click columns (~16 bytes per click row), then the kept users' sorted columns and ~50 bytes
-per output sample; histories are materialised one chunk of samples at a time.
+bytes. Memory: the kept columns (~17 bytes per kept row with the behavior type; Tmall ~25 with seller and
+brand), then the kept users' sorted columns and ~50 bytes per output sample; histories are materialised one
+chunk of samples at a time.
 """
 
 from __future__ import annotations
 
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,11 +51,14 @@ from tqdm import tqdm
 
 from dare_rec.config import LogsConfig
 from dare_rec.data import schema
-from dare_rec.data.log_readers import RawEvents, log_format, read_log
+from dare_rec.data.log_readers import UNKNOWN_RAW, RawEvents, log_format, read_log
 from dare_rec.data.publish import publish_dataset
 from dare_rec.data.writer import DatasetWriter, list_array, rows_per_full_group
 
 LOG_SOURCES = ("taobao", "tmall", "events")
+# Side roles read from the log -> (history column, target column).
+SIDE_COLUMNS = {"seller": (schema.HIST_SELLER, schema.TARGET_SELLER),
+                "brand": (schema.HIST_BRAND, schema.TARGET_BRAND)}
 # History values (per column) materialised per write chunk: bounds the write phase's memory.
 _CHUNK_VALUES = 1 << 20
 # Rows per step of the chunked per-row passes of the index phase.
@@ -58,29 +71,44 @@ _MASK64 = (1 << 64) - 1
 
 @dataclass
 class Clicks:
-    """The kept users' clicks, sorted by (user, time), plus vocabulary-wide tables.
+    """The kept users' behaviors, sorted by (user, time), plus vocabulary-wide tables.
+
+    The behaviors are the clicks, plus the history-only ones (cart, fav, ...) with ``logs.history_behaviors``;
+    under the paper's protocol every behavior is a click and ``click_row`` is None.
 
     Attributes:
-        item, cate: ``[M]`` int32 remapped ids (>= 1) of the kept users' clicks, sorted by (user, time).
+        item, cate: ``[M]`` int32 remapped ids (>= 1) of the kept users' behaviors, sorted by (user, time).
         ts: ``[M]`` int64 (or int32) timestamps, same order.
-        user_start: ``[K + 1]`` int64 offsets of each kept user's clicks in ``item``/``cate``/``ts``.
+        btype: ``[M]`` int8 behavior-type ids, same order.
+        user_start: ``[K + 1]`` int64 offsets of each kept user's behaviors in ``item``/``cate``/``ts``.
+        click_start: ``[K + 1]`` int64 offsets of each kept user's clicks in ``click_row``.
+        click_row: ``[C]`` int64 index of every click in ``item``/... (user-major), or None: every row is one.
         user_id: ``[K]`` int64 remapped user id of each kept user.
         raw_user: ``[num_users]`` raw id of every remapped user id - 1 (for messages).
         item_cate: ``[num_items + 1]`` int64 category of each item id (0 for padding).
         item_freq: ``[num_items + 1]`` int64 click count of each item id over every click row.
-        num_users, num_categories: distinct users and categories over every click row.
+        num_users, num_categories: distinct users and categories over every kept row.
+        side: role ("seller", "brand") -> ``[M]`` int32 ids (1 = unknown), same order (Tmall; else empty).
+        item_side: role -> ``[num_items + 1]`` int64 id of each item (its last row in file order).
+        side_vocabulary: role -> vocabulary size (counting 0 = padding and 1 = unknown).
     """
 
     item: np.ndarray
     cate: np.ndarray
     ts: np.ndarray
+    btype: np.ndarray
     user_start: np.ndarray
+    click_start: np.ndarray
+    click_row: Optional[np.ndarray]
     user_id: np.ndarray
     raw_user: np.ndarray
     item_cate: np.ndarray
     item_freq: np.ndarray
     num_users: int
     num_categories: int
+    side: Dict[str, np.ndarray] = field(default_factory=dict)
+    item_side: Dict[str, np.ndarray] = field(default_factory=dict)
+    side_vocabulary: Dict[str, int] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -88,7 +116,17 @@ class Clicks:
 
     @property
     def lengths(self) -> np.ndarray:
+        """``[K]`` behaviors per kept user."""
         return np.diff(self.user_start)
+
+    @property
+    def click_counts(self) -> np.ndarray:
+        """``[K]`` clicks per kept user (the positions count these)."""
+        return np.diff(self.click_start)
+
+    def click_to_row(self, click: np.ndarray) -> np.ndarray:
+        """Indices into ``click_row`` -> row indices into ``item``/``cate``/``ts``."""
+        return click if self.click_row is None else self.click_row[click]
 
 
 @dataclass
@@ -96,8 +134,9 @@ class Samples:
     """Samples of one split as descriptors (histories are gathered at write time).
 
     Attributes: each ``[R]``. ``target_row``: index of the target click in :class:`Clicks` (its history ends
-    just before it, ``target_ts`` is its timestamp); ``hist_start``: index of the first history click;
-    ``user_id``, ``target_item``, ``target_cate``: int64; ``label``: int8.
+    just before it, ``target_ts`` is its timestamp); ``hist_start``: index of the first history behavior;
+    ``user_id``, ``target_item``, ``target_cate``: int64; ``label``: int8; ``target_side``: role -> int64
+    seller/brand ids (Tmall; else empty).
     """
 
     target_row: np.ndarray
@@ -106,9 +145,11 @@ class Samples:
     target_item: np.ndarray
     target_cate: np.ndarray
     label: np.ndarray
+    target_side: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def take(self, idx: np.ndarray | slice) -> "Samples":
-        return Samples(**{k: v[idx] for k, v in vars(self).items()})
+        return Samples(**{k: v[idx] for k, v in vars(self).items() if k != "target_side"},
+                       target_side={role: v[idx] for role, v in self.target_side.items()})
 
     def __len__(self) -> int:
         return len(self.label)
@@ -180,9 +221,14 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     int64 temporary is made, so this phase needs little more memory than the raw columns themselves.
     """
     bar = tqdm(total=5, desc="index", unit="step", disable=not progress)
+    # The click rows among the kept ones; None when every row is a click (the paper's protocol: no copies).
+    click: Optional[np.ndarray] = np.isin(events.btype, events.click_types)
+    if click.all():
+        click = None
     user, raw_user = remap_ids(events.user)
     events.user = None
-    counts = _bincount(user, len(raw_user) + 1)
+    counts = _bincount(user if click is None else _compress(user, click), len(raw_user) + 1)  # clicks per user
+    rows_per_user = counts if click is None else _bincount(user, len(raw_user) + 1)
     kept = counts >= cfg.min_len
     kept[0] = False
     keep_row = kept[user]
@@ -194,16 +240,30 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     item, _ = remap_ids(events.item)
     events.item = None
     num_items = int(item.max()) if len(item) else 0
-    item_freq = _bincount(item, num_items + 1)
+    item_freq = _bincount(item if click is None else _compress(item, click), num_items + 1)
     cate, raw_cate = remap_ids(events.category)
     events.category = None
     item_cate = _last_value(item, cate, num_items + 1)
+    side, item_side, side_vocabulary = {}, {}, {}
+    for role in list(events.side):
+        ids, uniques = remap_ids(events.side.pop(role))
+        unknown = len(uniques) > 0 and uniques[0] == UNKNOWN_RAW  # the smallest raw value, so it got id 1
+        if not unknown:
+            ids += schema.UNKNOWN_SIDE_ID  # id 1 stays reserved for an unknown value
+        side_vocabulary[role] = len(uniques) + (0 if unknown else 1) + 1
+        item_side[role] = _last_value(item, ids, num_items + 1)
+        side[role] = ids
     bar.update()
-    # Only the kept users' clicks from here on (one column at a time, freeing the full one).
+    # Only the kept users' rows from here on (one column at a time, freeing the full one).
     item = _compress(item, keep_row)
     cate = _compress(cate, keep_row)
     ts = _compress(events.timestamp, keep_row)
     events.timestamp = None
+    btype = _compress(events.btype, keep_row)
+    events.btype = None
+    side = {role: _compress(ids, keep_row) for role, ids in side.items()}
+    if click is not None:
+        click = _compress(click, keep_row)
     del keep_row
     bar.update()
 
@@ -226,13 +286,18 @@ def build_clicks(events: RawEvents, cfg: LogsConfig, progress: bool = True) -> C
     item = item[order]
     cate = cate[order]
     ts = ts[order]
+    btype = btype[order]
+    side = {role: ids[order] for role, ids in side.items()}
+    click_row = None if click is None else np.flatnonzero(click[order]).astype(np.int64)
     del order
-    user_start = np.concatenate([[0], np.cumsum(counts[kept])]).astype(np.int64)
+    user_start = np.concatenate([[0], np.cumsum(rows_per_user[kept])]).astype(np.int64)
+    click_start = user_start if click is None else np.concatenate([[0], np.cumsum(counts[kept])]).astype(np.int64)
     bar.update()
     bar.close()
-    return Clicks(item=item, cate=cate, ts=ts, user_start=user_start,
-                  user_id=np.flatnonzero(kept).astype(np.int64), raw_user=raw_user, item_cate=item_cate,
-                  item_freq=item_freq, num_users=len(raw_user), num_categories=len(raw_cate))
+    return Clicks(item=item, cate=cate, ts=ts, btype=btype, user_start=user_start, click_start=click_start,
+                  click_row=click_row, user_id=np.flatnonzero(kept).astype(np.int64), raw_user=raw_user,
+                  item_cate=item_cate, item_freq=item_freq, num_users=len(raw_user), num_categories=len(raw_cate),
+                  side=side, item_side=item_side, side_vocabulary=side_vocabulary)
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
@@ -302,11 +367,11 @@ def plan_samples(clicks: Clicks, cfg: LogsConfig, progress: bool = True) -> Dict
     negative_seed, shuffle_seed = np.random.SeedSequence(cfg.seed).spawn(2)
     positions = np.array(cfg.train_positions() + [cfg.val_position, cfg.test_position], dtype=np.int64)
     split_of = np.array([0] * cfg.train_count + [1, 2])  # index into schema.SPLITS
-    lengths = clicks.lengths
-    # (user, position) pairs, user-major; a train position deeper than the user's length is skipped.
+    lengths = clicks.click_counts
+    # (user, position) pairs, user-major; a train position deeper than the user's clicks is skipped.
     valid = positions[None, :] <= lengths[:, None]
     pair_user, pair_pos = np.nonzero(valid)
-    target = clicks.user_start[pair_user + 1] - positions[pair_pos]
+    target = clicks.click_to_row(clicks.click_start[pair_user + 1] - positions[pair_pos])
     hist_start = np.maximum(clicks.user_start[pair_user], target - cfg.max_len)
     group = 1 + cfg.negatives
     # Negative slot i = the (i % negatives)-th negative of pair i // negatives: a fixed, canonical order.
@@ -328,9 +393,14 @@ def plan_samples(clicks: Clicks, cfg: LogsConfig, progress: bool = True) -> Dict
         cate[:, 0] = clicks.cate[target[pairs]]  # a positive keeps the category on its own row
         label = np.zeros((len(pairs), group), dtype=np.int8)
         label[:, 0] = 1
+        target_side = {}
+        for role, ids in clicks.side.items():  # as the category: the positive's own row, a negative's item's
+            values = clicks.item_side[role][item]
+            values[:, 0] = ids[target[pairs]]
+            target_side[role] = values.ravel()
         out[split] = Samples(target_row=target[rows], hist_start=hist_start[rows],
                              user_id=clicks.user_id[pair_user[rows]], target_item=item.ravel(),
-                             target_cate=cate.ravel(), label=label.ravel())
+                             target_cate=cate.ravel(), label=label.ravel(), target_side=target_side)
     out["train"] = out["train"].take(np.random.default_rng(shuffle_seed).permutation(len(out["train"])))
     return out
 
@@ -341,6 +411,11 @@ def sample_columns(clicks: Clicks, samples: Samples) -> Dict[str, pa.Array]:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat = np.repeat(samples.hist_start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    side = {}
+    for role, (hist_column, target_column) in SIDE_COLUMNS.items():
+        if role in clicks.side:
+            side[hist_column] = list_array(offsets, clicks.side[role][flat].astype(np.int64), pa.int64())
+            side[target_column] = pa.array(samples.target_side[role])
     return {
         schema.USER_ID: pa.array(samples.user_id),
         schema.TARGET_ITEM: pa.array(samples.target_item),
@@ -350,15 +425,22 @@ def sample_columns(clicks: Clicks, samples: Samples) -> Dict[str, pa.Array]:
         schema.HIST_CATE: list_array(offsets, clicks.cate[flat].astype(np.int64), pa.int64()),
         schema.HIST_TS: list_array(offsets, clicks.ts[flat].astype(np.int64), pa.int64()),
         schema.TARGET_TS: pa.array(clicks.ts[samples.target_row].astype(np.int64)),
+        schema.HIST_BTYPE: list_array(offsets, clicks.btype[flat].astype(np.int64), pa.int64()),
+        **side,
     }
+
+
+def optional_columns(clicks: Clicks) -> List[str]:
+    """The optional contract columns a prepared log carries: timestamps, behavior types, Tmall's seller/brand."""
+    side = [column for role, pair in SIDE_COLUMNS.items() if role in clicks.side for column in pair]
+    return [schema.HIST_TS, schema.TARGET_TS, schema.HIST_BTYPE] + side
 
 
 def write_samples(clicks: Clicks, plan: Dict[str, Samples], out_dir: str | Path, cfg: LogsConfig,
                   progress: bool = True) -> DatasetWriter:
     """Writes every split through DatasetWriter in chunks of whole row groups; returns the closed writer."""
     files = {"train": cfg.train_files, "val": 1, "test": 1}
-    writer = DatasetWriter(out_dir, [schema.HIST_TS, schema.TARGET_TS], files, cfg.row_group_size,
-                           cfg.row_group_mb << 20)
+    writer = DatasetWriter(out_dir, optional_columns(clicks), files, cfg.row_group_size, cfg.row_group_mb << 20)
     group_rows = rows_per_full_group(writer.schema, cfg.max_len, cfg.row_group_size, cfg.row_group_mb << 20)
     chunk = group_rows * max(1, _CHUNK_VALUES // (cfg.max_len * group_rows))
     total = sum(len(s) for s in plan.values())
@@ -404,7 +486,9 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
     with publish_dataset(out_dir, overwrite) as tmp:
         fmt = log_format(source, input_path, cfg)
         events = read_log(input_path, fmt, cfg, progress)
-        rows, clicks_total = events.rows, len(events.user)
+        rows, kept_rows = events.rows, len(events.user)
+        clicks_total = kept_rows if fmt.history is None else int(np.isin(events.btype, events.click_types).sum())
+        behavior_types = list(events.behavior_types)
         skipped, examples, digest, size = events.skipped, events.examples, events.sha256, events.size_bytes
         phase_done("read")
         clicks = build_clicks(events, cfg, progress)
@@ -421,14 +505,17 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
 
         resolved = asdict(cfg)
         resolved["behaviors"] = sorted(fmt.keep) if fmt.keep is not None else None
+        resolved["history_behaviors"] = sorted(fmt.history) if fmt.history is not None else None
         stats = {
             "rows": rows,
             "clicks": clicks_total,
+            "history_only_behaviors": kept_rows - clicks_total,
             "users": clicks.num_users,
             "users_kept": len(clicks.user_id),
-            "clicks_of_kept_users": len(clicks.item),
+            "clicks_of_kept_users": int(clicks.click_start[-1]),
             "skipped_rows": skipped,
         }
+        side_params = {f"num_{role}s": size for role, size in clicks.side_vocabulary.items()}
         meta = schema.DatasetMeta(
             source=source,
             num_items=clicks.num_items + 1,
@@ -444,6 +531,8 @@ def prepare_logs(source: str, input_path: str | Path, out_dir: str | Path, cfg: 
                 "input_bytes": size,
                 "logs": resolved,
                 "train_positions": cfg.train_positions(),
+                "behavior_types": behavior_types,
+                **side_params,
                 "id_order": "increasing raw id, over every click row; 0 is padding",
                 "time_order": "per user by timestamp, stable (file order breaks ties)",
                 "timestamps": "unix seconds" + (" (Tmall mmdd -> 00:00 UTC of that day in 2015)"

@@ -15,7 +15,9 @@ one seeded generator and the order of rows inside each group from a generator se
 skipped row groups: a resumed run sees exactly the batches an uninterrupted one would.
 
 Every row group is checked against the contract when read (nulls, ids outside the vocabulary or 0 in a
-history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages);
+history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages;
+and, in a dataset with side information, behavior types and seller/brand ids outside their vocabularies, side
+lists not as long as the history, and negative time gaps);
 the error names the file, row group, row and column. :meth:`ParquetBatchReader.check_rows` runs the same
 checks over a whole shard up front (the training job does so for the val and test splits). Conversion is vectorised: Arrow list offsets become KJT
 lengths directly, histories longer than ``max_len`` keep their most recent ``max_len`` behaviors. A
@@ -33,7 +35,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -143,6 +145,13 @@ class ParquetBatchReader:
         self._columns = [schema.USER_ID, schema.TARGET_ITEM, schema.TARGET_CATE, schema.LABEL, schema.HIST_ITEM, schema.HIST_CATE]
         if self.with_click_prob:
             self._columns.append(schema.CLICK_PROB)
+        self._side_vocabulary = side_vocabulary(self.meta, self.root / "meta.json")
+        self._columns += list(self._side_vocabulary)
+        # The time gap (target_ts - hist_ts) is side information too: checked where the other side fields are.
+        self._time_gaps = schema.HIST_BTYPE in self.meta.columns and schema.HIST_TS in self.meta.columns \
+            and schema.TARGET_TS in self.meta.columns
+        if self._time_gaps:
+            self._columns += [schema.HIST_TS, schema.TARGET_TS]
         if drop_last and self.num_batches() == 0:
             raise schema.DataError(
                 f"{self.root / split}: rank {rank} of {world_size} gets fewer than data.batch_size="
@@ -263,6 +272,13 @@ class ParquetBatchReader:
         if not np.array_equal(item_len, cate_len):
             row = int(np.nonzero(item_len != cate_len)[0][0])
             fail(row, f"{schema.HIST_ITEM} has {item_len[row]} behaviors but {schema.HIST_CATE} has {cate_len[row]}")
+        for column in schema.SIDE_LISTS:
+            if column in self._side_vocabulary:
+                side_len = pc.list_value_length(table.column(column)).to_numpy(zero_copy_only=False)
+                if not np.array_equal(item_len, side_len):
+                    row = int(np.nonzero(item_len != side_len)[0][0])
+                    fail(row, f"column {column!r} has {side_len[row]} values but {schema.HIST_ITEM} has "
+                              f"{item_len[row]} behaviors (a side list holds one value per behavior)")
         if item_len.size and item_len.max() > self.meta.max_history:
             row = int(np.argmax(item_len > self.meta.max_history))
             fail(row, f"{schema.HIST_ITEM} has {item_len[row]:,} behaviors, more than the max_history "
@@ -282,6 +298,31 @@ class ParquetBatchReader:
                 fail(_row_of(col, bad) if listed else bad,
                      f"column {column!r} holds id {arr[bad]} outside [1, {vocab - 1}] (vocabulary size {vocab} "
                      f"from meta.json; id 0 is reserved for padding)")
+        for column, vocab in self._side_vocabulary.items():
+            col = table.column(column)
+            listed = pa.types.is_list(col.type)
+            values = (pc.list_flatten(col) if listed else col).to_numpy(zero_copy_only=False)
+            outside = (values < 1) | (values >= vocab)
+            if outside.any():
+                bad = int(np.argmax(outside))
+                what = (f"an unknown behavior type (meta.json behavior_types "
+                        f"{self.meta.params['behavior_types']} are ids 1..{vocab - 1})"
+                        if column == schema.HIST_BTYPE else
+                        f"outside [1, {vocab - 1}] (vocabulary size {vocab} from meta.json)")
+                fail(_row_of(col, bad) if listed else bad, f"column {column!r} holds id {values[bad]}, {what}")
+        if self._time_gaps:
+            hist_ts = table.column(schema.HIST_TS)
+            ts = pc.list_flatten(hist_ts).to_numpy(zero_copy_only=False)
+            target_ts = np.repeat(table.column(schema.TARGET_TS).to_numpy(), item_len)
+            if len(ts) != len(target_ts):
+                row = int(np.nonzero(pc.list_value_length(hist_ts).to_numpy(zero_copy_only=False) != item_len)[0][0])
+                fail(row, f"column {schema.HIST_TS!r} does not hold one timestamp per behavior of {schema.HIST_ITEM}")
+            negative = ts > target_ts
+            if negative.any():
+                bad = int(np.argmax(negative))
+                fail(_row_of(hist_ts, bad), f"column {schema.HIST_TS!r} holds {ts[bad]}, after the row's "
+                                            f"{schema.TARGET_TS} {target_ts[bad]}: a negative time gap of "
+                                            f"{target_ts[bad] - ts[bad]} s")
         labels = table.column(schema.LABEL).to_numpy()
         if ((labels != 0) & (labels != 1)).any():
             bad = int(np.nonzero((labels != 0) & (labels != 1))[0][0])
@@ -327,6 +368,30 @@ class ParquetBatchReader:
             sample_ids=torch.from_numpy(table.column(_SAMPLE_ID).to_numpy().astype(np.int64)),
         )
         return batch.pin_memory() if self.pin_memory else batch
+
+
+def side_vocabulary(meta: schema.DatasetMeta, meta_path: Path) -> Dict[str, int]:
+    """Side id column the dataset carries -> its vocabulary size (counting padding id 0), from meta.json params:
+    ``behavior_types`` (hist_btype: len + 1), ``num_sellers``, ``num_brands``. A missing or malformed entry is
+    a DataError naming meta.json."""
+    sizes: Dict[str, int] = {}
+    for column in (schema.HIST_BTYPE, *schema.SIDE_VOCABULARY):
+        if column not in meta.columns:
+            continue
+        if column == schema.HIST_BTYPE:
+            types = meta.params.get("behavior_types")
+            if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+                raise schema.DataError(f"{meta_path}: params 'behavior_types' must be a non-empty list of behavior "
+                                       f"names when the dataset has column {column!r}, got {types!r}")
+            sizes[column] = len(types) + 1
+        else:
+            key = schema.SIDE_VOCABULARY[column]
+            size = meta.params.get(key)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+                raise schema.DataError(f"{meta_path}: params {key!r} must be an integer >= 2 (vocabulary size "
+                                       f"counting ids 0 and 1) when the dataset has column {column!r}, got {size!r}")
+            sizes[column] = size
+    return sizes
 
 
 def _first(mask: pa.ChunkedArray | pa.Array) -> int:

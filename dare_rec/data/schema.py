@@ -38,6 +38,18 @@ TARGET_TS = "target_ts"
 # behavior, its true contribution to the click logit (the "truly relevant" behaviors).
 CLICK_PROB = "click_prob"
 HIST_RELEVANCE = "hist_relevance"
+# Side information of real logs (docs/design.md §3). The behavior type of each history behavior, an id into
+# meta.json ``params["behavior_types"]`` (id = index + 1); the time gap to the target is not stored, it is
+# ``target_ts - hist_ts``. Tmall's seller and brand of each history behavior and of the target: dense ids
+# with 1 reserved for an unknown (empty) value, vocabulary sizes in ``params["num_sellers"]`` and
+# ``params["num_brands"]`` (counting ids 0 and 1).
+HIST_BTYPE = "hist_btype"
+HIST_SELLER = "hist_seller"
+HIST_BRAND = "hist_brand"
+TARGET_SELLER = "target_seller"
+TARGET_BRAND = "target_brand"
+# Id of an unknown seller or brand (an empty field in the log); known ones are 2..n+1.
+UNKNOWN_SIDE_ID = 1
 
 REQUIRED_COLUMNS: Dict[str, pa.DataType] = {
     USER_ID: pa.int64(),
@@ -52,7 +64,17 @@ OPTIONAL_COLUMNS: Dict[str, pa.DataType] = {
     TARGET_TS: pa.int64(),
     CLICK_PROB: pa.float32(),
     HIST_RELEVANCE: pa.list_(pa.float32()),
+    HIST_BTYPE: pa.list_(pa.int64()),
+    HIST_SELLER: pa.list_(pa.int64()),
+    HIST_BRAND: pa.list_(pa.int64()),
+    TARGET_SELLER: pa.int64(),
+    TARGET_BRAND: pa.int64(),
 }
+# Side columns with an id per history behavior (each as long as hist_item), and per side id column the
+# meta.json params entry holding its vocabulary size (the behavior type's is len(behavior_types) + 1).
+SIDE_LISTS = (HIST_BTYPE, HIST_SELLER, HIST_BRAND)
+SIDE_VOCABULARY = {HIST_SELLER: "num_sellers", TARGET_SELLER: "num_sellers", HIST_BRAND: "num_brands",
+                   TARGET_BRAND: "num_brands"}
 
 
 def arrow_schema(optional: List[str]) -> pa.Schema:

@@ -70,7 +70,9 @@ def test_meta_records_input_hash_and_parameters(raw_logs, prepared, fmt):
     assert params["logs"]["min_len"] == 50 and params["logs"]["negatives"] == 2
     assert params["logs"]["behaviors"] == (["0"] if fmt == "tmall" else ["pv"])
     assert params["skipped_rows"] == {} and params["rows"] == 40_000
-    assert meta["columns"][-2:] == ["hist_ts", "target_ts"]
+    side = ["hist_seller", "target_seller", "hist_brand", "target_brand"] if fmt == "tmall" else []
+    assert meta["columns"][6:] == ["hist_ts", "target_ts", "hist_btype", *side]
+    assert params["behavior_types"] == (["0", "1", "2", "3"] if fmt == "tmall" else ["pv", "cart", "fav", "buy"])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -40,7 +40,8 @@ def test_contract_and_meta(tiny_data):
     for split in schema.SPLITS:
         table = pq.read_table(tiny_data / split)
         assert table.num_rows == meta.counts[split]
-        assert schema.check_file_schema(schema.split_files(tiny_data, split)[0]) == list(schema.OPTIONAL_COLUMNS)
+        assert schema.check_file_schema(schema.split_files(tiny_data, split)[0]) == [
+            schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
         lengths = pc.list_value_length(table["hist_item"]).to_numpy()
         assert lengths.max() <= syn.max_history
         assert pc.min(table["target_item"]).as_py() >= 1 and pc.max(table["target_item"]).as_py() < meta.num_items
