@@ -1,6 +1,10 @@
 """Benchmark of ``dare-rec prepare`` on generated raw logs: rows/s, wall time, peak RSS, output size.
 
     python -m benchmarks.prepare_logs --rows 1000000 5000000 10000000 20000000 50000000
+    python -m benchmarks.prepare_logs --rows 600000 1200000 2400000 --mean-len 12000 --len-sigma 0.05 \
+        --output benchmarks/results/prepare_logs_long.json --logs.max_len 10000 --logs.min_len 10100
+
+The second line prepares 10,000-behavior histories (users of ~12,000 rows, ~10,800 clicks each).
 
 For each size, the raw file ``<data-dir>/<format>-<rows>.csv`` is generated if missing (``dare-rec
 make-raw-logs``, seed 0), then ``dare-rec prepare`` runs in a subprocess; its peak RSS comes from
@@ -44,12 +48,13 @@ def _dir_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.parquet"))
 
 
-def measure(fmt: str, rows: int, data_dir: Path, extra: List[str], keep_output: bool) -> Dict[str, object]:
-    raw = data_dir / f"{fmt}-{rows}.csv"
+def measure(fmt: str, rows: int, data_dir: Path, extra: List[str], keep_output: bool,
+            lengths: List[str]) -> Dict[str, object]:
+    raw = data_dir / ("-".join([fmt, str(rows)] + [a.lstrip("-") for a in lengths]) + ".csv")
     entry: Dict[str, object] = {"format": fmt, "rows": rows}
     if not raw.exists():
         gen = _run([sys.executable, "-m", "dare_rec.pipelines.make_raw_logs", "--format", fmt, "--rows", str(rows),
-                    "--out", str(raw), "--quiet"])
+                    "--out", str(raw), "--quiet", *lengths])
         entry["generate_s"] = round(gen["wall_s"], 2)
     out = data_dir / f"out-{fmt}-{rows}"
     summary_path = data_dir / f"summary-{fmt}-{rows}.json"
@@ -71,6 +76,7 @@ def measure(fmt: str, rows: int, data_dir: Path, extra: List[str], keep_output: 
         "num_categories": summary["num_categories"],
         "phases": summary["phases"],
         "extra_args": extra,
+        "raw_log_args": lengths,
     })
     if not keep_output:
         for path in sorted(out.rglob("*"), reverse=True):
@@ -99,7 +105,7 @@ def plot(entries: List[Dict[str, object]], path: Path) -> None:
     rows = [e["rows"] / 1e6 for e in entries]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(rows, [e["peak_rss_mb"] / 1024 for e in entries], "o-", label="peak RSS")
-    ax1.axhline(3.0, color="grey", linestyle="--", label="3 GB budget (10M rows)")
+    ax1.axhline(3.0, color="grey", linestyle="--", label="3 GB")
     ax1.set_xlabel("input rows (millions)")
     ax1.set_ylabel("GB")
     ax1.legend()
@@ -120,14 +126,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data-dir", default="data/bench", help="raw files and (temporary) outputs")
     parser.add_argument("--output", default=str(RESULTS / "prepare_logs.json"))
     parser.add_argument("--keep-output", action="store_true", help="keep the prepared datasets")
+    parser.add_argument("--mean-len", type=float, help="mean rows per user of the generated log (default 100)")
+    parser.add_argument("--len-sigma", type=float, help="sigma of the log-normal user length (default 0.94)")
     args, extra = parser.parse_known_args(argv)  # extra: config overrides passed on to prepare
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     output = Path(args.output)
     previous = json.loads(output.read_text()) if output.exists() else {"runs": []}
     runs = {(r["format"], r["rows"]): r for r in previous["runs"]}
+    lengths = [a for name, value in (("--mean-len", args.mean_len), ("--len-sigma", args.len_sigma))
+               if value is not None for a in (name, str(value))]
     for rows in args.rows:
-        entry = measure(args.format, rows, data_dir, extra, args.keep_output)
+        entry = measure(args.format, rows, data_dir, extra, args.keep_output, lengths)
         runs[(args.format, rows)] = entry
         print(json.dumps({k: entry[k] for k in ("rows", "wall_s", "rows_per_s", "peak_rss_mb", "output_mb")}))
     ordered = sorted(runs.values(), key=lambda r: (r["format"], r["rows"]))
