@@ -101,6 +101,10 @@ def _one_of(value: Any, name: str, choices: Sequence[Any], what: str, null_ok: b
              f"unknown {what} {value!r}; choose one of {tuple(choices)}" + (" or null" if null_ok else ""))
 
 
+# synthetic.timestamps: today's regularly spaced behaviors, or bursty sessions (dare_rec.data.synthetic).
+SYNTHETIC_TIMESTAMPS = ("regular", "sessions")
+
+
 @dataclass
 class SyntheticConfig:
     """Parameters of the synthetic generator with planted structure (``dare-rec prepare --source synthetic``).
@@ -134,6 +138,25 @@ class SyntheticConfig:
     item_quality_std: float = 0.5
     base_logit: float = -1.2
     match_probability: float = 0.5
+    # Planted side information (docs/side-info.md §3; all off by default, which leaves the files of today's
+    # presets byte-identical). Behavior types: null, or names written as hist_btype ids 1..T in this order and
+    # recorded in meta.json params["behavior_types"]; each history behavior draws a type with
+    # behavior_type_probs, independently of everything else, and its relevance is multiplied by its type's
+    # behavior_type_weights entry (so cart/buy can count more than pv).
+    behavior_types: Optional[List[str]] = None
+    behavior_type_probs: Optional[List[float]] = None
+    behavior_type_weights: Optional[List[float]] = None
+    # Timestamps: "regular" (today's: exponential gaps of mean 3600 s, so the time gap to the target is about a
+    # multiple of the position) or "sessions" (bursty: a behavior starts a new session with probability
+    # 1 / session_behaviors; gaps are exponential with mean session_gap_s inside a session and session_break_s
+    # between sessions, so the time gap is not a function of the position).
+    timestamps: str = "regular"
+    session_behaviors: float = 8.0
+    session_gap_s: float = 60.0
+    session_break_s: float = 86400.0
+    # null, or the interest decay over the time gap: relevance is also multiplied by exp(-gap / time_decay_s),
+    # gap = target_ts - hist_ts in seconds.
+    time_decay_s: Optional[float] = None
     row_group_size: int = 8192
     # A row group also closes at this many MiB (uncompressed): bounds reader memory for long histories.
     row_group_mb: int = 64
@@ -158,6 +181,33 @@ class SyntheticConfig:
         for name in ("interest_drift", "exploration", "match_probability"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")
+        self._validate_side_effects(prefix)
+
+    def _validate_side_effects(self, prefix: str) -> None:
+        """The planted side-information fields: the type lists agree, the timestamps model is known."""
+        types = self.behavior_types
+        lists = ("behavior_type_probs", "behavior_type_weights")
+        if types is None:
+            for name in lists:
+                _require(getattr(self, name) is None, f"{prefix}.{name}",
+                         f"needs {prefix}.behavior_types (a list of type names), which is null")
+        else:
+            _require(len(types) > 0 and len(set(types)) == len(types) and all(types), f"{prefix}.behavior_types",
+                     f"must be a non-empty list of distinct non-empty names, got {types}")
+            for name in lists:
+                value = getattr(self, name)
+                _require(value is not None and len(value) == len(types), f"{prefix}.{name}",
+                         f"must list one number per behavior type ({len(types)}: {types}), got {value}")
+                _require(all(v >= 0 for v in value), f"{prefix}.{name}", f"must be >= 0, got {value}")
+            probs = self.behavior_type_probs
+            _require(abs(sum(probs) - 1.0) < 1e-6, f"{prefix}.behavior_type_probs",
+                     f"must sum to 1, got {probs} (sum {sum(probs)})")
+        _one_of(self.timestamps, f"{prefix}.timestamps", SYNTHETIC_TIMESTAMPS, "timestamps model")
+        _positive(self, prefix, "session_gap_s", "session_break_s")
+        _require(self.session_behaviors >= 1, f"{prefix}.session_behaviors",
+                 f"must be >= 1 (mean behaviors per session), got {self.session_behaviors}")
+        _require(self.time_decay_s is None or self.time_decay_s > 0, f"{prefix}.time_decay_s",
+                 f"must be > 0 or null, got {self.time_decay_s}")
 
 
 LOG_EVENT_FORMATS = ("auto", "csv", "parquet")

@@ -17,8 +17,19 @@ The world:
 The click model (what a perfect model would know)::
 
     relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / relevance_decay)    pos_i: 1 = most recent
+                  * weight[btype_i]                  (with behavior_types; else 1)
+                  * exp(-gap_i / time_decay_s)       (with time_decay_s; gap_i = target_ts - hist_ts_i, seconds)
     logit       = base_logit + q_target + relevance_weight * log(1 + min(sum_i relevance_i, relevance_cap))
     click_prob  = sigmoid(logit),   label ~ Bernoulli(click_prob)
+
+Planted side information (docs/side-info.md §3, all off by default): with ``behavior_types`` every behavior
+draws a type (``hist_btype``, independent of everything else) whose weight scales its relevance; with
+``timestamps: sessions`` behaviors come in bursts, so the time gap to the target is not a function of the
+position, and ``time_decay_s`` makes interest fade with that gap. Both effects enter through
+``relevance_i``, so ``hist_relevance`` and ``click_prob`` carry them. Their random draws come from a seed
+stream of their own per effect, so switching an effect on or off leaves every other draw (items, categories,
+targets, the uniforms behind the labels) as it was: an effects-on dataset and its effects-off twin are the
+same world, and with everything off the files are today's, byte for byte.
 
 so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
 stored per behavior in ``hist_relevance``. Everything is vectorised per chunk of users and seeded per chunk,
@@ -82,13 +93,28 @@ class ItemCatalog:
         return np.searchsorted(self.cate_cum, rng.random(shape), side="right").clip(max=len(self.cate_cum) - 1) + 1
 
 
-def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, rng: np.random.Generator):
+def _session_gaps(cfg: SyntheticConfig, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """``shape`` float gaps (seconds) before each behavior under ``timestamps: sessions``: a behavior opens a new
+    session with probability 1 / session_behaviors (so sessions hold session_behaviors behaviors on average)
+    and then follows a break of mean session_break_s; otherwise it follows its predecessor by a gap of mean
+    session_gap_s."""
+    opens_session = rng.random(shape) < 1.0 / cfg.session_behaviors
+    inside = rng.exponential(cfg.session_gap_s, size=shape)
+    between = rng.exponential(cfg.session_break_s, size=shape)
+    return np.where(opens_session, between, inside)
+
+
+def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, rng: np.random.Generator,
+                    btype_rng: np.random.Generator, time_rng: np.random.Generator):
     """Behavior sequences of a chunk of users.
 
+    ``btype_rng`` and ``time_rng`` draw the behavior types and the session timestamps only (unused when those
+    options are off), so ``rng``'s stream is the same with the options on or off.
+
     Returns:
-        item, cate, ts ``[U, M]`` (user u's sequence is valid up to slot_index[u, -1]); slot_index ``[U, S]``
-        (sequence index of each target slot); slot_interests ``[U, S, I]`` (interests at each slot) and
-        cumulative interest weights ``[U, I]``.
+        item, cate, ts ``[U, M]`` (user u's sequence is valid up to slot_index[u, -1]); btype ``[U, M]`` int64
+        type ids 1..T (None without behavior_types); slot_index ``[U, S]`` (sequence index of each target
+        slot); slot_interests ``[U, S, I]`` (interests at each slot) and cumulative interest weights ``[U, I]``.
     """
     num_slots = cfg.train_slots + 2
     first_slot = rng.integers(cfg.min_history, cfg.max_history + 1, size=num_users)
@@ -118,15 +144,27 @@ def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, 
         random_cate = rng.integers(1, cfg.num_categories + 1, size=num_users)
         cates[:, m] = np.where(explore, random_cate, interests[rows, pick])
     items = catalog.sample_items(np.maximum(cates, 1), rng)
-    gaps = rng.exponential(_SECONDS_PER_BEHAVIOR, size=(num_users, max_m)).astype(np.int64) + 1
-    ts = rng.integers(0, 10**6, size=num_users)[:, None] + np.cumsum(gaps, axis=1)
-    return items, cates, ts, slot_index, slot_interests, cum_weights
+    # Drawn even under sessions, which replace them, so that rng's later draws do not depend on the option.
+    gaps = rng.exponential(_SECONDS_PER_BEHAVIOR, size=(num_users, max_m))
+    if cfg.timestamps == "sessions":
+        gaps = _session_gaps(cfg, gaps.shape, time_rng)
+    # + 1 s: every behavior strictly after its predecessor, so a history ends before its target.
+    ts = rng.integers(0, 10**6, size=num_users)[:, None] + np.cumsum(gaps.astype(np.int64) + 1, axis=1)
+    btype = None
+    if cfg.behavior_types is not None:
+        cum_probs = np.cumsum(cfg.behavior_type_probs)
+        draw = btype_rng.random((num_users, max_m)) * cum_probs[-1]
+        btype = np.searchsorted(cum_probs, draw, side="right").clip(max=len(cum_probs) - 1) + 1
+    return items, cates, ts, btype, slot_index, slot_interests, cum_weights
 
 
 def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, num_users: int,
-                rng: np.random.Generator) -> Dict[str, Dict[str, pa.Array]]:
-    """All samples of a chunk of users as Arrow columns per split (train rows shuffled)."""
-    items, cates, ts, slot_index, slot_interests, cum_weights = _simulate_users(cfg, catalog, num_users, rng)
+                rng: np.random.Generator, btype_rng: np.random.Generator,
+                time_rng: np.random.Generator) -> Dict[str, Dict[str, pa.Array]]:
+    """All samples of a chunk of users as Arrow columns per split (train rows shuffled); the side generators
+    as in :func:`_simulate_users`."""
+    items, cates, ts, btype, slot_index, slot_interests, cum_weights = _simulate_users(
+        cfg, catalog, num_users, rng, btype_rng, time_rng)
     num_slots = slot_index.shape[1]
     n_cand = cfg.candidates_per_slot
     max_m = items.shape[1]
@@ -152,8 +190,15 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     hist_item, hist_cate, hist_ts = items.ravel()[flat], cates.ravel()[flat], ts.ravel()[flat]
 
     tgt_item, tgt_cate = target_item.ravel(), target_cate.ravel()
+    tgt_ts = ts[row_user, end]
     recency = end[row_of_value] - seq_pos  # 1 = most recent behavior
     relevance = (hist_cate == tgt_cate[row_of_value]) * np.exp(-(recency - 1) / cfg.relevance_decay)
+    # The planted side effects scale each behavior's relevance, so hist_relevance and the oracle carry them.
+    if btype is not None:
+        hist_btype = btype.ravel()[flat]
+        relevance = relevance * np.asarray(cfg.behavior_type_weights)[hist_btype - 1]
+    if cfg.time_decay_s is not None:
+        relevance = relevance * np.exp(-(tgt_ts[row_of_value] - hist_ts) / cfg.time_decay_s)
     total_relevance = np.bincount(row_of_value, weights=relevance, minlength=len(lengths))
     if cfg.relevance_cap is not None:
         total_relevance = np.minimum(total_relevance, cfg.relevance_cap)
@@ -169,10 +214,12 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
         schema.HIST_ITEM: list_array(offsets, hist_item.astype(np.int64), pa.int64()),
         schema.HIST_CATE: list_array(offsets, hist_cate.astype(np.int64), pa.int64()),
         schema.HIST_TS: list_array(offsets, hist_ts.astype(np.int64), pa.int64()),
-        schema.TARGET_TS: pa.array(ts[row_user, end].astype(np.int64)),
+        schema.TARGET_TS: pa.array(tgt_ts.astype(np.int64)),
         schema.CLICK_PROB: pa.array(click_prob.astype(np.float32)),
         schema.HIST_RELEVANCE: list_array(offsets, relevance.astype(np.float32), pa.float32()),
     }
+    if btype is not None:
+        columns[schema.HIST_BTYPE] = list_array(offsets, hist_btype.astype(np.int64), pa.int64())
     split_of_slot = np.array(["train"] * (num_slots - 2) + ["val", "test"])
     row_split = split_of_slot[row_slot]
     out: Dict[str, Dict[str, pa.Array]] = {}
@@ -194,18 +241,26 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
     """
     started = time.perf_counter()
     root_seq = np.random.SeedSequence(cfg.seed)
-    catalog_seed, chunks_seed = root_seq.spawn(2)
+    # The third stream (the side effects') was added later: spawn(3)'s first two children are spawn(2)'s, so
+    # the catalog and chunk streams, and hence today's files, are unchanged.
+    catalog_seed, chunks_seed, side_seed = root_seq.spawn(3)
     with publish_dataset(out_dir, overwrite) as tmp:
         catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
         optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
+        if cfg.behavior_types is not None:
+            optional.append(schema.HIST_BTYPE)
         writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size,
                                cfg.row_group_mb << 20)
         num_chunks = -(-cfg.num_users // cfg.users_per_chunk)
         chunk_seeds = chunks_seed.spawn(num_chunks)
+        side_seeds = side_seed.spawn(num_chunks)
         for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
             offset = chunk * cfg.users_per_chunk
             n = min(cfg.users_per_chunk, cfg.num_users - offset)
-            rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]))
+            # One stream per side effect, so either can be switched without moving the other's draws.
+            btype_rng, time_rng = (np.random.default_rng(s) for s in side_seeds[chunk].spawn(2))
+            rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]), btype_rng,
+                               time_rng)
             writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
             writer.write("val", rows["val"])
             writer.write("test", rows["test"])

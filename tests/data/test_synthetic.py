@@ -9,6 +9,7 @@ import pytest
 
 from dare_rec.config import ConfigError
 from dare_rec.data import schema
+from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.synthetic import generate
 from dare_rec.metrics.offline import auc
 from tests.conftest import tiny_config
@@ -111,3 +112,111 @@ def test_relevance_cap_bounds_the_relevance_term_of_the_click_logit(tmp_path):
     expected = cfg.base_logit + cfg.relevance_weight * np.log1p(np.minimum(relevance, 0.5))
     p = np.array(t["click_prob"], dtype=np.float64)
     np.testing.assert_allclose(np.log(p / (1 - p)), expected, atol=1e-4)
+
+
+# Planted side information (docs/side-info.md §3): behavior types and session timestamps with a time decay.
+TYPES = ("--synthetic.behavior_types", "[pv, cart, fav, buy]", "--synthetic.behavior_type_probs", "[0.4, 0.2, 0.2, 0.2]",
+         "--synthetic.behavior_type_weights", "[1, 3, 2, 4]")
+SESSIONS = ("--synthetic.timestamps", "sessions", "--synthetic.session_behaviors", "4",
+            "--synthetic.session_gap_s", "30", "--synthetic.session_break_s", "86400")
+WORLD = ("user_id", "target_item", "target_cate", "hist_item", "hist_cate")  # what the side effects leave alone
+
+
+def position_relevance(t, row, tau):
+    """Today's relevance of row ``row`` of a pydict table: [same category] * exp(-(pos - 1) / tau)."""
+    n = len(t["hist_cate"][row])
+    return np.array([float(c == t["target_cate"][row]) * np.exp(-(n - j - 1) / tau)
+                     for j, c in enumerate(t["hist_cate"][row])])
+
+
+def assert_click_model(t, syn):
+    """click_prob = sigmoid(base + quality(item) + w * log1p(sum hist_relevance)): the residual is one constant
+    per target item."""
+    residual_by_item = {}
+    for i, p in enumerate(t["click_prob"]):
+        residual = np.log(p / (1 - p)) - syn.base_logit - syn.relevance_weight * np.log1p(sum(t["hist_relevance"][i]))
+        residual_by_item.setdefault(t["target_item"][i], []).append(residual)
+    assert max(np.ptp(v) for v in residual_by_item.values()) < 1e-4
+
+
+def test_side_options_off_keep_todays_columns_and_values(tmp_path, tiny_data):
+    """With the side effects off, the session knobs are inert: the files equal the default generation's, and
+    the columns are today's (no hist_btype)."""
+    cfg = tiny_config("--synthetic.behavior_types", "null", "--synthetic.timestamps", "regular",
+                      "--synthetic.time_decay_s", "null", "--synthetic.session_behaviors", "3",
+                      "--synthetic.session_gap_s", "5", "--synthetic.session_break_s", "7").synthetic
+    meta = generate(cfg, tmp_path, progress=False)
+    assert file_hashes(tmp_path) == file_hashes(tiny_data)
+    assert meta.columns == schema.DatasetMeta.read(tiny_data).columns
+    assert schema.HIST_BTYPE not in meta.columns and meta.params["behavior_types"] is None
+
+
+def test_behavior_type_weights_scale_relevance_in_the_same_world(tmp_path, tiny_data):
+    cfg = tiny_config(*TYPES).synthetic
+    meta = generate(cfg, tmp_path, progress=False)
+    assert meta.params["behavior_types"] == ["pv", "cart", "fav", "buy"]
+    assert meta.columns[-1] == schema.HIST_BTYPE
+    t = pq.read_table(tmp_path / "train").to_pydict()
+    weights = np.array([0.0, 1.0, 3.0, 2.0, 4.0])  # by hist_btype id
+    most_recent = {b: set() for b in range(1, 5)}
+    for i in range(len(t["label"])):
+        btype = np.array(t["hist_btype"][i], dtype=np.int64)
+        np.testing.assert_allclose(t["hist_relevance"][i], position_relevance(t, i, cfg.relevance_decay) *
+                                   weights[btype], rtol=1e-6)
+        if btype.size and t["hist_cate"][i][-1] == t["target_cate"][i]:
+            most_recent[btype[-1]].add(t["hist_relevance"][i][-1])
+    # a matching behavior at position 1 (decay 1) is worth its type's weight: cart 3 x pv, buy 4 x pv
+    assert most_recent == {1: {1.0}, 2: {3.0}, 3: {2.0}, 4: {4.0}}
+    assert_click_model(t, cfg)
+    # types are drawn independently (all four occur), from a stream of their own: the world is the default one
+    assert set(np.concatenate(t["hist_btype"])) == {1, 2, 3, 4}
+    default = pq.read_table(tiny_data / "train", columns=list(WORLD))
+    assert pq.read_table(tmp_path / "train", columns=list(WORLD)).equals(default)
+
+
+def test_session_timestamps_and_time_decay(tmp_path, tiny_data):
+    tau = 3600.0
+    cfg = tiny_config(*SESSIONS, "--synthetic.time_decay_s", str(tau)).synthetic
+    generate(cfg, tmp_path, progress=False)
+    t = pq.read_table(tmp_path / "train").to_pydict()
+    last_gaps, matched = [], []
+    for i in range(len(t["label"])):
+        ts, target_ts = np.array(t["hist_ts"][i]), t["target_ts"][i]
+        if not ts.size:
+            continue
+        assert (np.diff(ts) > 0).all() and ts[-1] < target_ts
+        factor = np.exp(-(target_ts - ts) / tau)
+        base = position_relevance(t, i, cfg.relevance_decay)
+        np.testing.assert_allclose(t["hist_relevance"][i], base * factor, rtol=1e-5, atol=1e-30)
+        last_gaps.append(target_ts - ts[-1])
+        if base[-1] > 0:  # the most recent behavior matches: its relevance is exp(-gap / tau)
+            matched.append((target_ts - ts[-1], t["hist_relevance"][i][-1]))
+    # bursty: the gap to the most recent behavior is seconds within a session, hours to days after a break
+    assert min(last_gaps) < 120 and max(last_gaps) > 86400
+    gap, relevance = np.array(matched, dtype=np.float64).T
+    order = np.argsort(gap, kind="stable")
+    assert (np.diff(relevance[order]) <= 1e-7).all() and relevance.max() > 0.9 and relevance.min() < 1e-3
+    assert_click_model(t, cfg)
+    default = pq.read_table(tiny_data / "train", columns=list(WORLD))
+    assert pq.read_table(tmp_path / "train", columns=list(WORLD)).equals(default)
+
+
+def test_reader_reads_a_dataset_with_both_effects(tmp_path):
+    cfg = tiny_config(*TYPES, *SESSIONS, "--synthetic.time_decay_s", "3600")
+    meta = generate(cfg.synthetic, tmp_path, progress=False)
+    schema.verify_dataset(tmp_path)
+    reader = ParquetBatchReader(tmp_path, "train", 256, max_len=cfg.data.max_len)
+    assert sum(len(batch.labels) for batch in reader.epoch(0)) == meta.counts["train"]
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (("--synthetic.behavior_type_probs", "[1.0]"), "behavior_type_probs"),
+    (TYPES[:2] + ("--synthetic.behavior_type_probs", "[0.5, 0.5, 0.5, 0.5]") + TYPES[4:], "behavior_type_probs"),
+    (TYPES[:4] + ("--synthetic.behavior_type_weights", "[1, 2]"), "behavior_type_weights"),
+    (("--synthetic.behavior_types", "[pv, pv]"), "behavior_types"),
+    (("--synthetic.timestamps", "bursty"), "timestamps"),
+    (("--synthetic.time_decay_s", "0"), "time_decay_s"),
+])
+def test_bad_side_effect_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=f"^synthetic.{field}"):
+        tiny_config(*overrides)
