@@ -29,7 +29,8 @@ from typing import List, Optional
 from dare_rec.data.raw_logs import (RAW_FORMATS, DenseCatalogLogSpec, PlantedLogSpec, RawLogSpec,
                                     generate_dense_catalog_log, generate_planted_log, generate_raw_log)
 
-_PLANTED_ONLY = ("interests", "interest_drift", "recency", "recency_scale", "item_repeat", "exploration")
+_PLANTED_ONLY = ("interests", "interest_drift", "recency", "recency_scale", "item_repeat", "exploration",
+                 "intent_copy")
 _DENSE_ONLY = ("latent_dim", "affinity", "interest_step")
 _USER_MODES = ("users", "min_len")  # either --planted or --dense-catalog
 
@@ -65,6 +66,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     planted.add_argument("--item-repeat", type=float, help="share of copies that re-click the item (default 0.05)")
     planted.add_argument("--exploration", type=float,
                          help="per-click probability of a category drawn by popularity (default 0.3)")
+    planted.add_argument("--intent-copy", type=float,
+                         help="per-click probability of copying the category of the last click that got a "
+                              "cart/fav/buy row: a planted behavior-type effect (default 0: off)")
     dense = parser.add_argument_group("dense catalog (--dense-catalog)")
     dense.add_argument("--dense-catalog", action="store_true",
                        help="a small catalog with latent item similarity driving the next click (Taobao format)")

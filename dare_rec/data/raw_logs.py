@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -249,6 +249,10 @@ class PlantedLogSpec:
     exploration: float = 0.3
     # Non-click rows (cart, fav, buy) per click, each on the item just clicked.
     other_behaviors: float = 0.11
+    # Planted behavior-type effect (docs/side-info.md §3): per click, the probability of copying the category
+    # of the user's most recent *engaged* click (one followed by a cart/fav/buy row), so those predict the
+    # next click more than plain pv clicks. 0: off (today's log, byte for byte).
+    intent_copy: float = 0.0
 
     def num_items(self) -> int:
         return self.items
@@ -265,7 +269,7 @@ class PlantedLogSpec:
             raise ValueError(f"mean_len must be >= min_len ({self.min_len}), got {self.mean_len}")
         if self.len_sigma < 0 or self.zipf < 0 or self.recency_scale < 1:
             raise ValueError("len_sigma and zipf must be >= 0, recency_scale >= 1")
-        for name in ("interest_drift", "recency", "item_repeat", "exploration", "other_behaviors"):
+        for name in ("interest_drift", "recency", "item_repeat", "exploration", "other_behaviors", "intent_copy"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.recency + self.exploration > 1.0:
@@ -273,11 +277,18 @@ class PlantedLogSpec:
 
 
 def _planted_clicks(spec: PlantedLogSpec, sampler: _CategorySampler, lengths: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
+                    rng: np.random.Generator,
+                    intent_rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Item indices ``[U, T]`` of a chunk of users' click sequences (user u's is valid up to ``lengths[u]``).
 
     One step per click, vectorised over the users: drift an interest, then pick the click's source (a recent
-    click, exploration or an interest) and its item.
+    click, exploration or an interest) and its item. With ``intent_rng`` (``spec.intent_copy > 0``) every click
+    is also drawn engaged or not (probability ``other_behaviors``), and with probability ``intent_copy`` a
+    click takes the category of the user's last engaged click instead, when there is one; those draws come
+    from ``intent_rng`` only, so ``rng``'s stream is today's.
+
+    Returns:
+        items ``[U, T]``, and the engaged flags ``[U, T]`` bool (None without ``intent_rng``).
     """
     num_users, steps = len(lengths), int(lengths.max())
     rows = np.arange(num_users)
@@ -285,6 +296,10 @@ def _planted_clicks(spec: PlantedLogSpec, sampler: _CategorySampler, lengths: np
     cum_weights = np.cumsum(rng.dirichlet(np.ones(spec.interests), size=num_users), axis=1)
     cates = np.zeros((num_users, steps), dtype=np.int64)
     items = np.zeros((num_users, steps), dtype=np.int64)
+    engaged = last_engaged = None
+    if intent_rng is not None:
+        engaged = intent_rng.random((num_users, steps)) < spec.other_behaviors
+        last_engaged = np.full(num_users, -1)  # index of the user's last engaged click, -1: none yet
     for t in range(steps):
         drift = rng.random(num_users) < spec.interest_drift
         slot = rng.integers(0, spec.interests, size=num_users)
@@ -299,9 +314,14 @@ def _planted_clicks(spec: PlantedLogSpec, sampler: _CategorySampler, lengths: np
         cate = np.where(copy, cates[rows, earlier],
                         np.where(explore, sampler.categories(num_users, rng), interests[rows, pick]))
         repeat = copy & (rng.random(num_users) < spec.item_repeat)
+        if intent_rng is not None:
+            intent = (intent_rng.random(num_users) < spec.intent_copy) & (last_engaged >= 0)
+            cate = np.where(intent, cates[rows, np.maximum(last_engaged, 0)], cate)
+            repeat &= ~intent  # the item is drawn in the copied category, not repeated from the lagged click
+            last_engaged = np.where(engaged[:, t], t, last_engaged)
         cates[:, t] = cate
         items[:, t] = np.where(repeat, items[rows, earlier], sampler.items(cate, rng))
-    return items
+    return items, engaged
 
 
 def _user_lengths(min_len: int, mean_len: float, len_sigma: float, num_users: int,
@@ -314,10 +334,13 @@ def _user_lengths(min_len: int, mean_len: float, len_sigma: float, num_users: in
 
 
 def _taobao_user_rows(item_idx: np.ndarray, lengths: np.ndarray, item_raw: np.ndarray, item_cate_raw: np.ndarray,
-                      other_behaviors: float, chunk: int, rng: np.random.Generator) -> pa.Table:
+                      other_behaviors: float, chunk: int, rng: np.random.Generator,
+                      engaged: Optional[np.ndarray] = None) -> pa.Table:
     """The Taobao rows of a chunk of users' click sequences ``item_idx [U, T]`` (user u's valid up to
     ``lengths[u]``): users in increasing sparse id order, each in time order; ``other_behaviors`` cart/fav/buy
-    rows per click follow the click on the same item, at the same time (prepare drops them)."""
+    rows per click follow the click on the same item, at the same time (prepare drops them unless
+    ``logs.history_behaviors`` keeps them). ``engaged [U, T]`` bool, when given, says which clicks get one
+    (drawn with the clicks, :func:`_planted_clicks`); else it is drawn here."""
     num_users = len(lengths)
     # Sorted timestamps per user: the first lengths[u] of T sorted draws with the rest pushed past the end.
     ts = rng.integers(_TAOBAO_START, _TAOBAO_END, size=item_idx.shape)
@@ -327,7 +350,7 @@ def _taobao_user_rows(item_idx: np.ndarray, lengths: np.ndarray, item_raw: np.nd
 
     row_user = np.repeat(np.arange(num_users), lengths)
     click_item, click_ts = item_idx[valid], ts[valid]
-    extra = rng.random(len(click_item)) < other_behaviors
+    extra = rng.random(len(click_item)) < other_behaviors if engaged is None else engaged[valid]
     row_of = np.repeat(np.arange(len(click_item)), 1 + extra)
     values, probs = _BEHAVIORS["taobao"]
     behavior = np.zeros(len(row_of), dtype=np.int64)
@@ -346,9 +369,12 @@ def _planted_chunk(spec: PlantedLogSpec, catalog: _Catalog, sampler: _CategorySa
                    num_users: int, rng: np.random.Generator) -> pa.Table:
     """The Taobao rows of one chunk of users: users in increasing sparse id order, each in time order."""
     lengths = _user_lengths(spec.min_len, spec.mean_len, spec.len_sigma, num_users, rng)
-    item_idx = _planted_clicks(spec, sampler, lengths, rng)
+    intent_rng = None
+    if spec.intent_copy > 0:
+        intent_rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(4, chunk)))
+    item_idx, engaged = _planted_clicks(spec, sampler, lengths, rng, intent_rng)
     return _taobao_user_rows(item_idx, lengths, catalog.item_raw, catalog.item_cate_raw, spec.other_behaviors,
-                             chunk, rng)
+                             chunk, rng, engaged)
 
 
 def generate_planted_log(spec: PlantedLogSpec, path: str | Path, progress: bool = True) -> Path:
@@ -363,7 +389,12 @@ def generate_planted_log(spec: PlantedLogSpec, path: str | Path, progress: bool 
        Geometric(1 / recency_scale)`` (recently clicked categories are likelier), and with probability
        ``item_repeat`` its item as well; else with probability ``exploration`` the category is drawn by
        popularity; else it is one of the current interests (Dirichlet weights per user);
-    3. unless repeated, the item is drawn by popularity within the category.
+    3. with ``intent_copy`` > 0 (chunk ``k``'s draws from ``spawn_key=(4, k)``): with that probability the
+       category is instead that of the user's most recent click that got a cart/fav/buy row (which clicks get
+       one is then drawn here, probability ``other_behaviors``), so engaged clicks predict the next one more
+       than pv-only clicks (a planted behavior-type effect, visible once ``logs.history_behaviors`` keeps the
+       cart/fav/buy rows);
+    4. unless repeated, the item is drawn by popularity within the category.
 
     Rows: users in increasing sparse raw-id order, each user's rows in time order; ``other_behaviors``
     cart/fav/buy rows per click. Same spec, same bytes.

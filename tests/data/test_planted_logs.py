@@ -129,3 +129,32 @@ def test_invalid_planted_spec_names_the_field(tmp_path):
         generate_planted_log(PlantedLogSpec(users=5, recency=0.8, exploration=0.5), tmp_path / "x.csv")
     with pytest.raises(ValueError, match="mean_len"):
         generate_planted_log(PlantedLogSpec(users=5, min_len=60, mean_len=30), tmp_path / "x.csv")
+
+
+def _follows_last_engaged(path: Path) -> float:
+    """Share of clicks (pv rows) whose category is that of the user's last earlier click followed by a
+    cart/fav/buy row, over the clicks that have one."""
+    rows = _rows(path)
+    user = np.array([int(r[0]) for r in rows])
+    cate = np.array([int(r[2]) for r in rows])
+    click = np.array([r[3] == "pv" for r in rows])
+    engaged_row = np.concatenate([~click[1:], [False]]) & click  # a click followed by a non-click row
+    user, cate, engaged = user[click], cate[click], engaged_row[click]
+    index = np.arange(len(user))
+    last = np.maximum.accumulate(np.where(engaged, index, -1))  # last engaged click at or before each click
+    previous = np.concatenate([[-1], last[:-1]])  # ... strictly before it
+    has = (previous >= 0) & (user[np.maximum(previous, 0)] == user)
+    return float(np.mean(cate[has] == cate[previous[has]]))
+
+
+def test_intent_copy_makes_engaged_clicks_predict_the_next(raw, tmp_path):
+    """intent_copy plants a behavior-type effect: the category of the last click with a cart/fav/buy row
+    comes back far more often; the other rows keep the log's format and shares."""
+    spec = PlantedLogSpec(users=300, seed=3, items=3000, categories=60, intent_copy=0.5)
+    planted = generate_planted_log(spec, tmp_path / "intent.csv", progress=False)
+    behavior = np.array([r[3] for r in _rows(planted)])
+    assert 0.85 < np.mean(behavior == "pv") < 0.95
+    off, on = _follows_last_engaged(raw), _follows_last_engaged(planted)
+    assert off < 0.3 and on > off + 0.3, (off, on)
+    with pytest.raises(ValueError, match="intent_copy"):
+        generate_planted_log(PlantedLogSpec(users=5, intent_copy=1.5), tmp_path / "x.csv")
