@@ -139,8 +139,8 @@ class GeneralSearchUnit(nn.Module):
         [C, D]``. Scores are those of :meth:`forward` for C samples that each carry the whole history, and the
         selection is the same (soft: the top K scores; hard: the candidate's category first, the most recent
         first). The history is walked in chunks of ``chunk`` slots, each one ``[C, D + 1] @ [D + 1, chunk]``
-        product (the scale folded into the queries, the position and side terms into an extra key column) followed by
-        a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
+        product (the scale folded into the queries, the position and side terms into an extra key column)
+        followed by a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
         for every supported history: on CPU, torch's top-K over 1,024-slot chunks took 3.5x the time of one
         top-K over 10,000 slots (C = 500), and a ``[500, 10,000]`` block is 20 MB. ``dot`` score only: DIN's
         MLP over C x n pairs is the expensive search this path exists to avoid.

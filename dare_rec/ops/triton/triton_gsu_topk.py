@@ -1,6 +1,7 @@
 """Triton GSU: one fused pass per history row scores every behavior, adds the position bias (and the optional
 per-behavior key bias), writes the ``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton
-kernel per row as well. The same running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP, hard search).
+kernel per row as well. The same running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP,
+hard search).
 
 Layout and contract: :func:`dare_rec.ops.gsu.gsu_topk` and ``ops/pytorch/pt_jagged.py``. One program handles
 one row: it walks the row in chunks of ``BLOCK_N`` slots, so registers stay bounded for any N.
