@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from dare_rec.data.side import DEFAULT_TIME_GAP_BUCKETS, MAX_TIME_GAP_BUCKETS
 from dare_rec.metrics.offline import METRIC_HIGHER_IS_BETTER
 from dare_rec.modules.variants import AXES, VARIANTS, ModelSpec
 from dare_rec.ops.kernel import Kernel, UpdateKernel
@@ -67,6 +68,8 @@ TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 # Longest history (behaviors per sample) a dataset may store and the model may search: the regime the memory
 # bounds (aux_behaviors, the chunked GSU) and the long-history benchmarks cover (docs/performance.md).
 MAX_HISTORY_LIMIT = 10_000
+# Legal values of model.side_fields (docs/side-info.md proposes seller and brand as well: not built yet).
+SIDE_FIELDS = ("btype",)
 
 
 class ConfigError(ValueError):
@@ -363,6 +366,16 @@ class ModelConfig:
     # weighted sums; dare_rec/ops): auto, the Triton kernels on CUDA when triton imports, the PyTorch reference
     # otherwise (same math, parity-tested); pytorch or triton force one.
     op_kernel: str = "auto"
+    # Side fields of every behavior (docs/side-info.md §2.0, §2.2): SIDE_FIELDS; btype reads the dataset's
+    # hist_btype. Each field is a small dense table per table group (dims d_pos_att / d_pos, row 0 the target's
+    # query): a per-behavior score bias on the attention side, a block of the behavior vector on the
+    # representation side. Empty: today's model, bit for bit.
+    side_fields: List[str] = field(default_factory=list)
+    # The time gap to the target (target_ts - hist_ts, log2 buckets of dare_rec/data/side.py) as a side field
+    # like btype (TIN's TTE-T); needs hist_ts and target_ts in the dataset.
+    time_gap: bool = False
+    # Bucket ids 1..gap_buckets of the time gap (the last bucket is open-ended); 2..54.
+    gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -376,6 +389,11 @@ class ModelConfig:
         _one_of(self.op_kernel, f"{prefix}.op_kernel", OP_KERNELS, "kernel")
         _require(len(self.mlp_hidden) > 0 and all(h > 0 for h in self.mlp_hidden), f"{prefix}.mlp_hidden",
                  f"must be a non-empty list of positive sizes, got {self.mlp_hidden}")
+        _require(isinstance(self.side_fields, list) and all(f in SIDE_FIELDS for f in self.side_fields)
+                 and len(set(self.side_fields)) == len(self.side_fields), f"{prefix}.side_fields",
+                 f"must be a list of distinct fields of {SIDE_FIELDS}, got {self.side_fields!r}")
+        _require(2 <= self.gap_buckets <= MAX_TIME_GAP_BUCKETS, f"{prefix}.gap_buckets",
+                 f"must be in [2, {MAX_TIME_GAP_BUCKETS}], got {self.gap_buckets}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -392,6 +410,12 @@ class ModelConfig:
         """Dim of the tables that score attention: ``d_att`` when the attention tables have dims of their own
         (``attention_width`` d_att), else ``d_rep`` (shared tables, or TWIN-4E's attention tables)."""
         return self.d_att if self._own_attention_dims() else self.d_rep
+
+    @property
+    def dense_side_fields(self) -> Tuple[str, ...]:
+        """The side fields in use, in the order their blocks follow the position block of a behavior vector:
+        ``gap`` (when ``time_gap``), then ``btype``."""
+        return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
 
     @property
     def attention_position_dim(self) -> int:

@@ -109,7 +109,9 @@ class _Checkpoint:
     def reader(self, split: str, env: DistEnv) -> ParquetBatchReader:
         return ParquetBatchReader(self.cfg.data.path, split, self.cfg.data.eval_batch_size, self.cfg.data.max_len,
                                   rank=env.rank, world_size=env.world_size,
-                                  prefetch_batches=self.cfg.data.prefetch_batches)
+                                  prefetch_batches=self.cfg.data.prefetch_batches,
+                                  side_fields=self.cfg.model.dense_side_fields,
+                                  gap_buckets=self.cfg.model.gap_buckets)
 
 
 def _load_all(checkpoints: Sequence[str], data: Optional[str], batch_size: Optional[int]) -> List[_Checkpoint]:
@@ -224,7 +226,8 @@ def analyze_gradients(cfg: Config, record_every: int = 1, output: Optional[str] 
         optimizer = build_optimizer(model, cfg.train)
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-                                    prefetch_batches=cfg.data.prefetch_batches)
+                                    prefetch_batches=cfg.data.prefetch_batches,
+                                    side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets)
         total = reader.num_batches() * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)

@@ -23,7 +23,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from dare_rec.checkpoint import BEST, POINTERS, check_vocabulary, load_model_state, pick_checkpoint, \
     read_checkpoint_info, verify_on_main
 from dare_rec.config import ConfigError
-from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.parquet import ParquetBatchReader, check_side_fields
 from dare_rec.data.schema import SPLITS, DatasetMeta
 from dare_rec.distributed import errors_shared_across_ranks, init_distributed, shutdown
 from dare_rec.pipelines.common import build_sharded_model, evaluate_split, set_determinism
@@ -69,6 +69,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
         cfg.data.eval_batch_size = batch_size
     meta = DatasetMeta.read(cfg.data.path)
     check_vocabulary(meta, state, cfg.data.path, path)
+    check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields)
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
         with errors_shared_across_ranks(env, CLEAR_ERRORS):
@@ -81,7 +82,8 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
             reader = ParquetBatchReader(cfg.data.path, split, cfg.data.eval_batch_size, cfg.data.max_len,
                                         rank=env.rank, world_size=env.world_size,
                                         prefetch_batches=cfg.data.prefetch_batches,
-                                        verify_hashes=cfg.data.verify_hashes)
+                                        verify_hashes=cfg.data.verify_hashes,
+                                        side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets)
             metrics = evaluate_split(model, reader, env, desc=f"evaluate {split}", progress=progress)
     finally:
         shutdown()

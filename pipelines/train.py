@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dare_rec import checkpoint as ckpt
 from dare_rec.config import Config, ConfigError, config_help, load_config, resolve_lookup, to_dict
 from dare_rec.data.batch import Batch
-from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.parquet import ParquetBatchReader, check_side_fields
 from dare_rec.data.schema import DataError, DatasetMeta, dataset_fingerprint
 from dare_rec.distributed import (DistEnv, broadcast_object, check_shared_folder, errors_shared_across_ranks,
                                   init_distributed, shutdown)
@@ -350,7 +350,8 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         _, state = ckpt.read_checkpoint_info(Path(resume_from))
     reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
                        prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda",
-                       verify_hashes=cfg.data.verify_hashes)
+                       verify_hashes=cfg.data.verify_hashes, side_fields=cfg.model.dense_side_fields,
+                       gap_buckets=cfg.model.gap_buckets)
     train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                       seed=cfg.train.seed, **reader_args)
     val_reader = ParquetBatchReader(split="val", batch_size=cfg.data.eval_batch_size, **reader_args)
@@ -492,6 +493,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parse_args(argv)
     cfg = load_config(args.config, overrides)
     meta = DatasetMeta.read(cfg.data.path)  # fails here, before any process group, if the data is missing
+    check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields)  # ... or lacks a side field asked for
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
         with errors_shared_across_ranks(env, CLEAR_ERRORS):

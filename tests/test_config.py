@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dare_rec.config import Config, ConfigError, describe_fields, load_config, parse_overrides
@@ -85,3 +87,14 @@ def test_variants_are_presets_of_the_axes_and_axes_override_them():
         assert tiny_config("--model.variant", name).model.spec() == spec
     custom = tiny_config("--model.variant", "dare", "--model.score", "din_mlp", "--model.layout", "four").model
     assert (custom.spec().layout, custom.spec().score, custom.spec().search) == ("four", "din_mlp", "soft")
+
+
+def test_side_fields_are_validated_and_ordered():
+    assert tiny_config().model.dense_side_fields == ()
+    assert tiny_config("--model.side_fields", "[btype]", "--model.time_gap", "true").model.dense_side_fields == \
+        ("gap", "btype")
+    for overrides, message in [(("--model.side_fields", "[btype, btype]"), "model.side_fields: must be a list of"),
+                               (("--model.side_fields", "[brand]"), "model.side_fields: must be a list of"),
+                               (("--model.gap_buckets", "1"), "model.gap_buckets: must be in [2, 54], got 1")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            tiny_config(*overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -13,6 +13,15 @@ from dare_rec.data import schema
 
 # KJT keys, in this order. Histories are jagged (one length per sample); targets have length 1.
 SPARSE_KEYS = (schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE)
+# The KJT key of each side field (``model.dense_side_fields``): behavior types as stored, and the time gap's
+# bucket id (dare_rec/data/side.py), computed by the reader. Jagged like the history, after the target keys.
+HIST_GAP = "hist_gap"
+SIDE_KEYS: Dict[str, str] = {"btype": schema.HIST_BTYPE, "gap": HIST_GAP}
+
+
+def side_keys(side_fields: Sequence[str]) -> Tuple[str, ...]:
+    """The KJT keys of ``side_fields`` (in their order), after ``SPARSE_KEYS``."""
+    return tuple(SIDE_KEYS[f] for f in side_fields)
 
 
 @dataclass
@@ -20,13 +29,15 @@ class Batch(Pipelineable):
     """B samples.
 
     Attributes:
-        sparse_features: KJT with keys ``SPARSE_KEYS``::
+        sparse_features: KJT with keys ``SPARSE_KEYS`` (then the side keys the model reads)::
 
                          sample 0        sample 1    ...
             hist_item    [i, i, i, i]    [i, i]          lengths L_b (oldest -> newest)
             hist_cate    [c, c, c, c]    [c, c]          same lengths as hist_item
             target_item  [i]             [i]             length 1
             target_cate  [c]             [c]             length 1
+            hist_gap     [g, g, g, g]    [g, g]          with model.time_gap: gap bucket ids, as hist_item
+            hist_btype   [t, t, t, t]    [t, t]          with side field btype: behavior types, as hist_item
 
         labels: ``[B]`` float32, 1 = clicked.
         user_ids: ``[B]`` int64 (for GAUC by user).
@@ -76,16 +87,17 @@ class Batch(Pipelineable):
         )
 
 
-def padding_batch() -> Batch:
+def padding_batch(extra_keys: Sequence[str] = ()) -> Batch:
     """One sample with an empty history and target ids 1: what a rank feeds to a collective step after its
-    own evaluation data ran out (sharded lookups need every rank in every step); its outputs are dropped."""
+    own evaluation data ran out (sharded lookups need every rank in every step); its outputs are dropped.
+    ``extra_keys``: the side keys of the reader's batches (empty, like the history)."""
     return Batch(
         sparse_features=KeyedJaggedTensor(
-            keys=list(SPARSE_KEYS),
+            keys=list(SPARSE_KEYS) + list(extra_keys),
             values=torch.ones(2, dtype=torch.int64),
-            lengths=torch.tensor([0, 0, 1, 1], dtype=torch.int32),
-            length_per_key=[0, 0, 1, 1],
-            offset_per_key=[0, 0, 0, 1, 2],
+            lengths=torch.tensor([0, 0, 1, 1] + [0] * len(extra_keys), dtype=torch.int32),
+            length_per_key=[0, 0, 1, 1] + [0] * len(extra_keys),
+            offset_per_key=[0, 0, 0, 1, 2] + [2] * len(extra_keys),
         ),
         labels=torch.zeros(1),
         user_ids=torch.zeros(1, dtype=torch.int64),

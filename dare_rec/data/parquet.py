@@ -35,7 +35,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.data import schema
-from dare_rec.data.batch import SPARSE_KEYS, Batch
+from dare_rec.data.batch import SPARSE_KEYS, Batch, side_keys
+from dare_rec.data.side import DEFAULT_TIME_GAP_BUCKETS, time_gap_buckets
 
 # Column the reader appends to each row group: every row's sample id (its row number within the split).
 _SAMPLE_ID = "__sample_id"
@@ -105,6 +106,10 @@ class ParquetBatchReader:
         seed: shuffle seed.
         pin_memory: pin batches (for asynchronous host-to-GPU copies).
         verify_hashes: compare every file of the split with its sha256 in meta.json (reads every byte).
+        side_fields: side fields the model reads (``ModelConfig.dense_side_fields``: ``gap``, ``btype``), each
+            added to the batches as a jagged key aligned with ``hist_item`` (``dare_rec.data.batch.SIDE_KEYS``);
+            a field the dataset cannot give is a DataError here.
+        gap_buckets: bucket ids of the time gap (``model.gap_buckets``).
     """
 
     def __init__(
@@ -121,8 +126,14 @@ class ParquetBatchReader:
         seed: int = 0,
         pin_memory: bool = False,
         verify_hashes: bool = False,
+        side_fields: Sequence[str] = (),
+        gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS,
     ) -> None:
         self.meta = schema.DatasetMeta.read(root)
+        check_side_fields(self.meta, root, side_fields)
+        self.side_fields = tuple(side_fields)
+        self.side_keys = side_keys(side_fields)
+        self.gap_buckets = gap_buckets
         self.root = Path(root)
         self.split = split
         self.batch_size = batch_size
@@ -148,8 +159,8 @@ class ParquetBatchReader:
         self._side_vocabulary = side_vocabulary(self.meta, self.root / "meta.json")
         self._columns += list(self._side_vocabulary)
         # The time gap (target_ts - hist_ts) is side information too: checked where the other side fields are.
-        self._time_gaps = schema.HIST_BTYPE in self.meta.columns and schema.HIST_TS in self.meta.columns \
-            and schema.TARGET_TS in self.meta.columns
+        self._time_gaps = "gap" in self.side_fields or (schema.HIST_BTYPE in self.meta.columns and schema.HIST_TS
+                                                         in self.meta.columns and schema.TARGET_TS in self.meta.columns)
         if self._time_gaps:
             self._columns += [schema.HIST_TS, schema.TARGET_TS]
         if drop_last and self.num_batches() == 0:
@@ -334,28 +345,41 @@ class ParquetBatchReader:
                 bad = int(np.nonzero(~ok)[0][0])
                 fail(bad, f"column {schema.CLICK_PROB!r} is {probs[bad]}, must be a probability in [0, 1]")
 
+    def _side_values(self, table: pa.Table, field: str, lengths: np.ndarray) -> np.ndarray:
+        """``[V]`` int64 ids of one side field for every history value of ``table`` (``lengths`` per row, before
+        truncation): behavior types as stored, or the time gap's bucket ids (the rows were checked when read,
+        so no gap is negative)."""
+        if field == "btype":
+            return pc.list_flatten(table.column(schema.HIST_BTYPE)).to_numpy(zero_copy_only=False)
+        hist_ts = pc.list_flatten(table.column(schema.HIST_TS)).to_numpy(zero_copy_only=False)
+        return time_gap_buckets(hist_ts, np.repeat(table.column(schema.TARGET_TS).to_numpy(), lengths),
+                                self.gap_buckets)
+
     def _to_batch(self, table: pa.Table) -> Batch:
         hist_item = table.column(schema.HIST_ITEM)
         lengths = pc.list_value_length(hist_item).to_numpy(zero_copy_only=False).astype(np.int64)
         item_values = pc.list_flatten(hist_item).to_numpy(zero_copy_only=False)
         cate_values = pc.list_flatten(table.column(schema.HIST_CATE)).to_numpy(zero_copy_only=False)
+        side_values = [self._side_values(table, field, lengths) for field in self.side_fields]
         if lengths.size and lengths.max() > self.max_len:
             keep = _keep_most_recent(lengths, self.max_len)
             item_values, cate_values = item_values[keep], cate_values[keep]
+            side_values = [values[keep] for values in side_values]
             lengths = np.minimum(lengths, self.max_len)
         b = table.num_rows
         hist_len = torch.from_numpy(lengths.astype(np.int32))
         ones = torch.ones(b, dtype=torch.int32)
         hist_total = int(lengths.sum())
         # per-key sizes known here, so nothing downstream reads the lengths on the host
-        length_per_key = [hist_total, hist_total, b, b]
+        length_per_key = [hist_total, hist_total, b, b] + [hist_total] * len(side_values)
         kjt = KeyedJaggedTensor(
-            keys=list(SPARSE_KEYS),
+            keys=list(SPARSE_KEYS) + list(self.side_keys),
             values=torch.from_numpy(np.concatenate([
                 item_values, cate_values,
                 table.column(schema.TARGET_ITEM).to_numpy(), table.column(schema.TARGET_CATE).to_numpy(),
+                *side_values,
             ]).astype(np.int64)),
-            lengths=torch.cat([hist_len, hist_len, ones, ones]),
+            lengths=torch.cat([hist_len, hist_len, ones, ones] + [hist_len] * len(side_values)),
             length_per_key=length_per_key,
             offset_per_key=list(itertools.accumulate([0] + length_per_key)),
         )
@@ -368,6 +392,25 @@ class ParquetBatchReader:
             sample_ids=torch.from_numpy(table.column(_SAMPLE_ID).to_numpy().astype(np.int64)),
         )
         return batch.pin_memory() if self.pin_memory else batch
+
+
+def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: Sequence[str]) -> None:
+    """Refuses side fields (``ModelConfig.dense_side_fields``) whose columns the dataset at ``root`` lacks."""
+    for field in side_fields:
+        missing = [c for c in _SIDE_FIELD_COLUMNS[field] if c not in meta.columns]
+        if missing:
+            option = "model.time_gap" if field == "gap" else f"model.side_fields {field}"
+            raise schema.DataError(f"{option} needs column(s) {missing} but the dataset {str(root)!r} has none "
+                                   f"(its columns: {meta.columns}); switch it off or prepare the data with them")
+
+
+# The dataset columns each side field is read from.
+_SIDE_FIELD_COLUMNS = {"btype": (schema.HIST_BTYPE,), "gap": (schema.HIST_TS, schema.TARGET_TS)}
+
+
+def num_behavior_types(meta: schema.DatasetMeta, root: str | Path) -> Optional[int]:
+    """T, the behavior types of a dataset with ``hist_btype`` (meta.json ``behavior_types``), else None."""
+    return side_vocabulary(meta, Path(root) / "meta.json").get(schema.HIST_BTYPE, 1) - 1 or None
 
 
 def side_vocabulary(meta: schema.DatasetMeta, meta_path: Path) -> Dict[str, int]:

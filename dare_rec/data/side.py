@@ -23,7 +23,7 @@ import numpy as np
 
 DEFAULT_TIME_GAP_BUCKETS = 24
 # The largest bucket count whose edges are exact in float64 (frexp of an int64 gap below 2^53).
-_MAX_TIME_GAP_BUCKETS = 54
+MAX_TIME_GAP_BUCKETS = 54
 
 
 def time_gap_buckets(hist_ts: np.ndarray, target_ts: np.ndarray,
@@ -42,8 +42,8 @@ def time_gap_buckets(hist_ts: np.ndarray, target_ts: np.ndarray,
     Raises:
         ValueError: a negative gap (a behavior after its target; the Parquet reader refuses such rows first).
     """
-    if not 2 <= num_buckets <= _MAX_TIME_GAP_BUCKETS:
-        raise ValueError(f"num_buckets must be in [2, {_MAX_TIME_GAP_BUCKETS}], got {num_buckets}")
+    if not 2 <= num_buckets <= MAX_TIME_GAP_BUCKETS:
+        raise ValueError(f"num_buckets must be in [2, {MAX_TIME_GAP_BUCKETS}], got {num_buckets}")
     gap = np.asarray(target_ts, dtype=np.int64) - np.asarray(hist_ts, dtype=np.int64)
     if gap.size and gap.min() < 0:
         bad = int(np.argmax(gap < 0))

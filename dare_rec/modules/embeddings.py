@@ -15,6 +15,7 @@ so a table serving both sides fills every bag: the pooled output is ``[L + B, su
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -27,6 +28,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
 from dare_rec.data import schema
+from dare_rec.data.batch import SIDE_KEYS
 # Called as kjt.<name>: torch.fx.wrap patches the names in kjt's namespace while TorchRec's pipeline traces the
 # model, so a name imported into this module would run unwrapped on the tracer's proxies.
 from dare_rec.modules import kjt
@@ -50,6 +52,12 @@ class SequenceEmbeddings(NamedTuple):
         att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
         rep_positions: ``[P, d_p]`` representation position vectors.
         rep_target_position: ``[d_p]``.
+        side_ids: ``[L, S]`` int64 row of every behavior's side field f (``ModelConfig.dense_side_fields``, S of
+            them) in the stacked side tables below (field f's id plus its first row); None without side fields.
+        att_side: ``[R, d_pa]`` the attention rows of every side field, stacked (R = their rows together).
+        att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
+        rep_side: ``[R, d_p]`` the representation rows, stacked likewise.
+        rep_target_side: ``[S, d_p]``.
     """
 
     att_hist: torch.Tensor
@@ -61,15 +69,24 @@ class SequenceEmbeddings(NamedTuple):
     att_target_position: Optional[torch.Tensor]
     rep_positions: Optional[torch.Tensor]
     rep_target_position: Optional[torch.Tensor]
+    side_ids: Optional[torch.Tensor] = None
+    att_side: Optional[torch.Tensor] = None
+    att_target_side: Optional[torch.Tensor] = None
+    rep_side: Optional[torch.Tensor] = None
+    rep_target_side: Optional[torch.Tensor] = None
 
 
 class FieldProjections(nn.Module):
-    """Square linear maps without bias, one per field (item, category, position), for one (role, side)."""
+    """Square linear maps without bias, one per field (item, category, position, each side field), for one
+    (role, side)."""
 
-    def __init__(self, dim: int, position_dim: Optional[int], device: torch.device) -> None:
+    def __init__(self, dim: int, position_dim: Optional[int], device: torch.device,
+                 side_fields: Tuple[str, ...] = (), side_dim: int = 0) -> None:
         super().__init__()
         self.fields = nn.ModuleDict({f: nn.Linear(dim, dim, bias=False, device=device) for f in FIELDS})
         self.position = nn.Linear(position_dim, position_dim, bias=False, device=device) if position_dim else None
+        self.side = nn.ModuleDict({f: nn.Linear(side_dim, side_dim, bias=False, device=device)
+                                   for f in side_fields}) if side_fields else None
 
 
 class SparseArch(nn.Module):
@@ -83,6 +100,7 @@ class SparseArch(nn.Module):
         embedding_device: device of the EmbeddingCollections ("meta" when DistributedModelParallel
             materialises them sharded).
         dense_device: device of the position tables and projections.
+        num_behavior_types: T, the dataset's behavior types (ids 1..T); needed with side field ``btype``.
     """
 
     def __init__(
@@ -94,9 +112,16 @@ class SparseArch(nn.Module):
         max_len: int,
         embedding_device: torch.device,
         dense_device: torch.device,
+        num_behavior_types: Optional[int] = None,
     ) -> None:
         super().__init__()
         spec = model.spec()
+        self.side_fields = model.dense_side_fields
+        if "btype" in self.side_fields and not num_behavior_types:
+            raise ValueError("model.side_fields btype needs the dataset's number of behavior types "
+                             "(meta.json params behavior_types)")
+        # rows of each side field's table: its ids 1..n and row 0, the target's (a learned query)
+        self.side_rows = {"btype": (num_behavior_types or 0) + 1, "gap": model.gap_buckets + 1}
         self.layout = spec.layout
         self.groups = {group.name: group for group in table_groups(model)}
         vocab = {"item": num_items, "cate": num_categories}
@@ -140,11 +165,17 @@ class SparseArch(nn.Module):
             group.name: PositionTable(max_len + 1, group.position_dim, dense_device)
             for group in self.groups.values()
         }) if spec.positions else None
+        # Side fields: like positions, one small dense table per group and field (dim: the group's position dim)
+        self.side_tables = nn.ModuleDict({
+            field: nn.ModuleDict({group.name: PositionTable(self.side_rows[field], group.position_dim, dense_device)
+                                  for group in self.groups.values()})
+            for field in self.side_fields
+        }) if self.side_fields else None
         self.projections = nn.ModuleDict({
             f"{role}_{side}": FieldProjections(
                 self.groups[serving_group(self.layout, role, side)].dim,
                 self.groups[serving_group(self.layout, role, side)].position_dim if spec.positions else None,
-                dense_device)
+                dense_device, self.side_fields, self.groups[serving_group(self.layout, role, side)].position_dim)
             for role in ROLES for side in SIDES
         }) if spec.projection == "linear" else None
 
@@ -189,6 +220,11 @@ class SparseArch(nn.Module):
             att_target_position=self._positions(ATTENTION, TARGET),
             rep_positions=self._positions(REPRESENTATION, HIST),
             rep_target_position=self._positions(REPRESENTATION, TARGET),
+            side_ids=self._side_ids(features),
+            att_side=self._side(ATTENTION, HIST),
+            att_target_side=self._side(ATTENTION, TARGET),
+            rep_side=self._side(REPRESENTATION, HIST),
+            rep_target_side=self._side(REPRESENTATION, TARGET),
         )
 
     def lookup_selected(self, features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
@@ -241,10 +277,31 @@ class SparseArch(nn.Module):
             table = self.projections[f"{role}_{side}"].position(table)
         return table if side == HIST else table[0]
 
+    def _side_ids(self, features: KeyedJaggedTensor) -> Optional[torch.Tensor]:
+        """``[L, S]`` the side fields' ids of every behavior as rows of the stacked side tables (:meth:`_side`)."""
+        if self.side_tables is None:
+            return None
+        first_rows = itertools.accumulate([0] + [self.side_rows[f] for f in self.side_fields])
+        return torch.stack([features[SIDE_KEYS[f]].values() + first for f, first in zip(self.side_fields, first_rows)],
+                           dim=1)
+
+    def _side(self, role: str, side: str) -> Optional[torch.Tensor]:
+        """Every side field's rows of ``role``'s group, stacked ``[R, d]`` (history side), or the target's row
+        0 of each ``[S, d]``."""
+        if self.side_tables is None:
+            return None
+        group = serving_group(self.layout, role, side)
+        tables = [self.side_tables[f][group].weight for f in self.side_fields]
+        if self.projections is not None:
+            maps = self.projections[f"{role}_{side}"].side
+            tables = [maps[f](t) for f, t in zip(self.side_fields, tables)]
+        return torch.cat(tables) if side == HIST else torch.stack([t[0] for t in tables])
+
 
 
 class PositionTable(nn.Module):
-    """Dense table of target-relative position vectors, row p = p behaviors before the target (0 = target).
+    """Dense table of target-relative position vectors, row p = p behaviors before the target (0 = target);
+    also the table of a side field (row = the field's id, 0 = the target's).
 
     Tiny, so it is replicated (trained by the dense optimizer) rather than sharded.
     """

@@ -3,7 +3,7 @@ wrapper."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import Config, ModelConfig, ShardingConfig
 from dare_rec.data import schema
-from dare_rec.data.batch import Batch
+from dare_rec.data.batch import Batch, side_keys
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
 from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit,
@@ -30,7 +30,8 @@ class ModelOutput(NamedTuple):
 class DareModel(nn.Module):
     """Long-sequence CTR model: embeddings -> GSU top-K -> ESU (TIN) -> over-arch.
 
-    With the target representation ``v_t^R = [item; cate; p_0^R]`` and the ESU output ``h``, the over-arch
+    With the target representation ``v_t^R = [item; cate; p_0^R]`` (then row 0 of each side field's table, when
+    ``model.side_fields`` / ``model.time_gap`` add them) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
@@ -44,6 +45,7 @@ class DareModel(nn.Module):
         bf16: autocast the dense part (search, aggregation, MLPs) to bfloat16.
         embedding_device: "meta" when DistributedModelParallel will shard the tables.
         dense_device: device of everything that is not sharded.
+        num_behavior_types: T, the dataset's behavior types (needed with side field ``btype``).
     """
 
     def __init__(
@@ -56,20 +58,22 @@ class DareModel(nn.Module):
         bf16: bool,
         embedding_device: torch.device,
         dense_device: torch.device,
+        num_behavior_types: Optional[int] = None,
     ) -> None:
         super().__init__()
         spec = model.spec()
         kernel = Kernel(model.op_kernel)
         self.sparse_arch = SparseArch(model, sharding, num_items, num_categories, max_len, embedding_device,
-                                      dense_device)
+                                      dense_device, num_behavior_types)
+        num_side = len(model.dense_side_fields)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
-                                     max_len, kernel, dense_device)
+                                     max_len, kernel, dense_device, num_side)
         self.esu = ExactSearchUnit(kernel)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
         self.full_sequence_attention = FullSequenceAttention(kernel) if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
-        rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0)
+        rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
         self.target_aware = spec.target_aware
         over_arch_width = (3 if spec.target_aware else 2) * rep_width
         self.over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device)
@@ -136,7 +140,8 @@ class DareModel(nn.Module):
 
     @torch.no_grad()
     def score_candidates(self, hist_item: torch.Tensor, hist_cate: torch.Tensor, cand_item: torch.Tensor,
-                         cand_cate: torch.Tensor, chunk: int = 16_384) -> torch.Tensor:
+                         cand_cate: torch.Tensor, chunk: int = 16_384,
+                         hist_side: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Click logits of C candidate items for one user, reading the user's side once (serving).
 
         The history's attention keys are looked up once (not once per candidate), the candidates are scored
@@ -149,6 +154,8 @@ class DareModel(nn.Module):
             hist_item, hist_cate: ``[n]`` the history, oldest first, n <= max_len.
             cand_item, cand_cate: ``[C]`` the candidates.
             chunk: history slots scored at once (see :meth:`GeneralSearchUnit.search_one_history`).
+            hist_side: with side fields, their ``[n]`` ids per field name (``gap``: bucket ids of the gaps to
+                the time the candidates are scored at; ``btype``: behavior types), the same for every candidate.
 
         Returns:
             logits ``[C]``.
@@ -158,14 +165,19 @@ class DareModel(nn.Module):
         if num == 0 or length > self.gsu.max_len:
             raise ValueError(f"score_candidates: needs at least one candidate and a history of at most max_len "
                              f"({self.gsu.max_len}) behaviors; got {num} candidates and {length} behaviors")
+        fields = self.sparse_arch.side_fields
+        hist_side = hist_side or {}
+        if sorted(hist_side) != sorted(fields) or any(hist_side[f].shape != hist_item.shape for f in fields):
+            raise ValueError(f"score_candidates: hist_side must give the side fields {list(fields)} one id per "
+                             f"behavior, got {({f: tuple(v.shape) for f, v in hist_side.items()})}")
         # C samples, the first holding the history and the others none: the history is looked up once
         lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
         lengths[0] = length
         ones = torch.ones(num, dtype=torch.int32, device=hist_item.device)
         features = KeyedJaggedTensor(
-            keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
-            values=torch.cat([hist_item, hist_cate, cand_item, cand_cate]).long(),
-            lengths=torch.cat([lengths, lengths, ones, ones]))
+            keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE, *side_keys(fields)],
+            values=torch.cat([hist_item, hist_cate, cand_item, cand_cate, *(hist_side[f] for f in fields)]).long(),
+            lengths=torch.cat([lengths, lengths, ones, ones] + [lengths] * len(fields)))
         emb = self.sparse_arch(features, representation=not self.sparse_arch.selects_representation_lookups)
         top_scores, top_slots = self.gsu.search_one_history(emb, hist_cate, cand_cate, chunk)
         search = GsuOutput(None, top_slots, torch.ones_like(top_slots, dtype=torch.bool))
@@ -178,8 +190,9 @@ class DareModel(nn.Module):
         else:
             selected = emb.rep_hist[top_slots]
         emb = emb._replace(offsets=torch.arange(num + 1, device=hist_item.device) * length)
+        selected_side = None if emb.side_ids is None else emb.side_ids[top_slots]
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            h = self.esu(search, emb, selected, selected_scores=top_scores)
+            h = self.esu(search, emb, selected, selected_scores=top_scores, selected_side_ids=selected_side)
             return self.over_arch(self.interaction(target_vector(emb), h))
 
 
@@ -204,7 +217,9 @@ class DareTrain(nn.Module):
 
 
 def build_model(cfg: Config, num_items: int, num_categories: int, embedding_device: torch.device,
-                dense_device: torch.device) -> DareTrain:
-    """The train wrapper around the model described by ``cfg`` (model, sharding precision, max_len, bf16)."""
+                dense_device: torch.device, num_behavior_types: Optional[int] = None) -> DareTrain:
+    """The train wrapper around the model described by ``cfg`` (model, sharding precision, max_len, bf16);
+    ``num_behavior_types``: the dataset's T (side field ``btype``)."""
     return DareTrain(DareModel(cfg.model, cfg.sharding, num_items, num_categories, cfg.data.max_len,
-                               bf16=cfg.train.bf16, embedding_device=embedding_device, dense_device=dense_device))
+                               bf16=cfg.train.bf16, embedding_device=embedding_device, dense_device=dense_device,
+                               num_behavior_types=num_behavior_types))

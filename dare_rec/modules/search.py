@@ -51,9 +51,11 @@ class DinAttention(nn.Module):
 class GeneralSearchUnit(nn.Module):
     """Scores every behavior against its target in attention space and selects K of them.
 
-    ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)`` with D_att the
-    width of the [item; cate] attention vector (2 * d_att). ``din_mlp``: :class:`DinAttention` over the full
-    attention vectors (positions concatenated). ``soft`` search keeps the top-K scores of the valid behaviors;
+    ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)
+    + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
+    (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
+    (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
+    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors;
     ``hard`` search keeps the most recent behaviors of the target's category, then the most recent others.
 
     Args:
@@ -64,10 +66,11 @@ class GeneralSearchUnit(nn.Module):
         max_len: N.
         kernel: implementation of the custom ops.
         device: parameter device (DIN's MLP).
+        num_side_fields: S, the side fields in use (their attention vectors are d_pos_att wide).
     """
 
     def __init__(self, spec: ModelSpec, att_width: int, att_position_dim: int, top_k: int, max_len: int,
-                 kernel: Kernel, device: torch.device) -> None:
+                 kernel: Kernel, device: torch.device, num_side_fields: int = 0) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(att_width)
         self.position_scale = 1.0 / math.sqrt(att_position_dim)
@@ -75,8 +78,8 @@ class GeneralSearchUnit(nn.Module):
         self.top_k = top_k
         self.max_len = max_len
         self.kernel = kernel
-        self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0), device) \
-            if spec.score == "din_mlp" else None
+        self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0)
+                                + num_side_fields * att_position_dim, device) if spec.score == "din_mlp" else None
 
     def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[N + 1]`` the dot score's position term per target-relative position, ``<p_i^A, p_0^A> /
@@ -84,6 +87,16 @@ class GeneralSearchUnit(nn.Module):
         if emb.att_positions is None:
             return emb.att_hist.new_zeros(self.max_len + 1)
         return (emb.att_positions @ emb.att_target_position) * self.position_scale
+
+    def side_bias(self, emb: SequenceEmbeddings) -> Optional[torch.Tensor]:
+        """``[L]`` the dot score's side-field term of every behavior, ``sum_f <x_{f,i}^A, x_{f,0}^A> /
+        sqrt(d_pos_att)`` (None without side fields): each table row is scored against its field's target row
+        once, ``[R, S]``, and every behavior reads its S entries."""
+        if emb.side_ids is None:
+            return None
+        per_row = (emb.att_side @ emb.att_target_side.t()) * self.position_scale
+        fields = torch.arange(emb.side_ids.size(1), device=emb.side_ids.device)
+        return per_row[emb.side_ids, fields].sum(1)
 
     def forward(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor) -> GsuOutput:
         """
@@ -93,13 +106,16 @@ class GeneralSearchUnit(nn.Module):
         """
         if self.din is None:
             out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, self.position_bias(emb), self.top_k,
-                           self.max_len, self.scale, self.kernel)
+                           self.max_len, self.scale, self.kernel, key_bias=self.side_bias(emb))
         else:
             rows, slots, lengths = jagged_layout(emb.offsets, emb.att_hist.size(0))
             keys, queries = emb.att_hist, emb.att_target[rows]
             if emb.att_positions is not None:
                 keys = torch.cat([keys, emb.att_positions[lengths[rows] - slots]], dim=1)
                 queries = torch.cat([queries, emb.att_target_position.expand(keys.size(0), -1)], dim=1)
+            if emb.side_ids is not None:
+                keys = torch.cat([keys, emb.att_side[emb.side_ids].flatten(1)], dim=1)
+                queries = torch.cat([queries, emb.att_target_side.reshape(1, -1).expand(keys.size(0), -1)], dim=1)
             out = jagged_topk(self.din(keys, queries), emb.offsets, self.top_k, self.max_len, self.kernel)
         if not self.hard:
             return out
@@ -123,8 +139,8 @@ class GeneralSearchUnit(nn.Module):
         [C, D]``. Scores are those of :meth:`forward` for C samples that each carry the whole history, and the
         selection is the same (soft: the top K scores; hard: the candidate's category first, the most recent
         first). The history is walked in chunks of ``chunk`` slots, each one ``[C, D + 1] @ [D + 1, chunk]``
-        product (the scale folded into the queries, the position term into an extra key column) followed by
-        a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
+        product (the scale folded into the queries, the position and side terms into an extra key column)
+        followed by a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
         for every supported history: on CPU, torch's top-K over 1,024-slot chunks took 3.5x the time of one
         top-K over 10,000 slots (C = 500), and a ``[500, 10,000]`` block is 20 MB. ``dot`` score only: DIN's
         MLP over C x n pairs is the expensive search this path exists to avoid.
@@ -140,7 +156,11 @@ class GeneralSearchUnit(nn.Module):
         length, num = emb.att_hist.size(0), emb.att_target.size(0)
         device = emb.att_hist.device
         positions = torch.arange(length, 0, -1, device=device)  # slot j sits at position n - j
-        keys = torch.cat([emb.att_hist, self.position_bias(emb)[positions].unsqueeze(1)], dim=1)
+        bias = self.position_bias(emb)[positions]
+        side_bias = self.side_bias(emb)
+        if side_bias is not None:
+            bias = bias + side_bias
+        keys = torch.cat([emb.att_hist, bias.unsqueeze(1)], dim=1)
         queries = torch.cat([emb.att_target * self.scale, emb.att_target.new_ones(num, 1)], dim=1)
         k = min(self.top_k, length)
         best_rank = emb.att_target.new_empty(num, 0)
@@ -167,7 +187,8 @@ class GeneralSearchUnit(nn.Module):
 class ExactSearchUnit(nn.Module):
     """TIN-style aggregation of the selected behaviors in representation space.
 
-    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; p^R]``.
+    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; p^R; x_1^R;
+    ...; x_S^R]`` (positions and side fields when used).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
     """
 
@@ -176,7 +197,8 @@ class ExactSearchUnit(nn.Module):
         self.kernel = kernel
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
-                selected_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+                selected_scores: Optional[torch.Tensor] = None,
+                selected_side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
@@ -187,21 +209,29 @@ class ExactSearchUnit(nn.Module):
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
             selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
                 (candidate scoring); else gathered from ``gsu.scores``.
+            selected_side_ids: ``[B, K, S]`` the side rows of the selected behaviors, when the search ran on
+                one shared history (candidate scoring); else gathered from ``emb.side_ids``.
 
         Returns:
-            h ``[B, 2 * d_rep (+ d_pos)]``.
+            h ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]``.
         """
         if selected_scores is None:
             selected_scores = gsu.scores.gather(1, gsu.top_indices)
         weights = masked_softmax(selected_scores, gsu.top_mask)
         if selected is None:
             selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
-        h = (weights.unsqueeze(-1) * selected).sum(1)
-        if emb.rep_positions is None:
-            return h
-        lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
-        selected_pos = emb.rep_positions[(lengths - gsu.top_indices).clamp(min=0)]
-        return torch.cat([h, (weights.unsqueeze(-1) * selected_pos).sum(1)], dim=1)
+        parts = [(weights.unsqueeze(-1) * selected).sum(1)]
+        if emb.rep_positions is not None:
+            lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
+            selected_pos = emb.rep_positions[(lengths - gsu.top_indices).clamp(min=0)]
+            parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
+        if emb.side_ids is not None:
+            if selected_side_ids is None:
+                selected_side_ids = selected_rows(emb.side_ids, emb.offsets, gsu.top_indices, gsu.top_mask)
+            # [B, K, S, d_pos] rows of the K selected behaviors' side fields (masked slots weigh 0)
+            side = (weights.unsqueeze(-1).unsqueeze(-1) * emb.rep_side[selected_side_ids]).sum(1)
+            parts.append(side.flatten(1))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 class FullSequenceAttention(nn.Module):
@@ -219,21 +249,30 @@ class FullSequenceAttention(nn.Module):
             emb: role vectors (representation side).
 
         Returns:
-            ``[B, 2 * d_rep (+ d_pos)]``.
+            ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]``.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
         weights = masked_softmax(scores, slots < lengths)
-        h = jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)
-        if emb.rep_positions is None:
-            return h
+        parts = [jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)]
+        if emb.rep_positions is not None:
+            parts.append(self._position_sum(weights, lengths, emb))
+        if emb.side_ids is not None:
+            # every behavior's [S * d_pos] side vector: small next to rep_hist [L, 2 * d_rep], which this head reads
+            parts.append(jagged_weighted_sum(emb.rep_side[emb.side_ids].flatten(1), emb.offsets, weights,
+                                             self.kernel))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    @staticmethod
+    def _position_sum(weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
+        """``[B, d_pos]`` the weighted sum of the behaviors' representation position vectors."""
         # Slot j of a history of n behaviors sits at position n - j, so the weighted sum of position vectors
         # is (weight of each position) @ table: a [B, P] gather of weights, not a [B, N, d_pos] gather of rows.
-        positions = torch.arange(emb.rep_positions.size(0), device=scores.device).unsqueeze(0)
-        source_slots = (lengths - positions).clamp(0, scores.size(1) - 1)
+        positions = torch.arange(emb.rep_positions.size(0), device=weights.device).unsqueeze(0)
+        source_slots = (lengths - positions).clamp(0, weights.size(1) - 1)
         occupied = (positions >= 1) & (positions <= lengths)
         position_weights = weights.gather(1, source_slots) * occupied
-        return torch.cat([h, position_weights @ emb.rep_positions], dim=1)
+        return position_weights @ emb.rep_positions
 
 
 class StratifiedBehaviorSample(nn.Module):
@@ -276,8 +315,20 @@ class StratifiedBehaviorSample(nn.Module):
 
 
 def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:
-    """``v_t^R``: ``[B, 2 * d_rep (+ d_pos)]`` representation of the target, with position 0 when used."""
-    if emb.rep_target_position is None:
-        return emb.rep_target
-    return torch.cat([emb.rep_target, emb.rep_target_position.expand(emb.rep_target.size(0), -1)], dim=1)
+    """``v_t^R``: ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 and
+    row 0 of each side field when used (the target has no behavior type or gap: row 0 is a learned vector)."""
+    parts = [emb.rep_target]
+    if emb.rep_target_position is not None:
+        parts.append(emb.rep_target_position.expand(emb.rep_target.size(0), -1))
+    if emb.rep_target_side is not None:
+        parts.append(emb.rep_target_side.reshape(1, -1).expand(emb.rep_target.size(0), -1))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def selected_rows(values: torch.Tensor, offsets: torch.Tensor, top_indices: torch.Tensor,
+                  top_mask: torch.Tensor) -> torch.Tensor:
+    """``values [L, S]`` (jagged like the history) of the selected slots -> ``[B, K, S]``; a masked slot reads
+    zeros. A zero row is put in front, so an empty batch (L = 0) has a row to read: no shape depends on data."""
+    padded = torch.cat([values.new_zeros(1, values.size(1)), values])
+    return padded[torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices + 1, 0)]
 

@@ -2,7 +2,7 @@
 
 For every sample b with history keys ``e_1 .. e_L`` (attention space) and target query ``v``::
 
-    s_j = <e_j, v> * scale + position_bias[pos_j]        pos_j = L - j (1 = most recent)
+    s_j = <e_j, v> * scale + position_bias[pos_j] (+ key_bias_j)     pos_j = L - j (1 = most recent)
     idx = TopK(s, K)                                     over valid behaviors only
 
 Cost is O(L * D) for scoring plus a top-K over ``[B, N]``: everything on the N axis is cheap in D = d_att,
@@ -11,7 +11,7 @@ which is DARE's point (a small attention dimension makes search cheap).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -49,6 +49,7 @@ def gsu_topk(
     max_len: int,
     scale: float,
     kernel: Kernel = Kernel.PYTORCH,
+    key_bias: Optional[torch.Tensor] = None,
 ) -> GsuOutput:
     """Scores every history behavior against its target and selects the top ``k`` per sample.
 
@@ -63,6 +64,8 @@ def gsu_topk(
         max_len: N, the padded width of ``scores``.
         scale: multiplies the dot product (e.g. 1 / sqrt(D)).
         kernel: implementation (AUTO is resolved from the inputs' device, see :func:`resolve_kernel`).
+        key_bias: ``[L]`` optional additive score of each behavior (jagged like ``keys``; the side fields'
+            term), differentiable like ``position_bias``.
 
     Returns:
         :class:`GsuOutput`. Empty histories select nothing (``top_mask`` all False), never produce NaN.
@@ -74,8 +77,10 @@ def gsu_topk(
         torch._assert(position_bias.numel() > max_len, "gsu_topk: position_bias needs max_len + 1 entries")
         torch._assert(k > 0, "gsu_topk: k must be positive")
         torch._assert(keys.size(0) <= query.size(0) * max_len, "gsu_topk: more keys than B * max_len")
+        torch._assert(key_bias is None or key_bias.shape == keys.shape[:1], "gsu_topk: key_bias must be [L]")
     mask_value = mask_value_for(torch.promote_types(keys.dtype, query.dtype))
     if resolve_kernel(kernel, keys.device.type) == Kernel.TRITON:
         triton = triton_ops(keys.device.type)
-        return GsuOutput(*triton.triton_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
-    return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value))
+        return GsuOutput(*triton.triton_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value,
+                                                 key_bias))
+    return GsuOutput(*pt_gsu_topk(keys, offsets, query, position_bias, k, max_len, scale, mask_value, key_bias))

@@ -56,3 +56,30 @@ def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
     too_long = torch.ones(33, dtype=torch.long)  # tiny max_len is 32
     with pytest.raises(ValueError, match="33 behaviors"):
         model.score_candidates(too_long, too_long, torch.tensor([3]), torch.tensor([1]))
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, length, chunk):
+    """Time gap and behavior type on: the history's side ids (the same for every candidate) enter the score
+    column and the representation as in the forward."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
+                      "--model.time_gap", "true")
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
+            "btype": torch.randint(1, 5, (length,), generator=g)}
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    lengths = torch.full((40,), length, dtype=torch.int32)
+    batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
+                              values=torch.cat([batch.values(), side["gap"].repeat(40), side["btype"].repeat(40)]),
+                              lengths=torch.cat([batch.lengths(), lengths, lengths]))
+    expected = model(batch).logits
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                      hist_side=side), expected)
+    with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
+        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate)

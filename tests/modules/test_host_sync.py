@@ -79,3 +79,25 @@ def test_the_step_never_waits_for_the_host(tiny_data, guard, variant, aux, looku
         with torch.no_grad():
             train(batch)
     assert not guard.seen, sorted(set(guard.seen))
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "bounded"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_side_fields_never_wait_for_the_host(tiny_side_data, guard, variant, aux, lookup):
+    """Time gap and behavior type on (the reader's side keys come with their per-key sizes)."""
+    aux_args = ("--model.aux_behaviors", "8") if aux == "bounded" else ("--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
+                      "--model.side_fields", "[btype]", "--model.time_gap", "true")
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields)))
+    assert batch.sparse_features.keys()[-2:] == ["hist_gap", "hist_btype"]
+    with guard:
+        loss, _ = train(batch)
+        loss.backward()
+        train.eval()
+        with torch.no_grad():
+            train(batch)
+    assert not guard.seen, sorted(set(guard.seen))

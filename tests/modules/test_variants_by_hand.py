@@ -4,7 +4,10 @@ The expectation reads only the model's parameters (the tables, position tables, 
 over-arch) and recomputes the forward with the formulas of docs/design.md §4 in plain loops: lookups, the
 search score (dot product scaled per part, or DIN's MLP), the selection (top-K by score, or hard search), the
 softmax over the K selected, the representation sum with positions, the over-arch input and its MLP. Parameters
-are redrawn N(0, 1) so that scores are far apart and the selection is unambiguous.
+are redrawn N(0, 1) so that scores are far apart and the selection is unambiguous. With side fields
+(``model.time_gap``, ``model.side_fields [btype]``) every behavior also carries a gap bucket and a behavior type:
+their attention vectors add one dot-product term each (scaled like the position term) and their representation
+vectors extend the behavior's vector; the target reads row 0 of each side table.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dare_rec.data.batch import SPARSE_KEYS
+from dare_rec.data.batch import SIDE_KEYS, SPARSE_KEYS, side_keys
 from dare_rec.modules.model import build_model
 from dare_rec.modules.variants import VARIANTS
 from tests.conftest import tiny_config
@@ -25,24 +28,31 @@ D_ATT, D_REP, D_POS, D_POS_ATT, K = 2, 3, 2, 3, 2
 HISTORY_ITEMS = [[3, 5, 7, 2], [4]]
 HISTORY_CATES = [[1, 2, 1, 3], [2]]
 TARGET_ITEMS, TARGET_CATES = [5, 6], [1, 2]
+# side fields of the same behaviors: time-gap buckets (1..GAP_BUCKETS) and behavior types (1..NUM_BTYPES)
+HISTORY_SIDE = {"gap": [[6, 4, 4, 1], [3]], "btype": [[1, 3, 2, 4], [2]]}
+GAP_BUCKETS, NUM_BTYPES = 7, 4
+SIDE_ARGS = ("--model.time_gap", "true", "--model.side_fields", "[btype]", "--model.gap_buckets", str(GAP_BUCKETS))
 
 
-def features() -> KeyedJaggedTensor:
+def features(side_fields=()) -> KeyedJaggedTensor:
+    keys = list(SPARSE_KEYS) + list(side_keys(side_fields))
     values = {"hist_item": sum(HISTORY_ITEMS, []), "hist_cate": sum(HISTORY_CATES, []),
               "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES}
-    lengths = {"hist_item": [len(h) for h in HISTORY_ITEMS], "hist_cate": [len(h) for h in HISTORY_CATES],
-               "target_item": [1, 1], "target_cate": [1, 1]}
-    return KeyedJaggedTensor(keys=list(SPARSE_KEYS), values=torch.tensor(sum((values[k] for k in SPARSE_KEYS), [])),
-                             lengths=torch.tensor(sum((lengths[k] for k in SPARSE_KEYS), []), dtype=torch.int32))
+    values.update({SIDE_KEYS[f]: sum(HISTORY_SIDE[f], []) for f in side_fields})
+    lengths = {k: [len(h) for h in HISTORY_ITEMS] for k in keys}
+    lengths.update(target_item=[1, 1], target_cate=[1, 1])
+    return KeyedJaggedTensor(keys=keys, values=torch.tensor(sum((values[k] for k in keys), [])),
+                             lengths=torch.tensor(sum((lengths[k] for k in keys), []), dtype=torch.int32))
 
 
-def build(variant: str, lookup: str):
+def build(variant: str, lookup: str, *extra: str):
     cfg = tiny_config("--model.variant", variant, "--model.d_att", str(D_ATT), "--model.d_rep", str(D_REP),
                       "--model.d_pos", str(D_POS), "--model.d_pos_att", str(D_POS_ATT), "--model.top_k", str(K),
                       "--model.mlp_hidden", "[4]", "--model.batch_norm", "false", "--model.aux_loss", "false",
-                      "--sharding.lookup", lookup)
+                      "--sharding.lookup", lookup, *extra)
     torch.manual_seed(0)
-    model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu")).model
+    model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu"),
+                        num_behavior_types=NUM_BTYPES if "btype" in cfg.model.side_fields else None).model
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
@@ -53,7 +63,7 @@ class ByHand:
     """The forward of one variant, written from the model's parameters."""
 
     def __init__(self, model, cfg) -> None:
-        self.model, self.spec = model, cfg.spec()
+        self.model, self.spec, self.side_fields = model, cfg.spec(), cfg.dense_side_fields
         arch = model.sparse_arch
         self.tables = {}
         for collection in arch.collections.values():
@@ -61,6 +71,8 @@ class ByHand:
             self.tables.update({name: module.weight.detach() for name, module in bags.items()})
         self.positions = {name: t.weight.detach() for name, t in arch.positions.items()} if arch.positions else {}
         self.projections = arch.projections
+        self.side_tables = {field: {name: t.weight.detach() for name, t in by_group.items()}
+                            for field, by_group in arch.side_tables.items()} if arch.side_tables else {}
 
     def group(self, role: str, side: str) -> str:
         layout = self.spec.layout
@@ -70,7 +82,8 @@ class ByHand:
         if self.projections is None:
             return vector
         maps = self.projections[f"{role}_{side}"]
-        linear = maps.position if part == "position" else maps.fields[part]
+        linear = maps.position if part == "position" else maps.side[part] if part in self.side_tables \
+            else maps.fields[part]
         return linear.weight.detach() @ vector
 
     def vector(self, role: str, side: str, item: int, cate: int) -> torch.Tensor:
@@ -81,8 +94,15 @@ class ByHand:
     def position(self, role: str, side: str, p: int) -> torch.Tensor:
         return self.project(role, side, "position", self.positions[self.group(role, side)][p])
 
-    def score(self, key: torch.Tensor, query: torch.Tensor, p: int) -> float:
-        if self.spec.score == "din_mlp":
+    def side(self, role: str, side: str, sides: dict) -> list:
+        """The side fields' vectors (field order: gap, btype) of ids ``sides``; the target reads row 0."""
+        return [self.project(role, side, f, self.side_tables[f][self.group(role, side)][sides.get(f, 0)])
+                for f in self.side_fields]
+
+    def score(self, key: torch.Tensor, query: torch.Tensor, p: int, sides: dict) -> float:
+        side_keys, side_queries = self.side("att", "hist", sides), self.side("att", "target", {})
+        if self.spec.score == "din_mlp":  # one MLP over the whole vectors: positions (unused by din) and sides
+            key, query = torch.cat([key, *side_keys]), torch.cat([query, *side_queries])
             din = self.model.gsu.din.mlp
             first, prelu, second = din[0], din[1], din[2]
             x = torch.cat([query, key, query - key, query * key])
@@ -90,16 +110,19 @@ class ByHand:
             hidden = torch.where(hidden > 0, hidden, prelu.weight.detach() * hidden)
             return float((second.weight.detach() @ hidden + second.bias.detach())[0] / key.numel())
         semantic = float(key @ query) / math.sqrt(key.numel())
+        side_terms = sum(float(x_i @ x_0) / math.sqrt(x_i.numel()) for x_i, x_0 in zip(side_keys, side_queries))
         if not self.spec.positions:
-            return semantic
+            return semantic + side_terms
         p_i, p_0 = self.position("att", "hist", p), self.position("att", "target", 0)
-        return semantic + float(p_i @ p_0) / math.sqrt(p_i.numel())
+        return semantic + float(p_i @ p_0) / math.sqrt(p_i.numel()) + side_terms
 
     def logit(self, b: int) -> float:
         items, cates = HISTORY_ITEMS[b], HISTORY_CATES[b]
         n = len(items)
+        sides = [{f: HISTORY_SIDE[f][b][j] for f in self.side_fields} for j in range(n)]
         query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b])
-        scores = [self.score(self.vector("att", "hist", items[j], cates[j]), query, n - j) for j in range(n)]
+        scores = [self.score(self.vector("att", "hist", items[j], cates[j]), query, n - j, sides[j])
+                  for j in range(n)]
         if self.spec.search == "hard":  # the target's category first, the most recent first within each group
             order = sorted(range(n), key=lambda j: (cates[j] != TARGET_CATES[b], -j))
         else:
@@ -109,10 +132,12 @@ class ByHand:
         rep = [self.vector("rep", "hist", items[j], cates[j]) for j in chosen]
         if self.spec.positions:
             rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
+        rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
         h = sum(w * r for w, r in zip(weights, rep))
         target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b])
         if self.spec.positions:
             target = torch.cat([target, self.position("rep", "target", 0)])
+        target = torch.cat([target, *self.side("rep", "target", {})])
         x = torch.cat([target, h, target * h] if self.spec.target_aware else [target, h])
         over = self.model.over_arch
         linear, prelu = over.mlp[0], over.mlp[1]
@@ -129,3 +154,49 @@ def test_variant_logits_match_the_math_written_out(variant, lookup):
         logits = model(features()).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_side_field_logits_match_the_math_written_out(variant, lookup):
+    """Time gap and behavior type on, every variant (DIN: its MLP reads the side vectors too)."""
+    model, cfg = build(variant, lookup, *SIDE_ARGS)
+    with torch.no_grad():
+        logits = model(features(cfg.dense_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+# Without side fields: the logits (and parameter counts) of this file's tiny model as the code before side fields
+# computed them (commit a753744), per variant and lookup.
+BEFORE_SIDE_FIELDS = {
+    ('dare', 'sequence'): (3.771103858947754, -1.1479936838150024, 11),
+    ('dare', 'singleton_bags'): (3.771103858947754, -1.1479936838150024, 11),
+    ('din', 'sequence'): (5.850171089172363, 4.536208629608154, 12),
+    ('din', 'singleton_bags'): (5.850171089172363, 4.536208629608154, 12),
+    ('twin', 'sequence'): (-9.469481468200684, 5.463949203491211, 8),
+    ('twin', 'singleton_bags'): (-9.469481468200684, 5.463949203491211, 8),
+    ('twin_4e', 'sequence'): (7.371822357177734, 12.021065711975098, 17),
+    ('twin_4e', 'singleton_bags'): (7.371822357177734, 12.021065711975098, 17),
+    ('twin_hard', 'sequence'): (-1.5494623184204102, 5.463949203491211, 8),
+    ('twin_hard', 'singleton_bags'): (-1.5494623184204102, 5.463949203491211, 8),
+    ('twin_no_tr', 'sequence'): (-9.354949951171875, -3.418205976486206, 8),
+    ('twin_no_tr', 'singleton_bags'): (-9.354949951171875, -3.418205976486206, 8),
+    ('twin_proj', 'sequence'): (9.968735694885254, 8.07308292388916, 20),
+    ('twin_proj', 'singleton_bags'): (9.968735694885254, 8.07308292388916, 20),
+}
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_side_fields_is_the_model_before_them(variant, lookup):
+    """side_fields [] and time_gap false: the same parameters (no side table, no side projection) drawn in the
+    same order, and the same logits as before side fields existed."""
+    model, _ = build(variant, lookup, "--model.side_fields", "[]", "--model.time_gap", "false")
+    names = [name for name, _ in model.named_parameters()]
+    assert not any("side" in name for name in names)
+    with torch.no_grad():
+        logits = model(features()).logits
+    *expected, count = BEFORE_SIDE_FIELDS[(variant, lookup)]
+    assert len(names) == count
+    torch.testing.assert_close(logits, torch.tensor(expected), rtol=1e-6, atol=1e-6)

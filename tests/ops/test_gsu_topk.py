@@ -118,3 +118,24 @@ def test_rejects_inconsistent_shapes():
         gsu_topk(keys, offsets, query[:, :3], bias, k=2, max_len=6, scale=1.0)
     with pytest.raises(AssertionError, match="B \\* max_len"):
         gsu_topk(keys, offsets, query, bias[:4], k=2, max_len=3, scale=1.0)
+
+
+@pytest.mark.parametrize("lengths", [[5, 0, 2, 6], [6, 6, 6]])  # ragged (with an empty row), every row full
+def test_key_bias_adds_a_score_per_behavior(lengths):
+    """``key_bias [L]`` (the side fields' term) is added to each behavior's score, moves the selection, and
+    its gradient is the score's, in both layouts of the reference."""
+    keys, offsets, query, bias = make_inputs(lengths, 4, max_len=6, seed=3)
+    key_bias = torch.zeros(keys.size(0))
+    key_bias[offsets[:-1][torch.tensor(lengths) > 0]] = 100.0  # the oldest behavior of every non-empty row wins
+    key_bias.requires_grad_()
+    out = gsu_topk(keys, offsets, query, bias, k=2, max_len=6, scale=0.5, key_bias=key_bias)
+    plain = gsu_topk(keys, offsets, query, bias, k=2, max_len=6, scale=0.5)
+    for b, length in enumerate(lengths):
+        if length:
+            assert out.top_indices[b, 0] == 0
+            torch.testing.assert_close(out.scores[b, :length], plain.scores[b, :length] + key_bias[
+                int(offsets[b]):int(offsets[b + 1])].detach())
+    upstream = torch.randn(out.scores.shape, generator=torch.Generator().manual_seed(1))
+    out.scores.backward(upstream)
+    valid = torch.arange(6).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    torch.testing.assert_close(key_bias.grad, upstream[valid])

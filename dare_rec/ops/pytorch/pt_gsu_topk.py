@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
@@ -60,6 +62,7 @@ def pt_gsu_topk(
     max_len: int,
     scale: float,
     mask_value: float,
+    key_bias: Optional[torch.Tensor] = None,
 ):
     """See :func:`dare_rec.ops.gsu.gsu_topk` for the contract.
 
@@ -76,13 +79,19 @@ def pt_gsu_topk(
     with autocast_off(keys.device):
         if full is not None:
             dots = _RowDots.apply(full.to(dtype), query.to(dtype))
+            padded_key_bias = None if key_bias is None else key_bias.reshape(num_rows, max_len)
         else:
             rows, jagged_slots, _ = pt_jagged_layout(offsets, keys.size(0))
             jagged_dots = _JaggedRowDots.apply(keys.to(dtype), offsets, query.to(dtype), rows, max_len)
             dots = jagged_dots.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), jagged_dots)
+            padded_key_bias = None if key_bias is None else \
+                key_bias.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), key_bias)
     valid = slots < lengths.unsqueeze(1)
     positions = (lengths.unsqueeze(1) - slots).clamp(min=0)
-    scores = (dots * scale + position_bias[positions]).masked_fill(~valid, mask_value)
+    scores = dots * scale + position_bias[positions]
+    if padded_key_bias is not None:
+        scores = scores + padded_key_bias
+    scores = scores.masked_fill(~valid, mask_value)
     top_indices = scores.topk(min(k, max_len), dim=1).indices
     top_mask = top_indices < lengths.unsqueeze(1)
     return scores, top_indices, top_mask

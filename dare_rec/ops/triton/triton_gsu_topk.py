@@ -1,6 +1,7 @@
-"""Triton GSU: one fused pass per history row scores every behavior, adds the position bias, writes the
-``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton kernel per row as well. The same
-running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP, hard search).
+"""Triton GSU: one fused pass per history row scores every behavior, adds the position bias (and the optional
+per-behavior key bias), writes the ``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton
+kernel per row as well. The same running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP,
+hard search).
 
 Layout and contract: :func:`dare_rec.ops.gsu.gsu_topk` and ``ops/pytorch/pt_jagged.py``. One program handles
 one row: it walks the row in chunks of ``BLOCK_N`` slots, so registers stay bounded for any N.
@@ -15,7 +16,7 @@ in the interpreter). The final K keys are emitted in descending order.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -70,9 +71,9 @@ def _store_top_slots(best, lanes, k, top_ptr):
 
 @triton.jit
 def _gsu_forward_kernel(
-    keys_ptr, offsets_ptr, query_ptr, bias_ptr, scores_ptr, top_ptr,
+    keys_ptr, offsets_ptr, query_ptr, bias_ptr, key_bias_ptr, scores_ptr, top_ptr,
     dim, max_len, k, scale, mask_value,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_KEY_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0)
     start = tl.load(offsets_ptr + row)
@@ -87,6 +88,8 @@ def _gsu_forward_kernel(
         keys = tl.load(keys_ptr + (start + slots)[:, None] * dim + cols[None, :],
                        mask=valid[:, None] & (cols[None, :] < dim), other=0.0).to(tl.float32)
         bias = tl.load(bias_ptr + (length - slots), mask=valid, other=0.0).to(tl.float32)
+        if HAS_KEY_BIAS:
+            bias += tl.load(key_bias_ptr + start + slots, mask=valid, other=0.0).to(tl.float32)
         scores = tl.where(valid, tl.sum(keys * query[None, :], axis=1) * scale + bias, mask_value)
         stored = scores.to(scores_ptr.dtype.element_ty)
         tl.store(scores_ptr + row * max_len + slots, stored, mask=slots < max_len)
@@ -130,8 +133,8 @@ def _jagged_topk_backward_kernel(grad_scores_ptr, offsets_ptr, grad_jagged_ptr, 
 @triton.jit
 def _gsu_backward_kernel(
     grad_scores_ptr, keys_ptr, offsets_ptr, query_ptr, grad_keys_ptr, grad_query_ptr, grad_bias_ptr,
-    dim, max_len, scale,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    grad_key_bias_ptr, dim, max_len, scale,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KEY_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0)
     start = tl.load(offsets_ptr + row)
@@ -152,31 +155,38 @@ def _gsu_backward_kernel(
         tl.store(grad_keys_ptr + key_offsets, grad_keys.to(grad_keys_ptr.dtype.element_ty), mask=tile)
         # positions length - slot of different rows coincide: accumulate atomically
         tl.atomic_add(grad_bias_ptr + (length - slots), grad, mask=valid)
+        if HAS_KEY_BIAS:  # one score per behavior: its gradient is the score's
+            tl.store(grad_key_bias_ptr + start + slots, grad.to(grad_key_bias_ptr.dtype.element_ty), mask=valid)
     tl.store(grad_query_ptr + row * dim + cols, (grad_query * scale).to(grad_query_ptr.dtype.element_ty),
              mask=col_ok)
 
 
 class _TritonGsu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, keys, offsets, query, position_bias, k, max_len, scale, mask_value):
+    def forward(ctx, keys, offsets, query, position_bias, k, max_len, scale, mask_value, key_bias):
         keys, offsets, query, position_bias = contiguous(keys, offsets, query, position_bias)
         num_rows, dim = query.shape
         k = min(k, max_len)
         dtype = torch.promote_types(torch.promote_types(keys.dtype, query.dtype), position_bias.dtype)
+        if key_bias is not None:
+            key_bias = key_bias.contiguous()
+            dtype = torch.promote_types(dtype, key_bias.dtype)
         scores = torch.empty(num_rows, max_len, dtype=dtype, device=keys.device)
         top_indices = torch.empty(num_rows, k, dtype=torch.int64, device=keys.device)
         if num_rows > 0:
             block_d = block_size(dim)
             block_k = block_size(k)
             _gsu_forward_kernel[(num_rows,)](
-                keys, offsets, query, position_bias, scores, top_indices,
-                dim, max_len, k, scale, mask_value,
+                keys, offsets, query, position_bias, position_bias if key_bias is None else key_bias, scores,
+                top_indices, dim, max_len, k, scale, mask_value,
                 BLOCK_D=block_d, BLOCK_N=num_slots_block(block_d, max_len), BLOCK_K=block_k,
+                HAS_KEY_BIAS=key_bias is not None,
             )
         lengths = offsets[1:] - offsets[:-1]
         top_mask = top_indices < lengths.unsqueeze(1)
         ctx.save_for_backward(keys, offsets, query)
         ctx.bias_shape_dtype = (position_bias.shape, position_bias.dtype)
+        ctx.key_bias_dtype = None if key_bias is None else key_bias.dtype
         ctx.max_len, ctx.scale = max_len, scale
         ctx.mark_non_differentiable(top_indices, top_mask)
         return scores, top_indices, top_mask
@@ -189,14 +199,17 @@ class _TritonGsu(torch.autograd.Function):
         grad_keys = torch.empty_like(keys)
         grad_query = torch.empty_like(query)
         grad_bias = torch.zeros(bias_shape, dtype=torch.float32, device=keys.device)
+        has_key_bias = ctx.key_bias_dtype is not None
+        grad_key_bias = torch.empty(keys.size(0), dtype=ctx.key_bias_dtype, device=keys.device) \
+            if has_key_bias else None
         if num_rows > 0:
             block_d = block_size(dim)
             _gsu_backward_kernel[(num_rows,)](
                 grad_scores.contiguous(), keys, offsets, query, grad_keys, grad_query, grad_bias,
-                dim, ctx.max_len, ctx.scale,
-                BLOCK_D=block_d, BLOCK_N=num_slots_block(block_d, ctx.max_len),
+                grad_key_bias if has_key_bias else grad_bias, dim, ctx.max_len, ctx.scale,
+                BLOCK_D=block_d, BLOCK_N=num_slots_block(block_d, ctx.max_len), HAS_KEY_BIAS=has_key_bias,
             )
-        return grad_keys, None, grad_query, grad_bias.to(bias_dtype), None, None, None, None
+        return grad_keys, None, grad_query, grad_bias.to(bias_dtype), None, None, None, None, grad_key_bias
 
 
 def triton_gsu_topk(
@@ -208,10 +221,11 @@ def triton_gsu_topk(
     max_len: int,
     scale: float,
     mask_value: float,
+    key_bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton version of :func:`dare_rec.ops.pytorch.pt_gsu_topk.pt_gsu_topk` (same contract and outputs;
     top indices come sorted by descending score, ties broken towards the older slot)."""
-    return _TritonGsu.apply(keys, offsets, query, position_bias, k, max_len, scale, mask_value)
+    return _TritonGsu.apply(keys, offsets, query, position_bias, k, max_len, scale, mask_value, key_bias)
 
 
 class _TritonJaggedTopk(torch.autograd.Function):

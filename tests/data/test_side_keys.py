@@ -1,0 +1,54 @@
+"""The reader's side keys (model.side_fields, model.time_gap): added only when asked, aligned with hist_item,
+truncated to the most recent max_len like the history, per-key sizes passed; a field the dataset lacks is
+refused naming it and the dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dare_rec.data import schema
+from dare_rec.data.batch import SPARSE_KEYS, padding_batch
+from dare_rec.data.parquet import ParquetBatchReader, check_side_fields
+from dare_rec.data.side import time_gap_buckets
+
+MAX_LEN = 5
+
+
+def test_side_keys_follow_the_history(tiny_side_data):
+    reader = ParquetBatchReader(tiny_side_data, "val", 1_000, max_len=MAX_LEN, side_fields=("gap", "btype"),
+                                gap_buckets=9)
+    batch = next(iter(reader))
+    kjt = batch.sparse_features
+    assert kjt.keys() == list(SPARSE_KEYS) + ["hist_gap", "hist_btype"]
+    assert kjt._length_per_key is not None and kjt._offset_per_key is not None  # nothing reads lengths on the host
+    table = pq.read_table(schema.split_files(tiny_side_data, "val")[0])
+    hist_len = kjt["hist_item"].lengths()
+    assert hist_len.max() == MAX_LEN  # the tiny histories are longer: truncated
+    for key in ("hist_gap", "hist_btype"):
+        assert kjt[key].lengths().tolist() == hist_len.tolist()
+    gaps, btypes = kjt["hist_gap"].to_dense(), kjt["hist_btype"].to_dense()
+    for row, sample in enumerate(batch.sample_ids.tolist()[:50]):
+        ts = np.array(table["hist_ts"][sample].as_py()[-MAX_LEN:] if hist_len[row] else [], dtype=np.int64)
+        expected_gaps = time_gap_buckets(ts, np.full(len(ts), table["target_ts"][sample].as_py()), 9)
+        assert gaps[row].tolist() == expected_gaps.tolist()
+        assert btypes[row].tolist() == (table["hist_btype"][sample].as_py()[-MAX_LEN:] if hist_len[row] else [])
+    assert padding_batch(reader.side_keys).sparse_features.keys() == kjt.keys()
+
+
+def test_without_side_fields_the_keys_are_the_history_and_the_target(tiny_side_data):
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "val", 64, max_len=MAX_LEN)))
+    assert batch.sparse_features.keys() == list(SPARSE_KEYS)
+
+
+def test_a_side_field_the_dataset_lacks_is_refused(tiny_data):
+    meta = schema.DatasetMeta.read(tiny_data)
+    with pytest.raises(schema.DataError, match=r"model.side_fields btype needs column\(s\) \['hist_btype'\]") as e:
+        ParquetBatchReader(tiny_data, "val", 64, max_len=MAX_LEN, side_fields=("btype",))
+    assert str(tiny_data) in str(e.value)
+    without_ts = dataclasses.replace(meta, columns=[c for c in meta.columns if c != schema.HIST_TS])
+    with pytest.raises(schema.DataError, match=r"model.time_gap needs column\(s\) \['hist_ts'\]"):
+        check_side_fields(without_ts, tiny_data, ("gap",))
