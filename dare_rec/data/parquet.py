@@ -16,8 +16,8 @@ skipped row groups: a resumed run sees exactly the batches an uninterrupted one 
 
 Every row group is checked against the contract when read (nulls, ids outside the vocabulary or 0 in a
 history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages;
-and, in a dataset with side information, behavior types and seller/brand ids outside their vocabularies, side
-lists not as long as the history, and negative time gaps);
+and, for the side fields the model reads, behavior types outside meta.json's list, side lists not as long as
+the history, and negative time gaps);
 the error names the file, row group, row and column. :meth:`ParquetBatchReader.check_rows` runs the same
 checks over a whole shard up front (the training job does so for the val and test splits). Conversion is vectorised: Arrow list offsets become KJT
 lengths directly, histories longer than ``max_len`` keep their most recent ``max_len`` behaviors. A
@@ -156,11 +156,14 @@ class ParquetBatchReader:
         self._columns = [schema.USER_ID, schema.TARGET_ITEM, schema.TARGET_CATE, schema.LABEL, schema.HIST_ITEM, schema.HIST_CATE]
         if self.with_click_prob:
             self._columns.append(schema.CLICK_PROB)
-        self._side_vocabulary = side_vocabulary(self.meta, self.root / "meta.json")
+        # Side columns are read, and checked, only when the model reads them: a dataset prepared from a real log
+        # always carries hist_btype (and hist_ts), and decoding columns nobody uses would cost every row group
+        # (hist_ts alone triples a synthetic row group's decode time). meta.json's vocabularies are checked always.
+        vocabulary = side_vocabulary(self.meta, self.root / "meta.json")
+        self._side_vocabulary = {schema.HIST_BTYPE: vocabulary[schema.HIST_BTYPE]} if "btype" in self.side_fields \
+            else {}
         self._columns += list(self._side_vocabulary)
-        # The time gap (target_ts - hist_ts) is side information too: checked where the other side fields are.
-        self._time_gaps = "gap" in self.side_fields or (schema.HIST_BTYPE in self.meta.columns and schema.HIST_TS
-                                                         in self.meta.columns and schema.TARGET_TS in self.meta.columns)
+        self._time_gaps = "gap" in self.side_fields
         if self._time_gaps:
             self._columns += [schema.HIST_TS, schema.TARGET_TS]
         if drop_last and self.num_batches() == 0:
