@@ -405,7 +405,7 @@ class ModelConfig:
                  f"must be one of {ESU_LAYERS}, got {self.esu_layers!r}")
         # Layer 2's score is a dot product with a modulated query; DIN's MLP score has no such form to stack.
         _require(self.esu_layers == 1 or self.spec().score == "dot", f"{prefix}.esu_layers",
-                 f"{self.esu_layers} needs score dot (the variant's score is {self.spec().score})")
+                 f"{self.esu_layers} needs score dot, not {self.spec().score}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""

@@ -106,7 +106,7 @@ def test_esu_layers_are_validated():
     for overrides, message in [(("--model.esu_layers", "3"), "model.esu_layers: must be one of (1, 2), got 3"),
                                (("--model.esu_layers", "0"), "model.esu_layers: must be one of (1, 2), got 0"),
                                (("--model.esu_layers", "2", "--model.variant", "din"),
-                                "model.esu_layers: 2 needs score dot (the variant's score is din_mlp)"),
+                                "model.esu_layers: 2 needs score dot, not din_mlp"),
                                (("--model.esu_layers", "2", "--model.score", "din_mlp"),
                                 "model.esu_layers: 2 needs score dot")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
