@@ -70,6 +70,8 @@ TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 MAX_HISTORY_LIMIT = 10_000
 # Legal values of model.side_fields (docs/side-info.md proposes seller and brand as well: not built yet).
 SIDE_FIELDS = ("btype",)
+# Legal values of model.esu_layers: one TIN layer, or stacked TIN's two (docs/side-info.md §2.6).
+ESU_LAYERS = (1, 2)
 
 
 class ConfigError(ValueError):
@@ -376,6 +378,11 @@ class ModelConfig:
     time_gap: bool = False
     # Bucket ids 1..gap_buckets of the time gap (the last bucket is open-ended); 2..54.
     gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS
+    # Stacked TIN (docs/side-info.md §2.6): 2 adds a second ESU layer that re-scores the K selected behaviors
+    # against the target's attention vector times layer 1's weighted sum of their attention vectors (no new
+    # parameters); its output joins the over-arch input (and the aux head's). Needs the dot score. 1: today's
+    # model, bit for bit.
+    esu_layers: int = 1
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -394,6 +401,11 @@ class ModelConfig:
                  f"must be a list of distinct fields of {SIDE_FIELDS}, got {self.side_fields!r}")
         _require(2 <= self.gap_buckets <= MAX_TIME_GAP_BUCKETS, f"{prefix}.gap_buckets",
                  f"must be in [2, {MAX_TIME_GAP_BUCKETS}], got {self.gap_buckets}")
+        _require(self.esu_layers in ESU_LAYERS, f"{prefix}.esu_layers",
+                 f"must be one of {ESU_LAYERS}, got {self.esu_layers!r}")
+        # Layer 2's score is a dot product with a modulated query; DIN's MLP score has no such form to stack.
+        _require(self.esu_layers == 1 or self.spec().score == "dot", f"{prefix}.esu_layers",
+                 f"{self.esu_layers} needs score dot, not {self.spec().score}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""

@@ -98,3 +98,16 @@ def test_side_fields_are_validated_and_ordered():
                                (("--model.gap_buckets", "1"), "model.gap_buckets: must be in [2, 54], got 1")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(*overrides)
+
+
+def test_esu_layers_are_validated():
+    assert tiny_config().model.esu_layers == 1
+    assert tiny_config("--model.esu_layers", "2", "--model.variant", "twin_hard").model.esu_layers == 2
+    for overrides, message in [(("--model.esu_layers", "3"), "model.esu_layers: must be one of (1, 2), got 3"),
+                               (("--model.esu_layers", "0"), "model.esu_layers: must be one of (1, 2), got 0"),
+                               (("--model.esu_layers", "2", "--model.variant", "din"),
+                                "model.esu_layers: 2 needs score dot, not din_mlp"),
+                               (("--model.esu_layers", "2", "--model.score", "din_mlp"),
+                                "model.esu_layers: 2 needs score dot")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            tiny_config(*overrides)

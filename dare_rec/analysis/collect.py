@@ -83,10 +83,11 @@ def search_rankings(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
 
 
 def representations(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> Dict[str, np.ndarray]:
-    """Per sample: ``esu`` = h, the ESU output ``[B, 2 * d_rep (+ d_pos)]``, and ``target_aware`` = v_t * h,
-    TIN's target-aware product (computed for every variant, whether its over-arch reads it or not)."""
+    """Per sample: ``esu`` = h, the ESU output ``[B, esu_layers * (2 * d_rep (+ d_pos))]`` (one block per layer),
+    and ``target_aware`` = v_t * h (v_t times each block), TIN's target-aware product (computed for every variant,
+    whether its over-arch reads it or not)."""
     features = batch.sparse_features
     gsu = model.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
     h = model.esu(gsu, emb).float()
     target = target_vector(emb).float()
-    return {"esu": h.cpu().numpy(), "target_aware": (target * h).cpu().numpy()}
+    return {"esu": h.cpu().numpy(), "target_aware": (target.repeat(1, model.esu_layers) * h).cpu().numpy()}

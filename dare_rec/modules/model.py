@@ -32,7 +32,9 @@ class DareModel(nn.Module):
 
     With the target representation ``v_t^R = [item; cate; p_0^R]`` (then row 0 of each side field's table, when
     ``model.side_fields`` / ``model.time_gap`` add them) and the ESU output ``h``, the over-arch
-    input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). The aux head
+    input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
+    ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
+    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
     in training.
@@ -68,14 +70,16 @@ class DareModel(nn.Module):
         num_side = len(model.dense_side_fields)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
                                      max_len, kernel, dense_device, num_side)
-        self.esu = ExactSearchUnit(kernel)
+        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
-        self.full_sequence_attention = FullSequenceAttention(kernel) if model.aux_loss and not bounded_aux else None
+        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, 2 * model.attention_dim) \
+            if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
         rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
         self.target_aware = spec.target_aware
-        over_arch_width = (3 if spec.target_aware else 2) * rep_width
+        self.esu_layers = model.esu_layers
+        over_arch_width = (1 + (2 if spec.target_aware else 1) * model.esu_layers) * rep_width
         self.over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device)
         self.aux_over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device) \
             if model.aux_loss else None
@@ -92,8 +96,11 @@ class DareModel(nn.Module):
                     nn.init.normal_(param, mean=0.0, std=std)
 
     def interaction(self, target: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The over-arch input: ``[v_t; h; v_t * h]`` (target-aware) or ``[v_t; h]``."""
-        return torch.cat([target, h, target * h] if self.target_aware else [target, h], dim=1)
+        """The over-arch input: ``[v_t; h; v_t * h]`` (target-aware) or ``[v_t; h]``, with ``target [B, W]`` and
+        ``h [B, esu_layers * W]`` (one block per layer, each multiplied by v_t)."""
+        if not self.target_aware:
+            return torch.cat([target, h], dim=1)
+        return torch.cat([target, h, target.repeat(1, self.esu_layers) * h], dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> ModelOutput:
         """``features``: the batch KJT (see :class:`dare_rec.data.batch.Batch`).
@@ -191,8 +198,10 @@ class DareModel(nn.Module):
             selected = emb.rep_hist[top_slots]
         emb = emb._replace(offsets=torch.arange(num + 1, device=hist_item.device) * length)
         selected_side = None if emb.side_ids is None else emb.side_ids[top_slots]
+        selected_keys = emb.att_hist[top_slots] if self.esu_layers == 2 else None  # [C, K', D_att], layer 2's
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            h = self.esu(search, emb, selected, selected_scores=top_scores, selected_side_ids=selected_side)
+            h = self.esu(search, emb, selected, selected_scores=top_scores, selected_side_ids=selected_side,
+                         selected_keys=selected_keys)
             return self.over_arch(self.interaction(target_vector(emb), h))
 
 

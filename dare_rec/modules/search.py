@@ -190,70 +190,118 @@ class ExactSearchUnit(nn.Module):
     ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; p^R; x_1^R;
     ...; x_S^R]`` (positions and side fields when used).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
+    With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
+    :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
+
+    Args:
+        kernel: implementation of the custom ops.
+        layers: 1, or 2 for stacked TIN.
+        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
     """
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
         super().__init__()
         self.kernel = kernel
+        self.layers = layers
+        self.scale = 1.0 / math.sqrt(att_width)
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
                 selected_scores: Optional[torch.Tensor] = None,
-                selected_side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+                selected_side_ids: Optional[torch.Tensor] = None,
+                selected_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
                 when ``selected_scores`` is given).
             emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
-                ``selected`` is not given).
+                ``selected`` is not given; with two layers the attention vectors).
             selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
             selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
                 (candidate scoring); else gathered from ``gsu.scores``.
             selected_side_ids: ``[B, K, S]`` the side rows of the selected behaviors, when the search ran on
                 one shared history (candidate scoring); else gathered from ``emb.side_ids``.
+            selected_keys: ``[B, K, D_att]`` attention vectors of the selected behaviors (two layers only),
+                when the search ran on one shared history (candidate scoring); else gathered from
+                ``emb.att_hist``.
 
         Returns:
-            h ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]``.
+            h ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
         """
         if selected_scores is None:
             selected_scores = gsu.scores.gather(1, gsu.top_indices)
         weights = masked_softmax(selected_scores, gsu.top_mask)
         if selected is None:
             selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
-        parts = [(weights.unsqueeze(-1) * selected).sum(1)]
+        selected_pos, selected_side = None, None
         if emb.rep_positions is not None:
             lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
             selected_pos = emb.rep_positions[(lengths - gsu.top_indices).clamp(min=0)]
-            parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
         if emb.side_ids is not None:
             if selected_side_ids is None:
                 selected_side_ids = selected_rows(emb.side_ids, emb.offsets, gsu.top_indices, gsu.top_mask)
-            # [B, K, S, d_pos] rows of the K selected behaviors' side fields (masked slots weigh 0)
-            side = (weights.unsqueeze(-1).unsqueeze(-1) * emb.rep_side[selected_side_ids]).sum(1)
-            parts.append(side.flatten(1))
+            selected_side = emb.rep_side[selected_side_ids]  # [B, K, S, d_pos] (masked slots weigh 0)
+        h = self._aggregate(weights, selected, selected_pos, selected_side)
+        if self.layers == 1:
+            return h
+        if selected_keys is None:
+            selected_keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
+        second = second_layer_weights(weights, selected_keys, emb.att_target, gsu.top_mask, self.scale)
+        return torch.cat([h, self._aggregate(second, selected, selected_pos, selected_side)], dim=1)
+
+    @staticmethod
+    def _aggregate(weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
+                   selected_side: Optional[torch.Tensor]) -> torch.Tensor:
+        """``[B, W]`` the weighted sum of the K behaviors' vectors: ``weights [B, K]``, ``selected [B, K,
+        2 * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional)."""
+        parts = [(weights.unsqueeze(-1) * selected).sum(1)]
+        if selected_pos is not None:
+            parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
+        if selected_side is not None:
+            parts.append((weights.unsqueeze(-1).unsqueeze(-1) * selected_side).sum(1).flatten(1))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 class FullSequenceAttention(nn.Module):
     """The ESU aggregation with a softmax over *all* valid behaviors instead of the top K (the aux head's
-    input, as in the reference code); costs O(N * d_rep) and so only runs in training."""
+    input, as in the reference code); costs O(N * d_rep) and so only runs in training. With two layers
+    (stacked TIN) layer 2 re-weights all of them likewise (:func:`second_layer_weights`, O(N * D_att) more).
 
-    def __init__(self, kernel: Kernel) -> None:
+    Args:
+        kernel: implementation of the custom ops.
+        layers: 1, or 2 for stacked TIN.
+        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+    """
+
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
         super().__init__()
         self.kernel = kernel
+        self.layers = layers
+        self.scale = 1.0 / math.sqrt(att_width)
 
     def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """
         Args:
             scores: ``[B, N]`` GSU scores of every slot.
-            emb: role vectors (representation side).
+            emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]``.
+            ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
-        weights = masked_softmax(scores, slots < lengths)
+        valid = slots < lengths
+        weights = masked_softmax(scores, valid)
+        h = self._aggregate(weights, lengths, emb)
+        if self.layers == 1:
+            return h
+        # every slot's attention vector, [B, N, D_att]: att_hist padded, as this head's rep_hist is read whole
+        keys = jagged_gather(emb.att_hist, emb.offsets, slots.expand_as(valid).contiguous(), valid, self.kernel)
+        second = second_layer_weights(weights, keys, emb.att_target, valid, self.scale)
+        return torch.cat([h, self._aggregate(second, lengths, emb)], dim=1)
+
+    def _aggregate(self, weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
+        """``[B, W]`` the weighted sum of every behavior's vector, ``weights [B, N]``, ``lengths [B, 1]``."""
         parts = [jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)]
         if emb.rep_positions is not None:
             parts.append(self._position_sum(weights, lengths, emb))
@@ -312,6 +360,31 @@ class StratifiedBehaviorSample(nn.Module):
         long_rows = lengths > self.num
         slots = torch.where(long_rows, strata, lanes)
         return GsuOutput(scores, slots, lanes < lengths)
+
+
+def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: torch.Tensor, mask: torch.Tensor,
+                         scale: float) -> torch.Tensor:
+    """Stacked TIN's layer 2 (docs/side-info.md §2.6): the behaviors layer 1 weighted, re-scored in attention
+    space against the target modulated by what layer 1 attended to; no parameters of its own.
+
+    ``c = sum_k w_k e_k^A``, ``s_k = <e_k^A, v_t^A * c> * scale`` (= ``sum_j e_kj v_tj c_j``: a third-order
+    interaction, and through c one between pairs of behaviors), ``w^(2) = softmax(s)`` over ``mask``. The keys
+    are the ``[item; cate]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
+    weights (the selection and c) and through the representation vectors it weights.
+
+    Args:
+        weights: ``[B, X]`` layer 1's weights (0 where masked).
+        keys: ``[B, X, D_att]`` the same behaviors' attention vectors e^A (any finite value where masked).
+        queries: ``[B, D_att]`` the targets' attention vectors v_t^A.
+        mask: ``[B, X]`` bool, the behaviors that exist.
+        scale: ``1 / sqrt(D_att)``, layer 1's semantic scale.
+
+    Returns:
+        ``[B, X]`` layer 2's weights (all zero in a row with nothing valid).
+    """
+    context = (weights.unsqueeze(-1) * keys).sum(1)  # c^(1), [B, D_att]
+    scores = torch.bmm(keys, (queries * context).unsqueeze(-1)).squeeze(-1) * scale
+    return masked_softmax(scores, mask)
 
 
 def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:

@@ -83,3 +83,21 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
                                                       hist_side=side), expected)
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
         model.score_candidates(hist_item, hist_cate, cand_item, cand_cate)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_no_tr", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, lookup, length, chunk):
+    """Stacked TIN: layer 2 reads the attention vectors of the K behaviors each candidate selected from the one
+    history's keys (looked up once)."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.esu_layers", "2")
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    cand_cate[:10] = hist_cate[0] if length else 1
+    expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk),
+                               expected)

@@ -101,3 +101,26 @@ def test_side_fields_never_wait_for_the_host(tiny_side_data, guard, variant, aux
         with torch.no_grad():
             train(batch)
     assert not guard.seen, sorted(set(guard.seen))
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "false", "bounded"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_hard"])
+def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, aux, lookup):
+    """Two ESU layers (model.esu_layers 2) with the side fields on: layer 2 gathers the selected (or every, in
+    the full aux head) attention vectors by slot, as layer 1 gathers the representations."""
+    aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
+        ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup, "--model.esu_layers", "2",
+                      "--model.side_fields", "[btype]", "--model.time_gap", "true")
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields)))
+    with guard:
+        loss, _ = train(batch)
+        loss.backward()
+        train.eval()
+        with torch.no_grad():
+            train(batch)
+    assert not guard.seen, sorted(set(guard.seen))

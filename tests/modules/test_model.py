@@ -281,12 +281,14 @@ def test_stratified_sample_keeps_short_histories_whole_and_takes_one_slot_per_st
     assert not torch.equal(out.top_indices[3], out.top_indices[4])
 
 
-def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data):
+@pytest.mark.parametrize("layers", ["1", "2"])
+def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data, layers):
     """With M at least every history's length, the sampled head reads every behavior: the full head's aux
-    logits and gradients, from lookups of the K selected plus the M sampled rows only."""
+    logits and gradients, from lookups of the K selected plus the M sampled rows only (with two ESU layers
+    (stacked TIN), layer 2 over the sampled behaviors is layer 2 over all of them)."""
     batch = first_batch(tiny_data)
-    full, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "null")
-    bounded, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "40")
+    full, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "null", "--model.esu_layers", layers)
+    bounded, _ = model_for("--data.max_len", "48", "--model.aux_behaviors", "40", "--model.esu_layers", layers)
     bounded.load_state_dict(full.state_dict())
     assert full.model.aux_sample is None and bounded.model.full_sequence_attention is None
     seen = {}

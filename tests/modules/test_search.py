@@ -8,7 +8,8 @@ import torch
 
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.over_arch import OverArch
-from dare_rec.modules.search import ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, masked_softmax
+from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, masked_softmax,
+                                     second_layer_weights)
 from dare_rec.modules.variants import VARIANTS
 from dare_rec.ops import GsuOutput, Kernel
 
@@ -98,6 +99,35 @@ def test_empty_history_gives_zero_aggregation():
     emb = embeddings([0, 0], rep_hist=torch.zeros(0, 1), positions=[[0.0], [1.0], [2.0]])
     h = ExactSearchUnit(Kernel.PYTORCH)(gsu, emb)
     assert torch.equal(h, torch.zeros(1, 2))
+
+
+def test_stacked_tin_second_layer_by_hand():
+    """docs/side-info.md §4 item 8: K = 2, D_att = 2, e^A = [1, 0] and [0, 1], v_t^A = [2, 0]; a third, masked
+    slot with a large key changes nothing."""
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
+    query = torch.tensor([[2.0, 0.0]])
+    mask = torch.tensor([[True, True, False]])
+    first = masked_softmax(torch.tensor([[2.0 / math.sqrt(2), 0.0, 0.0]]), mask)
+    torch.testing.assert_close(first, torch.tensor([[0.8044, 0.1956, 0.0]]), atol=1e-4, rtol=0)
+    second = second_layer_weights(first, keys, query, mask, 1 / math.sqrt(2))
+    # c = [0.8044, 0.1956], q = v_t * c = [1.6089, 0], s = [1.6089 / sqrt(2), 0] = [1.1376, 0]
+    torch.testing.assert_close(second, torch.tensor([[0.7572, 0.2428, 0.0]]), atol=1e-4, rtol=0)
+    nothing = torch.zeros(1, 3, dtype=torch.bool)
+    assert torch.equal(second_layer_weights(torch.zeros(1, 3), keys, query, nothing, 1.0), torch.zeros(1, 3))
+
+
+def test_two_layer_full_sequence_attention_is_the_two_layer_esu_over_every_behavior():
+    """The aux head's stacked layers: with every behavior selected, the ESU's two weighted sums."""
+    g = torch.Generator().manual_seed(0)
+    att_hist, rep_hist = torch.randn(4, 2, generator=g), torch.randn(4, 3, generator=g)
+    emb = embeddings([0, 3, 4], att_hist, torch.randn(2, 2, generator=g), rep_hist,
+                     positions=[[0.0], [10.0], [20.0], [30.0]])
+    scores = torch.randn(2, 3, generator=g)
+    every = GsuOutput(scores, torch.tensor([[2, 0, 1], [0, 1, 2]]), torch.tensor([[True] * 3, [True, False, False]]))
+    h = FullSequenceAttention(Kernel.PYTORCH, layers=2, att_width=2)(scores, emb)
+    torch.testing.assert_close(h, ExactSearchUnit(Kernel.PYTORCH, layers=2, att_width=2)(every, emb))
+    torch.testing.assert_close(h[:, :4], FullSequenceAttention(Kernel.PYTORCH)(scores, emb))  # layer 1 first
+    assert not torch.allclose(h[0, :4], h[0, 4:])
 
 
 def test_over_arch_by_hand():
