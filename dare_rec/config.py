@@ -70,6 +70,10 @@ TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 MAX_HISTORY_LIMIT = 10_000
 # Legal values of model.side_fields (docs/side-info.md proposes seller and brand as well: not built yet).
 SIDE_FIELDS = ("btype",)
+# Legal levels of model.hard_levels (docs/side-info.md §2.3): each compares one id of a behavior with the target's.
+HARD_LEVELS = ("cate", "brand", "seller")
+# Legal values of model.hard_fill: how hard search fills the slots left when fewer than K behaviors match.
+HARD_FILLS = ("recent", "soft")
 
 
 class ConfigError(ValueError):
@@ -376,6 +380,14 @@ class ModelConfig:
     time_gap: bool = False
     # Bucket ids 1..gap_buckets of the time gap (the last bucket is open-ended); 2..54.
     gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS
+    # Hard search's hierarchy (search hard, docs/side-info.md §2.3): an ordered list of distinct HARD_LEVELS.
+    # Behaviors rank lexicographically by which levels match the target's ids (the first level decides first),
+    # the most recent first within a rank; brand and seller read the dataset's hist_/target_brand and _seller
+    # (id 1, unknown, never matches). [cate]: today's hard search, bit for bit. Soft search: [cate] only.
+    hard_levels: List[str] = field(default_factory=lambda: ["cate"])
+    # Hard search's fill when fewer than K behaviors match any level: recent, the most recent others (today's);
+    # soft, the others of highest score (the soft top-K's order). Soft search: recent only.
+    hard_fill: str = "recent"
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -394,6 +406,18 @@ class ModelConfig:
                  f"must be a list of distinct fields of {SIDE_FIELDS}, got {self.side_fields!r}")
         _require(2 <= self.gap_buckets <= MAX_TIME_GAP_BUCKETS, f"{prefix}.gap_buckets",
                  f"must be in [2, {MAX_TIME_GAP_BUCKETS}], got {self.gap_buckets}")
+        _require(isinstance(self.hard_levels, list) and len(self.hard_levels) > 0
+                 and all(level in HARD_LEVELS for level in self.hard_levels)
+                 and len(set(self.hard_levels)) == len(self.hard_levels), f"{prefix}.hard_levels",
+                 f"must be a non-empty list of distinct levels of {HARD_LEVELS}, got {self.hard_levels!r}")
+        _one_of(self.hard_fill, f"{prefix}.hard_fill", HARD_FILLS, "fill")
+        if self.spec().search == "soft":  # both fields shape hard search only: a value for soft search is a mistake
+            _require(self.hard_levels == ["cate"], f"{prefix}.hard_levels",
+                     f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
+                     f"default [cate], got {self.hard_levels!r}")
+            _require(self.hard_fill == "recent", f"{prefix}.hard_fill",
+                     f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
+                     f"default recent, got {self.hard_fill!r}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -416,6 +440,12 @@ class ModelConfig:
         """The side fields in use, in the order their blocks follow the position block of a behavior vector:
         ``gap`` (when ``time_gap``), then ``btype``."""
         return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
+
+    @property
+    def hard_side_fields(self) -> Tuple[str, ...]:
+        """The hard levels read from side columns (``brand``, ``seller``), in ``hard_levels`` order: the reader
+        adds their history and target keys (``dare_rec.data.batch.HARD_KEYS``)."""
+        return tuple(level for level in self.hard_levels if level != "cate")
 
     @property
     def attention_position_dim(self) -> int:
