@@ -72,6 +72,10 @@ MAX_HISTORY_LIMIT = 10_000
 SIDE_FIELDS = ("btype",)
 # Legal values of model.esu_layers: one TIN layer, or stacked TIN's two (docs/side-info.md §2.6).
 ESU_LAYERS = (1, 2)
+# Legal levels of model.hard_levels (docs/side-info.md §2.3): each compares one id of a behavior with the target's.
+HARD_LEVELS = ("cate", "brand", "seller")
+# Legal values of model.hard_fill: how hard search fills the slots left when fewer than K behaviors match.
+HARD_FILLS = ("recent", "soft")
 
 
 class ConfigError(ValueError):
@@ -383,6 +387,14 @@ class ModelConfig:
     # parameters); its output joins the over-arch input (and the aux head's). Needs the dot score. 1: today's
     # model, bit for bit.
     esu_layers: int = 1
+    # Hard search's hierarchy (search hard, docs/side-info.md §2.3): an ordered list of distinct HARD_LEVELS.
+    # Behaviors rank lexicographically by which levels match the target's ids (the first level decides first),
+    # the most recent first within a rank; brand and seller read the dataset's hist_/target_brand and _seller
+    # (id 1, unknown, never matches). [cate]: today's hard search, bit for bit. Soft search: [cate] only.
+    hard_levels: List[str] = field(default_factory=lambda: ["cate"])
+    # Hard search's fill when fewer than K behaviors match any level: recent, the most recent others (today's);
+    # soft, the others of highest score (the soft top-K's order). Soft search: recent only.
+    hard_fill: str = "recent"
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -406,6 +418,18 @@ class ModelConfig:
         # Layer 2's score is a dot product with a modulated query; DIN's MLP score has no such form to stack.
         _require(self.esu_layers == 1 or self.spec().score == "dot", f"{prefix}.esu_layers",
                  f"{self.esu_layers} needs score dot, not {self.spec().score}")
+        _require(isinstance(self.hard_levels, list) and len(self.hard_levels) > 0
+                 and all(level in HARD_LEVELS for level in self.hard_levels)
+                 and len(set(self.hard_levels)) == len(self.hard_levels), f"{prefix}.hard_levels",
+                 f"must be a non-empty list of distinct levels of {HARD_LEVELS}, got {self.hard_levels!r}")
+        _one_of(self.hard_fill, f"{prefix}.hard_fill", HARD_FILLS, "fill")
+        if self.spec().search == "soft":  # both fields shape hard search only: a value for soft search is a mistake
+            _require(self.hard_levels == ["cate"], f"{prefix}.hard_levels",
+                     f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
+                     f"default [cate], got {self.hard_levels!r}")
+            _require(self.hard_fill == "recent", f"{prefix}.hard_fill",
+                     f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
+                     f"default recent, got {self.hard_fill!r}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -428,6 +452,12 @@ class ModelConfig:
         """The side fields in use, in the order their blocks follow the position block of a behavior vector:
         ``gap`` (when ``time_gap``), then ``btype``."""
         return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
+
+    @property
+    def hard_side_fields(self) -> Tuple[str, ...]:
+        """The hard levels read from side columns (``brand``, ``seller``), in ``hard_levels`` order: the reader
+        adds their history and target keys (``dare_rec.data.batch.HARD_KEYS``)."""
+        return tuple(level for level in self.hard_levels if level != "cate")
 
     @property
     def attention_position_dim(self) -> int:

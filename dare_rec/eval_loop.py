@@ -28,7 +28,7 @@ def lockstep_batches(model: nn.Module, reader: ParquetBatchReader, env: DistEnv,
     try:
         for _ in tqdm(range(steps), desc=desc, unit="batch", leave=False, disable=not (progress and env.is_main)):
             batch = next(batches, None)
-            inputs = batch if batch is not None else padding_batch(reader.side_keys)
+            inputs = batch if batch is not None else padding_batch(reader.side_keys, reader.target_side_keys)
             yield inputs.to(env.device, non_blocking=True), batch
     finally:
         batches.close()

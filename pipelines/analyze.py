@@ -111,7 +111,8 @@ class _Checkpoint:
                                   rank=env.rank, world_size=env.world_size,
                                   prefetch_batches=self.cfg.data.prefetch_batches,
                                   side_fields=self.cfg.model.dense_side_fields,
-                                  gap_buckets=self.cfg.model.gap_buckets)
+                                  gap_buckets=self.cfg.model.gap_buckets,
+                                  hard_fields=self.cfg.model.hard_side_fields)
 
 
 def _load_all(checkpoints: Sequence[str], data: Optional[str], batch_size: Optional[int]) -> List[_Checkpoint]:
@@ -227,7 +228,8 @@ def analyze_gradients(cfg: Config, record_every: int = 1, output: Optional[str] 
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
                                     prefetch_batches=cfg.data.prefetch_batches,
-                                    side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets)
+                                    side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets,
+                                    hard_fields=cfg.model.hard_side_fields)
         total = reader.num_batches() * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)

@@ -100,6 +100,28 @@ def test_side_fields_are_validated_and_ordered():
             tiny_config(*overrides)
 
 
+def test_hard_levels_and_fill_are_validated():
+    """Legal: any non-empty ordered list of distinct levels with either fill, for hard search; soft search takes
+    the defaults only (a hard-search setting there would be silently ignored)."""
+    default = tiny_config().model
+    assert (default.hard_levels, default.hard_fill, default.hard_side_fields) == (["cate"], "recent", ())
+    hard = tiny_config("--model.variant", "twin_hard", "--model.hard_levels", "[cate, seller, brand]",
+                       "--model.hard_fill", "soft").model
+    assert hard.hard_side_fields == ("seller", "brand")
+    assert tiny_config("--model.search", "hard", "--model.hard_levels", "[brand]").model.hard_side_fields == ("brand",)
+    for overrides, message in [
+            (("--model.variant", "twin_hard", "--model.hard_levels", "[]"), "model.hard_levels: must be a non-empty"),
+            (("--model.variant", "twin_hard", "--model.hard_levels", "[cate, cate]"), "model.hard_levels: must be"),
+            (("--model.variant", "twin_hard", "--model.hard_levels", "[btype]"), "model.hard_levels: must be"),
+            (("--model.variant", "twin_hard", "--model.hard_fill", "oldest"), "model.hard_fill: unknown fill"),
+            (("--model.hard_levels", "[cate, brand]",), "model.hard_levels: applies to hard search only"),
+            (("--model.variant", "twin_hard", "--model.search", "soft", "--model.hard_fill", "soft"),
+             "model.hard_fill: applies to hard search only")]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            tiny_config(*overrides)
+        assert "\n" not in str(e.value)
+
+
 def test_esu_layers_are_validated():
     assert tiny_config().model.esu_layers == 1
     assert tiny_config("--model.esu_layers", "2", "--model.variant", "twin_hard").model.esu_layers == 2

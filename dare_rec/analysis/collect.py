@@ -71,7 +71,7 @@ def search_rankings(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
       attention vectors plus the position term, as the official analysis ranks (item ids ignored).
     """
     features = batch.sparse_features
-    gsu = model.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
+    gsu = model.search(emb, features)
     out = {"ranking_gsu": _positions(gsu.top_indices, gsu.top_mask, emb.offsets)}
     if model.gsu.din is None:
         half = emb.att_hist.size(1) // 2  # [item; cate] -> cate
@@ -87,7 +87,7 @@ def representations(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
     and ``target_aware`` = v_t * h (v_t times each block), TIN's target-aware product (computed for every variant,
     whether its over-arch reads it or not)."""
     features = batch.sparse_features
-    gsu = model.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
+    gsu = model.search(emb, features)
     h = model.esu(gsu, emb).float()
     target = target_vector(emb).float()
     return {"esu": h.cpu().numpy(), "target_aware": (target.repeat(1, model.esu_layers) * h).cpu().numpy()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -19,9 +20,21 @@ HIST_GAP = "hist_gap"
 SIDE_KEYS: Dict[str, str] = {"btype": schema.HIST_BTYPE, "gap": HIST_GAP}
 
 
+# The KJT keys of each hard-search level read from side columns (``model.hard_side_fields``): the history's ids,
+# jagged like the history, then the target's, length 1 per sample. After the side keys: all history keys, then all
+# target keys.
+HARD_KEYS: Dict[str, Tuple[str, str]] = {"brand": (schema.HIST_BRAND, schema.TARGET_BRAND),
+                                         "seller": (schema.HIST_SELLER, schema.TARGET_SELLER)}
+
+
 def side_keys(side_fields: Sequence[str]) -> Tuple[str, ...]:
     """The KJT keys of ``side_fields`` (in their order), after ``SPARSE_KEYS``."""
     return tuple(SIDE_KEYS[f] for f in side_fields)
+
+
+def hard_keys(hard_fields: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """The history keys and the target keys of ``hard_fields`` (in their order), after the side keys."""
+    return tuple(HARD_KEYS[f][0] for f in hard_fields), tuple(HARD_KEYS[f][1] for f in hard_fields)
 
 
 @dataclass
@@ -38,6 +51,10 @@ class Batch(Pipelineable):
             target_cate  [c]             [c]             length 1
             hist_gap     [g, g, g, g]    [g, g]          with model.time_gap: gap bucket ids, as hist_item
             hist_btype   [t, t, t, t]    [t, t]          with side field btype: behavior types, as hist_item
+            hist_brand   [r, r, r, r]    [r, r]          with hard level brand: brand ids, as hist_item
+            hist_seller  [s, s, s, s]    [s, s]          with hard level seller: seller ids, as hist_item
+            target_brand [r]             [r]             with hard level brand: length 1
+            target_seller [s]            [s]             with hard level seller: length 1
 
         labels: ``[B]`` float32, 1 = clicked.
         user_ids: ``[B]`` int64 (for GAUC by user).
@@ -87,17 +104,19 @@ class Batch(Pipelineable):
         )
 
 
-def padding_batch(extra_keys: Sequence[str] = ()) -> Batch:
+def padding_batch(extra_keys: Sequence[str] = (), extra_target_keys: Sequence[str] = ()) -> Batch:
     """One sample with an empty history and target ids 1: what a rank feeds to a collective step after its
     own evaluation data ran out (sharded lookups need every rank in every step); its outputs are dropped.
-    ``extra_keys``: the side keys of the reader's batches (empty, like the history)."""
+    ``extra_keys``: the jagged side keys of the reader's batches (empty, like the history);
+    ``extra_target_keys``: its length-1 target keys after them (id 1, like the target's)."""
+    length_per_key = [0, 0, 1, 1] + [0] * len(extra_keys) + [1] * len(extra_target_keys)
     return Batch(
         sparse_features=KeyedJaggedTensor(
-            keys=list(SPARSE_KEYS) + list(extra_keys),
-            values=torch.ones(2, dtype=torch.int64),
-            lengths=torch.tensor([0, 0, 1, 1] + [0] * len(extra_keys), dtype=torch.int32),
-            length_per_key=[0, 0, 1, 1] + [0] * len(extra_keys),
-            offset_per_key=[0, 0, 0, 1, 2] + [2] * len(extra_keys),
+            keys=list(SPARSE_KEYS) + list(extra_keys) + list(extra_target_keys),
+            values=torch.ones(sum(length_per_key), dtype=torch.int64),
+            lengths=torch.tensor(length_per_key, dtype=torch.int32),
+            length_per_key=length_per_key,
+            offset_per_key=list(itertools.accumulate([0] + length_per_key)),
         ),
         labels=torch.zeros(1),
         user_ids=torch.zeros(1, dtype=torch.int64),

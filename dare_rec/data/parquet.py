@@ -45,7 +45,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.data import schema
-from dare_rec.data.batch import SPARSE_KEYS, Batch, side_keys
+from dare_rec.data.batch import HARD_KEYS, SPARSE_KEYS, Batch, hard_keys, side_keys
 from dare_rec.data.side import DEFAULT_TIME_GAP_BUCKETS, time_gap_buckets
 
 # Column the reader appends to each row group: every row's sample id (its row number within the split).
@@ -110,6 +110,9 @@ class ParquetBatchReader:
             added to the batches as a jagged key aligned with ``hist_item`` (``dare_rec.data.batch.SIDE_KEYS``);
             a field the dataset cannot give is a DataError here.
         gap_buckets: bucket ids of the time gap (``model.gap_buckets``).
+        hard_fields: hard-search levels read from side columns (``ModelConfig.hard_side_fields``: ``brand``,
+            ``seller``), each added as a jagged history key aligned with ``hist_item`` and a length-1 target key
+            (``dare_rec.data.batch.HARD_KEYS``); a field the dataset cannot give is a DataError here.
     """
 
     def __init__(
@@ -128,11 +131,15 @@ class ParquetBatchReader:
         verify_hashes: bool = False,
         side_fields: Sequence[str] = (),
         gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS,
+        hard_fields: Sequence[str] = (),
     ) -> None:
         self.meta = schema.DatasetMeta.read(root)
-        check_side_fields(self.meta, root, side_fields)
+        check_side_fields(self.meta, root, side_fields, hard_fields)
         self.side_fields = tuple(side_fields)
-        self.side_keys = side_keys(side_fields)
+        self.hard_fields = tuple(hard_fields)
+        hard_hist_keys, self.target_side_keys = hard_keys(hard_fields)
+        # the jagged keys after SPARSE_KEYS (then the length-1 target_side_keys)
+        self.side_keys = side_keys(side_fields) + hard_hist_keys
         self.gap_buckets = gap_buckets
         self.root = Path(root)
         self.split = split
@@ -162,6 +169,8 @@ class ParquetBatchReader:
         vocabulary = side_vocabulary(self.meta, self.root / "meta.json")
         self._side_vocabulary = {schema.HIST_BTYPE: vocabulary[schema.HIST_BTYPE]} if "btype" in self.side_fields \
             else {}
+        self._side_vocabulary.update({column: vocabulary[column] for field in self.hard_fields
+                                      for column in HARD_KEYS[field]})
         self._columns += list(self._side_vocabulary)
         self._time_gaps = "gap" in self.side_fields
         if self._time_gaps:
@@ -364,6 +373,8 @@ class ParquetBatchReader:
         item_values = pc.list_flatten(hist_item).to_numpy(zero_copy_only=False)
         cate_values = pc.list_flatten(table.column(schema.HIST_CATE)).to_numpy(zero_copy_only=False)
         side_values = [self._side_values(table, field, lengths) for field in self.side_fields]
+        side_values += [pc.list_flatten(table.column(HARD_KEYS[field][0])).to_numpy(zero_copy_only=False)
+                        for field in self.hard_fields]
         if lengths.size and lengths.max() > self.max_len:
             keep = _keep_most_recent(lengths, self.max_len)
             item_values, cate_values = item_values[keep], cate_values[keep]
@@ -373,16 +384,19 @@ class ParquetBatchReader:
         hist_len = torch.from_numpy(lengths.astype(np.int32))
         ones = torch.ones(b, dtype=torch.int32)
         hist_total = int(lengths.sum())
+        target_side_values = [table.column(key).to_numpy() for key in self.target_side_keys]
         # per-key sizes known here, so nothing downstream reads the lengths on the host
-        length_per_key = [hist_total, hist_total, b, b] + [hist_total] * len(side_values)
+        length_per_key = [hist_total, hist_total, b, b] + [hist_total] * len(side_values) \
+            + [b] * len(target_side_values)
         kjt = KeyedJaggedTensor(
-            keys=list(SPARSE_KEYS) + list(self.side_keys),
+            keys=list(SPARSE_KEYS) + list(self.side_keys) + list(self.target_side_keys),
             values=torch.from_numpy(np.concatenate([
                 item_values, cate_values,
                 table.column(schema.TARGET_ITEM).to_numpy(), table.column(schema.TARGET_CATE).to_numpy(),
-                *side_values,
+                *side_values, *target_side_values,
             ]).astype(np.int64)),
-            lengths=torch.cat([hist_len, hist_len, ones, ones] + [hist_len] * len(side_values)),
+            lengths=torch.cat([hist_len, hist_len, ones, ones] + [hist_len] * len(side_values)
+                              + [ones] * len(target_side_values)),
             length_per_key=length_per_key,
             offset_per_key=list(itertools.accumulate([0] + length_per_key)),
         )
@@ -397,12 +411,16 @@ class ParquetBatchReader:
         return batch.pin_memory() if self.pin_memory else batch
 
 
-def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: Sequence[str]) -> None:
-    """Refuses side fields (``ModelConfig.dense_side_fields``) whose columns the dataset at ``root`` lacks."""
-    for field in side_fields:
-        missing = [c for c in _SIDE_FIELD_COLUMNS[field] if c not in meta.columns]
+def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: Sequence[str],
+                      hard_fields: Sequence[str] = ()) -> None:
+    """Refuses side fields (``ModelConfig.dense_side_fields``) and hard-search levels
+    (``ModelConfig.hard_side_fields``) whose columns the dataset at ``root`` lacks."""
+    asked = [("model.time_gap" if f == "gap" else f"model.side_fields {f}", _SIDE_FIELD_COLUMNS[f])
+             for f in side_fields]
+    asked += [(f"model.hard_levels {f}", HARD_KEYS[f]) for f in hard_fields]
+    for option, columns in asked:
+        missing = [c for c in columns if c not in meta.columns]
         if missing:
-            option = "model.time_gap" if field == "gap" else f"model.side_fields {field}"
             raise schema.DataError(f"{option} needs column(s) {missing} but the dataset {str(root)!r} has none "
                                    f"(its columns: {meta.columns}); switch it off or prepare the data with them")
 

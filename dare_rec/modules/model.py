@@ -12,7 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.config import Config, ModelConfig, ShardingConfig
 from dare_rec.data import schema
-from dare_rec.data.batch import Batch, side_keys
+from dare_rec.data.batch import HARD_KEYS, Batch, side_keys
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
 from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit,
@@ -69,7 +69,11 @@ class DareModel(nn.Module):
                                       dense_device, num_behavior_types)
         num_side = len(model.dense_side_fields)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
-                                     max_len, kernel, dense_device, num_side)
+                                     max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill)
+        # hard search's levels and their KJT keys, history and target (brand, seller: dare_rec.data.batch.HARD_KEYS)
+        self.hard_levels = tuple(model.hard_levels) if spec.search == "hard" else ()
+        level_keys = {"cate": (schema.HIST_CATE, schema.TARGET_CATE), **HARD_KEYS}
+        self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
         self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
@@ -120,7 +124,7 @@ class DareModel(nn.Module):
         behaviors' representations when ``emb`` has none). Separate from :meth:`forward` so analyses can feed
         role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            gsu = self.gsu(emb, features[schema.HIST_CATE].values(), features[schema.TARGET_CATE].values())
+            gsu = self.search(emb, features)
             aux_search = None
             if self.aux_sample is not None and self.training:
                 aux_search = self.aux_sample(gsu.scores, emb.offsets, features[schema.TARGET_ITEM].values())
@@ -145,10 +149,21 @@ class DareModel(nn.Module):
                 aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
 
+    def search(self, emb: SequenceEmbeddings, features: KeyedJaggedTensor) -> GsuOutput:
+        """The GSU's search of the batch, hard search reading its levels' ids from ``features``."""
+        if not self.hard_level_keys:
+            return self.gsu(emb)
+        # [L, H] and [B, H]: the ids hard search compares, one column per level
+        hist_levels = torch.stack([features[hist].values() for hist, _ in self.hard_level_keys], dim=1)
+        target_levels = torch.stack([features[target].values() for _, target in self.hard_level_keys], dim=1)
+        return self.gsu(emb, hist_levels, target_levels)
+
     @torch.no_grad()
     def score_candidates(self, hist_item: torch.Tensor, hist_cate: torch.Tensor, cand_item: torch.Tensor,
                          cand_cate: torch.Tensor, chunk: int = 16_384,
-                         hist_side: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                         hist_side: Optional[Dict[str, torch.Tensor]] = None,
+                         hist_levels: Optional[Dict[str, torch.Tensor]] = None,
+                         cand_levels: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Click logits of C candidate items for one user, reading the user's side once (serving).
 
         The history's attention keys are looked up once (not once per candidate), the candidates are scored
@@ -163,6 +178,8 @@ class DareModel(nn.Module):
             chunk: history slots scored at once (see :meth:`GeneralSearchUnit.search_one_history`).
             hist_side: with side fields, their ``[n]`` ids per field name (``gap``: bucket ids of the gaps to
                 the time the candidates are scored at; ``btype``: behavior types), the same for every candidate.
+            hist_levels, cand_levels: with hard levels beyond ``cate`` (``model.hard_levels`` brand, seller),
+                their ``[n]`` ids of the history and ``[C]`` ids of the candidates per level name.
 
         Returns:
             logits ``[C]``.
@@ -177,6 +194,15 @@ class DareModel(nn.Module):
         if sorted(hist_side) != sorted(fields) or any(hist_side[f].shape != hist_item.shape for f in fields):
             raise ValueError(f"score_candidates: hist_side must give the side fields {list(fields)} one id per "
                              f"behavior, got {({f: tuple(v.shape) for f, v in hist_side.items()})}")
+        extra_levels = tuple(level for level in self.hard_levels if level != "cate")
+        hist_levels, cand_levels = hist_levels or {}, cand_levels or {}
+        if sorted(hist_levels) != sorted(extra_levels) or sorted(cand_levels) != sorted(extra_levels) \
+                or any(hist_levels[f].shape != hist_item.shape or cand_levels[f].shape != cand_item.shape
+                       for f in extra_levels):
+            raise ValueError(f"score_candidates: hist_levels and cand_levels must give the hard levels "
+                             f"{list(extra_levels)} one id per behavior and per candidate, got "
+                             f"{({f: tuple(v.shape) for f, v in hist_levels.items()})} and "
+                             f"{({f: tuple(v.shape) for f, v in cand_levels.items()})}")
         # C samples, the first holding the history and the others none: the history is looked up once
         lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
         lengths[0] = length
@@ -186,7 +212,10 @@ class DareModel(nn.Module):
             values=torch.cat([hist_item, hist_cate, cand_item, cand_cate, *(hist_side[f] for f in fields)]).long(),
             lengths=torch.cat([lengths, lengths, ones, ones] + [lengths] * len(fields)))
         emb = self.sparse_arch(features, representation=not self.sparse_arch.selects_representation_lookups)
-        top_scores, top_slots = self.gsu.search_one_history(emb, hist_cate, cand_cate, chunk)
+        ids = {"cate": (hist_cate, cand_cate), **{f: (hist_levels[f], cand_levels[f]) for f in extra_levels}}
+        top_scores, top_slots = self.gsu.search_one_history(
+            emb, torch.stack([ids[f][0].long() for f in self.hard_levels], dim=1) if self.hard_levels else None,
+            torch.stack([ids[f][1].long() for f in self.hard_levels], dim=1) if self.hard_levels else None, chunk)
         search = GsuOutput(None, top_slots, torch.ones_like(top_slots, dtype=torch.bool))
         # every candidate reads the one history: row offsets 0 for the selected lookup, n for the positions
         if emb.rep_hist is None:

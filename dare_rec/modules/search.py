@@ -7,11 +7,12 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from dare_rec.data import schema
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.variants import ModelSpec
 from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
@@ -55,8 +56,14 @@ class GeneralSearchUnit(nn.Module):
     + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
     (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
     (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
-    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors;
-    ``hard`` search keeps the most recent behaviors of the target's category, then the most recent others.
+    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors.
+
+    ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
+    category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
+    decides first: with [cate, brand], category and brand 3 > category only 2 > brand only 1 > none 0), the most
+    recent first within a code, and keeps the first K that match some level. Fewer than K matched: fill
+    ``recent`` takes the most recent others (with [cate], today's hard search), ``soft`` the others of highest
+    score. The softmax weights come from the scores in every case.
 
     Args:
         spec: the model axes (score, search, positions).
@@ -67,14 +74,19 @@ class GeneralSearchUnit(nn.Module):
         kernel: implementation of the custom ops.
         device: parameter device (DIN's MLP).
         num_side_fields: S, the side fields in use (their attention vectors are d_pos_att wide).
+        hard_levels: H levels of hard search, among ``cate``, ``brand``, ``seller`` (``model.hard_levels``).
+        hard_fill: ``recent`` or ``soft`` (``model.hard_fill``).
     """
 
     def __init__(self, spec: ModelSpec, att_width: int, att_position_dim: int, top_k: int, max_len: int,
-                 kernel: Kernel, device: torch.device, num_side_fields: int = 0) -> None:
+                 kernel: Kernel, device: torch.device, num_side_fields: int = 0,
+                 hard_levels: Sequence[str] = ("cate",), hard_fill: str = "recent") -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(att_width)
         self.position_scale = 1.0 / math.sqrt(att_position_dim)
         self.hard = spec.search == "hard"
+        self.hard_levels = tuple(hard_levels)
+        self.soft_fill = hard_fill == "soft"
         self.top_k = top_k
         self.max_len = max_len
         self.kernel = kernel
@@ -98,11 +110,13 @@ class GeneralSearchUnit(nn.Module):
         fields = torch.arange(emb.side_ids.size(1), device=emb.side_ids.device)
         return per_row[emb.side_ids, fields].sum(1)
 
-    def forward(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor) -> GsuOutput:
+    def forward(self, emb: SequenceEmbeddings, hist_levels: Optional[torch.Tensor] = None,
+                target_levels: Optional[torch.Tensor] = None) -> GsuOutput:
         """
         Args:
             emb: the batch's role vectors (attention keys/queries and position vectors are read).
-            hist_cate: ``[L]`` category ids of the behaviors; target_cate ``[B]`` (hard search only).
+            hist_levels: ``[L, H]`` the behaviors' ids of each hard level (``hard_levels`` order); target_levels
+                ``[B, H]`` the targets' (hard search only).
         """
         if self.din is None:
             out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, self.position_bias(emb), self.top_k,
@@ -119,34 +133,77 @@ class GeneralSearchUnit(nn.Module):
             out = jagged_topk(self.din(keys, queries), emb.offsets, self.top_k, self.max_len, self.kernel)
         if not self.hard:
             return out
-        # Hard search: rank same-category behaviors above all others, the most recent first within each
-        # group (slot j + 1 grows with recency); the softmax weights still come from the scores.
-        rows, slots, _ = jagged_layout(emb.offsets, hist_cate.size(0))
-        selection_key = self.hard_selection_key(hist_cate == target_cate[rows], slots)
+        # Hard search: rank by level code, the most recent first within a code (slot j + 1 grows with
+        # recency); the softmax weights still come from the scores.
+        rows, slots, _ = jagged_layout(emb.offsets, hist_levels.size(0))
+        selection_key = self.hard_selection_key(self.level_code(hist_levels, target_levels[rows]), slots)
         selected = jagged_topk(selection_key, emb.offsets, self.top_k, self.max_len, self.kernel)
+        if self.soft_fill:
+            return self.fill_from_soft(selected, out)
         return GsuOutput(out.scores, selected.top_indices, selected.top_mask)
 
-    def hard_selection_key(self, same_category: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Hard search's ranking key (float32, any shape): behaviors of the target's category above all others,
-        the most recent first within each group. ``same_category`` bool, ``slots`` int (0 = oldest)."""
-        return same_category.to(torch.float32) * (self.max_len + 1) + slots.to(torch.float32) + 1
+    def level_code(self, hist_levels: torch.Tensor, target_levels: torch.Tensor) -> torch.Tensor:
+        """The hard levels' match code ``sum_l m_{l,i} 2^(H-1-l)`` (int64, the broadcast shape of the inputs
+        without their last dim): ``hist_levels [..., H]`` against ``target_levels [..., H]``. A target with an
+        unknown brand or seller (id 1) matches nothing at that level: an empty field is no shared brand."""
+        code = torch.zeros_like(hist_levels[..., 0] == target_levels[..., 0], dtype=torch.long)
+        for level, name in enumerate(self.hard_levels):
+            match = hist_levels[..., level] == target_levels[..., level]
+            if name != "cate":
+                match = match & (target_levels[..., level] != schema.UNKNOWN_SIDE_ID)
+            code = code * 2 + match.long()
+        return code
 
-    def search_one_history(self, emb: SequenceEmbeddings, hist_cate: torch.Tensor, target_cate: torch.Tensor,
+    def hard_selection_key(self, code: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Hard search's ranking key (float32, any shape): a higher level code first, the most recent first
+        within a code; a behavior matches some level iff its key exceeds N + 1. ``code`` int (see
+        :meth:`level_code`), ``slots`` int (0 = oldest). Exact in float32: below 8 (N + 1) < 2^24."""
+        return code.to(torch.float32) * (self.max_len + 1) + slots.to(torch.float32) + 1
+
+    def fill_from_soft(self, hard: GsuOutput, soft: GsuOutput) -> GsuOutput:
+        """Fill ``soft``: the matched behaviors of the hard selection, then the unmatched ones of highest score.
+
+        The soft top-K holds the top ``K' - matched`` unmatched behaviors (each has fewer than that many unmatched
+        and at most ``matched`` matched ones above it), so no second top-K over the history is needed: its
+        unmatched entries are moved to the front in score order, and lane k >= matched takes entry k - matched.
+
+        Args:
+            hard: :meth:`hard_selection_key`'s top-K: ``scores [B, N]`` the keys, ``top_indices`` / ``top_mask``
+                ``[B, K']``, the matched behaviors first.
+            soft: the score's top-K (``scores [B, N]``, ``top_indices [B, K']`` in score order).
+
+        Returns:
+            the scores of ``soft``, the selected slots ``[B, K']`` and ``hard``'s mask (``min(K', length)``).
+        """
+        matched_key = self.max_len + 1
+        count = ((hard.scores.gather(1, hard.top_indices) > matched_key) & hard.top_mask).sum(1, keepdim=True)
+        soft_matched = hard.scores.gather(1, soft.top_indices) > matched_key  # padding's key is the lowest float
+        # a stable sort keeps the score order among the unmatched; matched and padding entries go last
+        order = torch.sort((soft_matched | ~soft.top_mask).to(torch.int8), dim=1, stable=True).indices
+        unmatched = soft.top_indices.gather(1, order)
+        lanes = torch.arange(hard.top_indices.size(1), device=count.device).unsqueeze(0)
+        filled = unmatched.gather(1, (lanes - count).clamp(min=0))
+        return GsuOutput(soft.scores, torch.where(lanes < count, hard.top_indices, filled), hard.top_mask)
+
+    def search_one_history(self, emb: SequenceEmbeddings, hist_levels: Optional[torch.Tensor],
+                           target_levels: Optional[torch.Tensor],
                            chunk: int = 16_384) -> Tuple[torch.Tensor, torch.Tensor]:
         """The search of C candidates against one shared history (candidate scoring at serving time).
 
         ``emb`` holds one history's keys ``att_hist [n, D]`` and the C candidates' queries ``att_target
         [C, D]``. Scores are those of :meth:`forward` for C samples that each carry the whole history, and the
-        selection is the same (soft: the top K scores; hard: the candidate's category first, the most recent
-        first). The history is walked in chunks of ``chunk`` slots, each one ``[C, D + 1] @ [D + 1, chunk]``
-        product (the scale folded into the queries, the position and side terms into an extra key column)
-        followed by a top-K merged into the running one, so memory is ``[C, chunk]`` for any n. The default is one chunk
+        selection is the same (soft: the top K scores; hard: the candidate's level code first, the most recent
+        first, then the fill). The history is walked in chunks of ``chunk`` slots, each one ``[C, D + 1] @ [D + 1,
+        chunk]`` product (the scale folded into the queries, the position and side terms into an extra key column)
+        followed by a top-K merged into the running one (two with the ``soft`` fill: by hard key, and by score
+        among the unmatched), so memory is ``[C, chunk]`` for any n. The default is one chunk
         for every supported history: on CPU, torch's top-K over 1,024-slot chunks took 3.5x the time of one
         top-K over 10,000 slots (C = 500), and a ``[500, 10,000]`` block is 20 MB. ``dot`` score only: DIN's
         MLP over C x n pairs is the expensive search this path exists to avoid.
 
         Args:
-            hist_cate: ``[n]`` category ids of the behaviors, oldest first; target_cate ``[C]``.
+            hist_levels: ``[n, H]`` the behaviors' ids of each hard level, oldest first; target_levels ``[C, H]``
+                the candidates' (hard search only).
 
         Returns:
             scores ``[C, K']`` of the selected behaviors and their slots ``[C, K']``, K' = min(K, n).
@@ -163,25 +220,56 @@ class GeneralSearchUnit(nn.Module):
         keys = torch.cat([emb.att_hist, bias.unsqueeze(1)], dim=1)
         queries = torch.cat([emb.att_target * self.scale, emb.att_target.new_ones(num, 1)], dim=1)
         k = min(self.top_k, length)
-        best_rank = emb.att_target.new_empty(num, 0)
-        best_slots = torch.empty(num, 0, dtype=torch.long, device=device)
-        best_scores = emb.att_target.new_empty(num, 0)
+        best = _RunningTopK(num, k, emb.att_target)
+        best_unmatched = _RunningTopK(num, k, emb.att_target)  # the soft fill's: by score among the unmatched
         for begin in range(0, length, chunk):
             end = min(begin + chunk, length)
             scores = queries @ keys[begin:end].t()
-            if self.hard:
-                same_category = hist_cate[begin:end].unsqueeze(0) == target_cate.unsqueeze(1)
-                rank = self.hard_selection_key(same_category, torch.arange(begin, end, device=device))
-            else:
-                rank = scores
-            top_rank, top = rank.topk(min(k, end - begin), dim=1)
-            best_rank = torch.cat([best_rank, top_rank], dim=1)
-            best_slots = torch.cat([best_slots, top + begin], dim=1)
-            best_scores = torch.cat([best_scores, scores.gather(1, top) if self.hard else top_rank], dim=1)
-            if best_rank.size(1) > k:
-                best_rank, keep = best_rank.topk(k, dim=1)
-                best_slots, best_scores = best_slots.gather(1, keep), best_scores.gather(1, keep)
-        return best_scores, best_slots
+            if not self.hard:
+                best.merge(scores, scores, begin)
+                continue
+            code = self.level_code(hist_levels[begin:end].unsqueeze(0), target_levels.unsqueeze(1))
+            best.merge(self.hard_selection_key(code, torch.arange(begin, end, device=device)), scores, begin)
+            if self.soft_fill:
+                best_unmatched.merge(scores.masked_fill(code > 0, -math.inf), scores, begin)
+        if not (self.hard and self.soft_fill):
+            return best.scores, best.slots
+        # as fill_from_soft: lanes below the matched count keep the hard order, the others take the unmatched
+        # ones by score (there are at least K' - matched of them)
+        best.sort()
+        best_unmatched.sort()
+        count = (best.rank > self.max_len + 1).sum(1, keepdim=True)
+        lanes = torch.arange(k, device=device).unsqueeze(0)
+        fill = (lanes - count).clamp(min=0)
+        first = lanes < count
+        return (torch.where(first, best.scores, best_unmatched.scores.gather(1, fill)),
+                torch.where(first, best.slots, best_unmatched.slots.gather(1, fill)))
+
+
+class _RunningTopK:
+    """The K best of a stream of ``[C, chunk]`` blocks by a rank (the score, or hard search's key): the ranks
+    ``[C, <= K]`` (descending), their slots and their scores."""
+
+    def __init__(self, num: int, k: int, like: torch.Tensor) -> None:
+        self.k = k
+        self.rank = like.new_empty(num, 0)
+        self.slots = torch.empty(num, 0, dtype=torch.long, device=like.device)
+        self.scores = like.new_empty(num, 0)
+
+    def merge(self, rank: torch.Tensor, scores: torch.Tensor, begin: int) -> None:
+        """Merges the block of slots ``begin..begin + rank.size(1) - 1``."""
+        top_rank, top = rank.topk(min(self.k, rank.size(1)), dim=1)
+        self.rank = torch.cat([self.rank, top_rank], dim=1)
+        self.slots = torch.cat([self.slots, top + begin], dim=1)
+        self.scores = torch.cat([self.scores, scores.gather(1, top)], dim=1)
+        if self.rank.size(1) > self.k:
+            self.rank, keep = self.rank.topk(self.k, dim=1)
+            self.slots, self.scores = self.slots.gather(1, keep), self.scores.gather(1, keep)
+
+    def sort(self) -> None:
+        """Puts the K best in descending rank order (a merge leaves them unordered while at most K were seen)."""
+        self.rank, order = self.rank.sort(dim=1, descending=True)
+        self.slots, self.scores = self.slots.gather(1, order), self.scores.gather(1, order)
 
 
 class ExactSearchUnit(nn.Module):

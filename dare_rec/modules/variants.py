@@ -18,7 +18,8 @@ Axes (docs/design.md §4):
   parts scaled separately); ``din_mlp``: DIN's MLP over ``[q, k, q - k, q * k]`` (36 hidden, PReLU) divided
   by the attention width.
 * ``search``: ``soft``: top-K by score; ``hard``: behaviors of the target's category, most recent K, filled
-  with the most recent other behaviors when fewer than K match.
+  with the most recent other behaviors when fewer than K match (``model.hard_levels`` adds brand and seller
+  levels and ``model.hard_fill`` a fill by score: config fields, not axes, as they only exist for hard search).
 * ``target_aware``: over-arch input ``[v_t; h; v_t * h]`` (TIN's target-aware representation) or ``[v_t; h]``.
 * ``positions``: target-relative position embeddings on both sides (off only for DIN, as the reference
   code runs it).

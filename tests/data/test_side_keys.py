@@ -52,3 +52,35 @@ def test_a_side_field_the_dataset_lacks_is_refused(tiny_data):
     without_ts = dataclasses.replace(meta, columns=[c for c in meta.columns if c != schema.HIST_TS])
     with pytest.raises(schema.DataError, match=r"model.time_gap needs column\(s\) \['hist_ts'\]"):
         check_side_fields(without_ts, tiny_data, ("gap",))
+
+
+def test_hard_level_keys_follow_the_history_and_the_target(tiny_side_data):
+    """hard_levels brand and seller: jagged history keys aligned with hist_item (truncated like it), then length-1
+    target keys, after the side keys; per-key sizes passed; the padding batch has the same keys."""
+    reader = ParquetBatchReader(tiny_side_data, "val", 1_000, max_len=MAX_LEN, side_fields=("btype",),
+                                hard_fields=("seller", "brand"))
+    batch = next(iter(reader))
+    kjt = batch.sparse_features
+    assert kjt.keys() == list(SPARSE_KEYS) + ["hist_btype", "hist_seller", "hist_brand", "target_seller",
+                                              "target_brand"]
+    assert kjt._length_per_key is not None and kjt._offset_per_key is not None  # nothing reads lengths on the host
+    table = pq.read_table(schema.split_files(tiny_side_data, "val")[0])
+    hist_len = kjt["hist_item"].lengths()
+    assert hist_len.max() == MAX_LEN
+    for column in ("seller", "brand"):
+        assert kjt[f"hist_{column}"].lengths().tolist() == hist_len.tolist()
+        assert kjt[f"target_{column}"].lengths().tolist() == [1] * batch.batch_size
+        hist, target = kjt[f"hist_{column}"].to_dense(), kjt[f"target_{column}"].values()
+        for row, sample in enumerate(batch.sample_ids.tolist()[:50]):
+            stored = table[f"hist_{column}"][sample].as_py()
+            assert hist[row].tolist() == (stored[-MAX_LEN:] if hist_len[row] else [])
+            assert target[row] == table[f"target_{column}"][sample].as_py()
+    padding = padding_batch(reader.side_keys, reader.target_side_keys).sparse_features
+    assert padding.keys() == kjt.keys() and padding["target_brand"].lengths().tolist() == [1]
+
+
+def test_a_hard_level_the_dataset_lacks_is_refused(tiny_data):
+    with pytest.raises(schema.DataError, match=r"^model.hard_levels brand needs column\(s\) \['hist_brand', "
+                                               r"'target_brand'\] but the dataset") as e:
+        ParquetBatchReader(tiny_data, "val", 64, max_len=MAX_LEN, hard_fields=("brand",))
+    assert str(tiny_data) in str(e.value) and "\n" not in str(e.value)

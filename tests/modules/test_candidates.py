@@ -85,6 +85,36 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
         model.score_candidates(hist_item, hist_cate, cand_item, cand_cate)
 
 
+@pytest.mark.parametrize("fill", ["soft", "recent"])
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_hierarchical_hard_search_equals_the_forward(fill, lookup, length, chunk):
+    """hard_levels [cate, brand, seller]: the history's and the candidates' brand and seller ids (1 = unknown among
+    them) rank the behaviors as in the forward. About a fifth of 32 behaviors match some level, fewer than K = 10,
+    so the fill picks the rest (the soft fill from its own running top-K of the unmatched)."""
+    cfg = tiny_config("--model.variant", "twin_hard", "--sharding.lookup", lookup, "--model.hard_levels",
+                      "[cate, brand, seller]", "--model.hard_fill", fill)
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    hist_levels = {f: torch.randint(1, 12, (length,), generator=g) for f in ("brand", "seller")}
+    cand_levels = {f: torch.randint(1, 12, (40,), generator=g) for f in ("brand", "seller")}
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    lengths, ones = torch.full((40,), length, dtype=torch.int32), torch.ones(40, dtype=torch.int32)
+    batch = KeyedJaggedTensor(
+        keys=batch.keys() + ["hist_brand", "hist_seller", "target_brand", "target_seller"],
+        values=torch.cat([batch.values(), hist_levels["brand"].repeat(40), hist_levels["seller"].repeat(40),
+                          cand_levels["brand"], cand_levels["seller"]]),
+        lengths=torch.cat([batch.lengths(), lengths, lengths, ones, ones]))
+    expected = model(batch).logits
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                      hist_levels=hist_levels, cand_levels=cand_levels), expected)
+    with pytest.raises(ValueError, match=r"hist_levels and cand_levels must give the hard levels \[.brand"):
+        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, hist_levels=hist_levels)
+
+
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant", ["dare", "twin_no_tr", "twin_4e", "twin_proj", "twin_hard"])
 @pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])

@@ -104,6 +104,30 @@ def test_side_fields_never_wait_for_the_host(tiny_side_data, guard, variant, aux
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("fill", ["soft", "recent"])
+def test_hierarchical_hard_search_never_waits_for_the_host(tiny_side_data, guard, fill, lookup):
+    """twin_hard over category, brand and seller (the reader's brand and seller keys come with their per-key
+    sizes), both fills, with the bounded aux head and a side field."""
+    cfg = tiny_config("--model.variant", "twin_hard", "--model.aux_behaviors", "8", "--sharding.lookup", lookup,
+                      "--model.hard_levels", "[cate, brand, seller]", "--model.hard_fill", fill,
+                      "--model.side_fields", "[btype]")
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields,
+                                         hard_fields=cfg.model.hard_side_fields)))
+    assert batch.sparse_features.keys()[4:] == ["hist_btype", "hist_brand", "hist_seller", "target_brand",
+                                                "target_seller"]
+    with guard:
+        loss, _ = train(batch)
+        loss.backward()
+        train.eval()
+        with torch.no_grad():
+            train(batch)
+    assert not guard.seen, sorted(set(guard.seen))
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("aux", ["true", "false", "bounded"])
 @pytest.mark.parametrize("variant", ["dare", "twin", "twin_hard"])
 def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, aux, lookup):

@@ -314,7 +314,7 @@ def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny
     model = train.model
     out = model(features)
     emb = model.sparse_arch(features, representation=True)
-    gsu = model.gsu(emb, features["hist_cate"].values(), features["target_cate"].values())
+    gsu = model.search(emb, features)
     lengths = features["hist_item"].lengths().tolist()
     starts = emb.offsets.tolist()
     targets = features["target_item"].values()

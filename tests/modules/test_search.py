@@ -47,7 +47,7 @@ def test_gsu_scores_by_hand():
     att_hist = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     att_target = torch.tensor([[3.0, 1.0]])
     emb = embeddings([0, 2], att_hist, att_target, att_positions=[[2.0], [0.5], [-1.0]])  # p0 = 2, p1 = .5, p2 = -1
-    out = gsu()(emb, torch.tensor([1, 1]), torch.tensor([1]))
+    out = gsu()(emb)
     # slot 0 is 2 behaviors before the target (pos 2), slot 1 is the most recent (pos 1)
     s0 = 3.0 / math.sqrt(2) + (-1.0 * 2.0) / 1.0
     s1 = 2.0 / math.sqrt(2) + (0.5 * 2.0) / 1.0
@@ -145,22 +145,22 @@ def test_over_arch_by_hand():
 
 def test_hard_search_selects_most_recent_same_category_then_fills_with_most_recent_others():
     # one sample, 6 behaviors oldest -> newest with categories 7 3 7 5 7 4; target category 7; K = 4
-    hist_cate = torch.tensor([7, 3, 7, 5, 7, 4])
+    hist_cate = torch.tensor([[7], [3], [7], [5], [7], [4]])  # [L, H]: one level, cate
     att_hist = torch.randn(6, 2)
     emb = embeddings([0, 6], att_hist, torch.randn(1, 2), att_positions=[[0.1]] * 9)
-    out = gsu("twin_hard", top_k=4, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    out = gsu("twin_hard", top_k=4, max_len=8)(emb, hist_cate, torch.tensor([[7]]))
     assert sorted(out.top_indices[0][out.top_mask[0]].tolist()) == [0, 2, 4, 5]  # 3 of category 7 + newest other
     # with at least K matches only same-category behaviors are kept, the most recent ones
-    out = gsu("twin_hard", top_k=2, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    out = gsu("twin_hard", top_k=2, max_len=8)(emb, hist_cate, torch.tensor([[7]]))
     assert sorted(out.top_indices[0].tolist()) == [2, 4] and out.top_mask.all()
     # the softmax weights still come from the attention scores of the selected behaviors
-    soft = gsu("twin", top_k=2, max_len=8)(emb, hist_cate, torch.tensor([7]))
+    soft = gsu("twin", top_k=2, max_len=8)(emb)
     torch.testing.assert_close(out.scores, soft.scores)
 
 
 def test_hard_search_never_selects_padding():
     emb = embeddings([0, 2, 2], torch.randn(2, 2), torch.randn(2, 2), att_positions=[[0.1]] * 5)
-    out = gsu("twin_hard", top_k=3, max_len=4)(emb, torch.tensor([1, 2]), torch.tensor([2, 2]))
+    out = gsu("twin_hard", top_k=3, max_len=4)(emb, torch.tensor([[1], [2]]), torch.tensor([[2], [2]]))
     assert out.top_mask.sum(1).tolist() == [2, 0]
 
 
@@ -186,3 +186,63 @@ def test_over_arch_batch_norm_uses_running_statistics_in_eval():
     arch.eval()
     single = arch(x[:1])  # a batch of one works in eval mode and does not depend on the rest of the batch
     torch.testing.assert_close(single, arch(x)[:1])
+
+
+# Hierarchical hard search (docs/side-info.md §4.5): sample 0's target is (cate 7, brand 70); its behaviors, oldest
+# first, are (7, 70), (7, 71), (3, 30), (7, 70), (5, 50), (7, 72) with soft scores 0.1 0.9 0.8 0.2 0.5 0.3, so the
+# [cate, brand] codes are 3 2 0 3 0 2. Sample 1's target (cate 4, brand 1 = unknown) has behaviors (2, 1), (4, 1),
+# (2, 5) scored 0.4 0.05 0.6: codes 0 2 0 (an unknown brand matches nothing). Sample 2 has no behavior.
+LEVEL_SCORES = [0.1, 0.9, 0.8, 0.2, 0.5, 0.3, 0.4, 0.05, 0.6]
+HIST_LEVELS = torch.tensor([[7, 70], [7, 71], [3, 30], [7, 70], [5, 50], [7, 72], [2, 1], [4, 1], [2, 5]])
+TARGET_LEVELS = torch.tensor([[7, 70], [4, 1], [7, 70]])
+
+
+def hierarchical(levels, fill, top_k=5):
+    """The search of the three samples with hard_levels ``levels`` (their columns of HIST_LEVELS) and ``fill``;
+    att width 1, target vector 1 and zero position vectors, so the scores are LEVEL_SCORES."""
+    emb = embeddings([0, 6, 9, 9], torch.tensor(LEVEL_SCORES).unsqueeze(1), torch.ones(3, 1),
+                     att_positions=[[0.0]] * 9)
+    unit = GeneralSearchUnit(VARIANTS["twin_hard"], 1, 1, top_k, 8, Kernel.PYTORCH, CPU, hard_levels=levels,
+                             hard_fill=fill)
+    columns = [["cate", "brand"].index(level) for level in levels]
+    return unit, emb, unit(emb, HIST_LEVELS[:, columns], TARGET_LEVELS[:, columns])
+
+
+def selected(out):
+    return [row[mask].tolist() for row, mask in zip(out.top_indices, out.top_mask)]
+
+
+def test_hierarchical_hard_search_by_hand():
+    # [cate, brand], soft fill: code 3 (slots 3, 0: most recent first), code 2 (5, 1), then the best unmatched by
+    # score: slot 2 (0.8) before slot 4 (0.5). Sample 1: its one match, then 2 (0.6) before 0 (0.4).
+    _, _, out = hierarchical(["cate", "brand"], "soft")
+    assert selected(out) == [[3, 0, 5, 1, 2], [1, 2, 0], []]
+    torch.testing.assert_close(out.scores[0, :6], torch.tensor(LEVEL_SCORES[:6]))  # the weights' scores: soft
+    assert selected(hierarchical(["cate", "brand"], "soft", top_k=2)[2]) == [[3, 0], [1, 2], []]
+    # recent fill: the most recent unmatched instead (slot 4, then slot 2)
+    assert selected(hierarchical(["cate", "brand"], "recent")[2]) == [[3, 0, 5, 1, 4], [1, 2, 0], []]
+    # [cate] with the recent fill is today's hard search: category 7 most recent first, then the newest other
+    assert selected(hierarchical(["cate"], "recent")[2]) == [[5, 3, 1, 0, 4], [1, 2, 0], []]
+    # the brand level first: the brand-70 behaviors before the other category-7 ones
+    assert selected(hierarchical(["brand", "cate"], "recent")[2]) == [[3, 0, 5, 1, 4], [1, 2, 0], []]
+
+
+def test_hierarchical_hard_search_without_a_match_is_the_soft_search():
+    unit, emb, _ = hierarchical(["cate", "brand"], "soft")
+    out = unit(emb, HIST_LEVELS, torch.tensor([[9, 90], [9, 1], [9, 90]]))
+    soft = gsu("twin", att_width=1, d_pos=1, top_k=5, max_len=8)(emb)
+    assert selected(out) == selected(soft) == [[1, 2, 4, 5, 3], [2, 0, 1], []]
+
+
+def test_hierarchical_hard_search_of_one_history_selects_the_same():
+    """Candidate scoring's search (chunks of 2 slots, merged: unordered while at most K were seen) selects what the
+    batch search does."""
+    for levels, fill in [(["cate", "brand"], "soft"), (["cate", "brand"], "recent"), (["cate"], "recent")]:
+        unit, emb, out = hierarchical(levels, fill)
+        columns = [["cate", "brand"].index(level) for level in levels]
+        for sample, (begin, end) in enumerate([(0, 6), (6, 9)]):
+            one = emb._replace(att_hist=emb.att_hist[begin:end], att_target=emb.att_target[sample:sample + 1])
+            scores, slots = unit.search_one_history(one, HIST_LEVELS[begin:end, columns],
+                                                    TARGET_LEVELS[sample:sample + 1, columns], chunk=2)
+            assert sorted(slots[0].tolist()) == sorted(selected(out)[sample])  # the order is the ESU's sum's only
+            torch.testing.assert_close(scores[0], torch.tensor(LEVEL_SCORES[begin:end])[slots[0]])

@@ -10,6 +10,7 @@ their attention vectors add one dot-product term each (scaled like the position 
 vectors extend the behavior's vector; the target reads row 0 of each side table. With two ESU layers (stacked TIN,
 ``model.esu_layers 2``) the K selected behaviors are weighted again by a softmax of ``<e_k^A, v_t^A * c> /
 sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second sum and its target product.
+Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dare_rec.data.batch import SIDE_KEYS, SPARSE_KEYS, side_keys
+from dare_rec.data.batch import HARD_KEYS, SIDE_KEYS, SPARSE_KEYS, side_keys
 from dare_rec.modules.model import build_model
 from dare_rec.modules.variants import VARIANTS
 from tests.conftest import tiny_config
@@ -34,15 +35,20 @@ TARGET_ITEMS, TARGET_CATES = [5, 6], [1, 2]
 HISTORY_SIDE = {"gap": [[6, 4, 4, 1], [3]], "btype": [[1, 3, 2, 4], [2]]}
 GAP_BUCKETS, NUM_BTYPES = 7, 4
 SIDE_ARGS = ("--model.time_gap", "true", "--model.side_fields", "[btype]", "--model.gap_buckets", str(GAP_BUCKETS))
+# brands of the same behaviors and targets (id 1: unknown). With [cate, brand] sample 0's codes are 3 0 2 0: two
+# matches, so K = 3 leaves one slot to the fill (slot 1 or 3); sample 1's target brand is unknown: code 2.
+HISTORY_BRANDS, TARGET_BRANDS = [[4, 5, 3, 2], [1]], [4, 1]
 
 
-def features(side_fields=()) -> KeyedJaggedTensor:
-    keys = list(SPARSE_KEYS) + list(side_keys(side_fields))
+def features(side_fields=(), hard_fields=()) -> KeyedJaggedTensor:
+    keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in hard_fields] \
+        + [HARD_KEYS[f][1] for f in hard_fields]
     values = {"hist_item": sum(HISTORY_ITEMS, []), "hist_cate": sum(HISTORY_CATES, []),
-              "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES}
+              "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES,
+              "hist_brand": sum(HISTORY_BRANDS, []), "target_brand": TARGET_BRANDS}
     values.update({SIDE_KEYS[f]: sum(HISTORY_SIDE[f], []) for f in side_fields})
     lengths = {k: [len(h) for h in HISTORY_ITEMS] for k in keys}
-    lengths.update(target_item=[1, 1], target_cate=[1, 1])
+    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1])
     return KeyedJaggedTensor(keys=keys, values=torch.tensor(sum((values[k] for k in keys), [])),
                              lengths=torch.tensor(sum((lengths[k] for k in keys), []), dtype=torch.int32))
 
@@ -67,6 +73,7 @@ class ByHand:
     def __init__(self, model, cfg) -> None:
         self.model, self.spec, self.side_fields = model, cfg.spec(), cfg.dense_side_fields
         self.layers = cfg.esu_layers
+        self.k, self.hard_levels, self.hard_fill = cfg.top_k, cfg.hard_levels, cfg.hard_fill
         arch = model.sparse_arch
         self.tables = {}
         for collection in arch.collections.values():
@@ -126,11 +133,21 @@ class ByHand:
         query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b])
         scores = [self.score(self.vector("att", "hist", items[j], cates[j]), query, n - j, sides[j])
                   for j in range(n)]
-        if self.spec.search == "hard":  # the target's category first, the most recent first within each group
-            order = sorted(range(n), key=lambda j: (cates[j] != TARGET_CATES[b], -j))
+        if self.spec.search == "hard":  # the best level code first, the most recent first within a code; then the fill
+            ids = {"cate": (cates, TARGET_CATES[b]), "brand": (HISTORY_BRANDS[b], TARGET_BRANDS[b])}
+
+            def code(j: int) -> int:
+                bits = [int(ids[level][0][j] == ids[level][1] and (level == "cate" or ids[level][1] != 1))
+                        for level in self.hard_levels]
+                return int("".join(map(str, bits)), 2)
+
+            matched = sorted((j for j in range(n) if code(j)), key=lambda j: (-code(j), -j))
+            others = sorted((j for j in range(n) if not code(j)),
+                            key=lambda j: -scores[j] if self.hard_fill == "soft" else -j)
+            order = matched + others
         else:
             order = sorted(range(n), key=lambda j: -scores[j])
-        chosen = order[:K]
+        chosen = order[:self.k]
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
         rep = [self.vector("rep", "hist", items[j], cates[j]) for j in chosen]
         if self.spec.positions:
@@ -174,6 +191,31 @@ def test_side_field_logits_match_the_math_written_out(variant, lookup):
         logits = model(features(cfg.dense_side_fields)).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("fill", ["soft", "recent"])
+def test_hierarchical_hard_search_logits_match_the_math_written_out(fill, lookup):
+    """twin_hard with hard_levels [cate, brand], K = 3: the brand-and-category behavior, then the category one,
+    then the fill; the two fills choose different behaviors here."""
+    model, cfg = build("twin_hard", lookup, "--model.top_k", "3", "--model.hard_levels", "[cate, brand]",
+                       "--model.hard_fill", fill)
+    with torch.no_grad():
+        logits = model(features(hard_fields=cfg.hard_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+def test_the_two_fills_select_differently_here():
+    """Sample 0's one free slot: the soft fill takes slot 1 (the higher score), the recent fill slot 3."""
+    soft, cfg = build("twin_hard", "sequence", "--model.top_k", "3", "--model.hard_levels", "[cate, brand]",
+                      "--model.hard_fill", "soft")
+    recent, _ = build("twin_hard", "sequence", "--model.top_k", "3", "--model.hard_levels", "[cate, brand]")
+    with torch.no_grad():
+        chosen = [model.search(model.sparse_arch(features(hard_fields=cfg.hard_side_fields), representation=True),
+                               features(hard_fields=cfg.hard_side_fields)).top_indices[0].tolist()
+                  for model in (soft, recent)]
+    assert chosen == [[0, 2, 1], [0, 2, 3]]
 
 
 # Without side fields: the logits (and parameter counts) of this file's tiny model as the code before side fields
@@ -326,3 +368,12 @@ def test_one_esu_layer_is_the_model_before_stacking(variant, lookup, layers):
     *expected, count = BEFORE_STACKING[(variant, lookup)]
     assert len(list(model.parameters())) == count
     torch.testing.assert_close(torch.tensor(outputs), torch.tensor(expected), rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+def test_default_hard_levels_are_the_hard_search_before_them(lookup):
+    """hard_levels [cate] with the recent fill, set explicitly: twin_hard's logits as recorded before hierarchical
+    hard search existed, bit for bit, from the same KJT (no brand or seller key)."""
+    model, _ = build("twin_hard", lookup, "--model.hard_levels", "[cate]", "--model.hard_fill", "recent")
+    with torch.no_grad():
+        logits = model(features()).logits
+    *expected, _ = BEFORE_SIDE_FIELDS[("twin_hard", lookup)]
+    torch.testing.assert_close(logits, torch.tensor(expected), rtol=0, atol=0)

@@ -171,6 +171,22 @@ def test_side_fields_train_and_evaluate_through_the_jobs(tiny_side_data, tmp_pat
     assert metrics["samples"] == json.loads((Path(tiny_side_data) / "meta.json").read_text())["counts"]["test"]
 
 
+@pytest.mark.parametrize("fill,lookup", [("soft", "sequence"), ("recent", "singleton_bags")])
+def test_hierarchical_hard_search_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_path, fill, lookup):
+    """twin_hard over category, brand and seller on a dataset carrying the Tmall brand and seller columns: the
+    reader's brand and seller keys (history and target) pass TorchRec's pipeline, the loss falls, and evaluation
+    reads them again from the checkpoint's config."""
+    run = tmp_path / "run"
+    assert train.main(train_args(tiny_side_data, run, "--model.variant", "twin_hard", "--sharding.lookup", lookup,
+                                 "--model.hard_levels", "[cate, brand, seller]", "--model.hard_fill", fill,
+                                 "--train.max_steps", "12", "--train.log_every", "1")) == 0
+    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["samples"] == json.loads((Path(tiny_side_data) / "meta.json").read_text())["counts"]["test"]
+
+
 def test_stacked_tin_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_path):
     """model.esu_layers 2 with the side fields and the bounded aux head: the train pipeline traces both layers
     (the selected-only representation lookup feeds both), the loss falls, and evaluation rebuilds the wider
@@ -226,6 +242,9 @@ def test_a_successful_run_prints_no_library_warning(tiny_data, tmp_path, optimiz
     (["--data.path", "/no/such/dataset"], "'/no/such/dataset' does not exist"),
     (["--model.side_fields", "[seller]"], "model.side_fields: must be a list of distinct fields of ('btype',)"),
     (["--model.side_fields", "[btype]"], "model.side_fields btype needs column(s) ['hist_btype'] but the dataset"),
+    (["--model.variant", "twin_hard", "--model.hard_levels", "[cate, brand]"],
+     "model.hard_levels brand needs column(s) ['hist_brand', 'target_brand'] but the dataset"),
+    (["--model.hard_fill", "soft"], "model.hard_fill: applies to hard search only"),
     (["--model.esu_layers", "2", "--model.variant", "din"], "model.esu_layers: 2 needs score dot"),
 ])
 def test_bad_configuration_fails_before_training(tiny_data, tmp_path, capsys, overrides, message):
