@@ -62,6 +62,18 @@ def guard(monkeypatch):
     return mode
 
 
+
+def step_and_evaluate(guard, train, batch) -> None:
+    """A training step (forward, backward) and an evaluation forward of ``batch`` under ``guard``, which must
+    have seen no host sync."""
+    with guard:
+        loss, _ = train(batch)
+        loss.backward()
+        train.eval()
+        with torch.no_grad():
+            train(batch)
+    assert not guard.seen, sorted(set(guard.seen))
+
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("aux", ["true", "false", "bounded"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -72,13 +84,7 @@ def test_the_step_never_waits_for_the_host(tiny_data, guard, variant, aux, looku
     torch.manual_seed(0)
     train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"))
     batch = next(iter(ParquetBatchReader(tiny_data, "train", 64, max_len=cfg.data.max_len)))
-    with guard:
-        loss, _ = train(batch)
-        loss.backward()
-        train.eval()
-        with torch.no_grad():
-            train(batch)
-    assert not guard.seen, sorted(set(guard.seen))
+    step_and_evaluate(guard, train, batch)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -94,13 +100,7 @@ def test_side_fields_never_wait_for_the_host(tiny_side_data, guard, variant, aux
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
     assert batch.sparse_features.keys()[-2:] == ["hist_gap", "hist_btype"]
-    with guard:
-        loss, _ = train(batch)
-        loss.backward()
-        train.eval()
-        with torch.no_grad():
-            train(batch)
-    assert not guard.seen, sorted(set(guard.seen))
+    step_and_evaluate(guard, train, batch)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -118,13 +118,7 @@ def test_hierarchical_hard_search_never_waits_for_the_host(tiny_side_data, guard
                                          hard_fields=cfg.model.hard_side_fields)))
     assert batch.sparse_features.keys()[4:] == ["hist_btype", "hist_brand", "hist_seller", "target_brand",
                                                 "target_seller"]
-    with guard:
-        loss, _ = train(batch)
-        loss.backward()
-        train.eval()
-        with torch.no_grad():
-            train(batch)
-    assert not guard.seen, sorted(set(guard.seen))
+    step_and_evaluate(guard, train, batch)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -141,10 +135,4 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
     train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
-    with guard:
-        loss, _ = train(batch)
-        loss.backward()
-        train.eval()
-        with torch.no_grad():
-            train(batch)
-    assert not guard.seen, sorted(set(guard.seen))
+    step_and_evaluate(guard, train, batch)
