@@ -14,7 +14,7 @@ import pytest
 from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.side import time_gap_buckets
-from pipelines import make_raw_logs, prepare
+from dare_rec.pipelines import make_raw_logs, prepare
 
 ALL = {"taobao": "[pv, cart, fav, buy]", "tmall": "['0', '1', '2', '3']"}
 
