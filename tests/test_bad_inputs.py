@@ -279,10 +279,12 @@ OUT_CASES = [
 # ---------------------------------------------------------------------------------------------------------
 
 
-def dataset(change: Callable[[Path], List[str]], *extra: str) -> Callable[[Context], Tuple[Argv, Expected]]:
+def dataset(change: Callable[[Path], List[str]], *extra: str,
+            source: str = "data") -> Callable[[Context], Tuple[Argv, Expected]]:
+    """A copy of the tiny dataset (``source``: the Context attribute holding it) changed by ``change``."""
     def make(ctx: Context) -> Tuple[Argv, Expected]:
         root = ctx.tmp / "data"
-        shutil.copytree(ctx.data, root)
+        shutil.copytree(getattr(ctx, source), root)
         expected = change(root)
         return tiny_run_args(root, ctx.tmp / "run", *extra), expected
     return make
@@ -290,12 +292,7 @@ def dataset(change: Callable[[Path], List[str]], *extra: str) -> Callable[[Conte
 
 def side_dataset(change: Callable[[Path], List[str]], *extra: str) -> Callable[[Context], Tuple[Argv, Expected]]:
     """Like :func:`dataset`, on the tiny dataset with side columns (val row 300 has 30 behaviors)."""
-    def make(ctx: Context) -> Tuple[Argv, Expected]:
-        root = ctx.tmp / "data"
-        shutil.copytree(ctx.side_data, root)
-        expected = change(root)
-        return tiny_run_args(root, ctx.tmp / "run", *extra), expected
-    return make
+    return dataset(change, *extra, source="side_data")
 
 
 # The reader checks the side columns the model reads (dare_rec/data/parquet.py).

@@ -155,20 +155,24 @@ def test_every_variant_trains_and_evaluates_through_the_jobs(tiny_data, tmp_path
     assert metrics["step"] == 6
 
 
+def trains_and_evaluates(data: str, tmp_path: Path, *overrides: str) -> None:
+    """12 training steps with ``overrides`` lower the loss, and the checkpoint evaluates every test sample."""
+    run = tmp_path / "run"
+    assert train.main(train_args(data, run, *overrides, "--train.max_steps", "12", "--train.log_every", "1")) == 0
+    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["samples"] == json.loads((Path(data) / "meta.json").read_text())["counts"]["test"]
+
+
 @pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin_4e", "singleton_bags"),
                                             ("twin_proj", "singleton_bags")])
 def test_side_fields_train_and_evaluate_through_the_jobs(tiny_side_data, tmp_path, variant, lookup):
     """Behavior type and time gap on a dataset carrying hist_btype: the reader's side keys pass TorchRec's
     pipeline and the sharded lookups, the loss falls, and evaluation reads the side tables back."""
-    run = tmp_path / "run"
-    assert train.main(train_args(tiny_side_data, run, "--model.variant", variant, "--sharding.lookup", lookup,
-                                 "--model.side_fields", "[btype]", "--model.time_gap", "true",
-                                 "--train.max_steps", "12", "--train.log_every", "1")) == 0
-    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
-    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
-    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
-    metrics = json.loads((tmp_path / "e.json").read_text())
-    assert metrics["samples"] == json.loads((Path(tiny_side_data) / "meta.json").read_text())["counts"]["test"]
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.variant", variant, "--sharding.lookup", lookup,
+                         "--model.side_fields", "[btype]", "--model.time_gap", "true")
 
 
 @pytest.mark.parametrize("fill,lookup", [("soft", "sequence"), ("recent", "singleton_bags")])
@@ -176,31 +180,16 @@ def test_hierarchical_hard_search_trains_and_evaluates_through_the_jobs(tiny_sid
     """twin_hard over category, brand and seller on a dataset carrying the Tmall brand and seller columns: the
     reader's brand and seller keys (history and target) pass TorchRec's pipeline, the loss falls, and evaluation
     reads them again from the checkpoint's config."""
-    run = tmp_path / "run"
-    assert train.main(train_args(tiny_side_data, run, "--model.variant", "twin_hard", "--sharding.lookup", lookup,
-                                 "--model.hard_levels", "[cate, brand, seller]", "--model.hard_fill", fill,
-                                 "--train.max_steps", "12", "--train.log_every", "1")) == 0
-    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
-    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
-    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
-    metrics = json.loads((tmp_path / "e.json").read_text())
-    assert metrics["samples"] == json.loads((Path(tiny_side_data) / "meta.json").read_text())["counts"]["test"]
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.variant", "twin_hard", "--sharding.lookup", lookup,
+                         "--model.hard_levels", "[cate, brand, seller]", "--model.hard_fill", fill)
 
 
 def test_stacked_tin_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_path):
     """model.esu_layers 2 with the side fields and the bounded aux head: the train pipeline traces both layers
     (the selected-only representation lookup feeds both), the loss falls, and evaluation rebuilds the wider
     over-arch from the checkpoint's config."""
-    run = tmp_path / "run"
-    assert train.main(train_args(tiny_side_data, run, "--model.esu_layers", "2", "--sharding.lookup", "sequence",
-                                 "--model.side_fields", "[btype]", "--model.time_gap", "true",
-                                 "--model.aux_behaviors", "8", "--train.max_steps", "12",
-                                 "--train.log_every", "1")) == 0
-    losses = [e["loss"] for e in events(run) if e["event"] == "train"]
-    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
-    assert evaluate.main(["--checkpoint", str(run), "--split", "test", "--output", str(tmp_path / "e.json")]) == 0
-    metrics = json.loads((tmp_path / "e.json").read_text())
-    assert metrics["samples"] == json.loads((Path(tiny_side_data) / "meta.json").read_text())["counts"]["test"]
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.esu_layers", "2", "--sharding.lookup", "sequence",
+                         "--model.side_fields", "[btype]", "--model.time_gap", "true", "--model.aux_behaviors", "8")
 
 
 @pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin", "singleton_bags"),
