@@ -166,6 +166,22 @@ class SyntheticConfig:
     # null, or the interest decay over the time gap: relevance is also multiplied by exp(-gap / time_decay_s),
     # gap = target_ts - hist_ts in seconds.
     time_decay_s: Optional[float] = None
+    # Brands (null: none): every item gets one of this many brands of its category (global ids 2.. in
+    # hist_brand/target_brand, 1 being the unknown brand), and a same-category behavior counts
+    # brand_match_weight + (1 - brand_match_weight) * [same brand as the target] of its relevance.
+    brands_per_category: Optional[int] = None
+    brand_match_weight: float = 0.3
+    # Purchase intent (0: off; needs behavior_types): the click logit gains
+    # intent_weight * log(1 + #{the last intent_window behaviors whose type is in intent_types}), whatever
+    # their category, so recent carts/buys of other categories raise every candidate of the sample.
+    intent_weight: float = 0.0
+    intent_window: int = 10
+    intent_types: Optional[List[str]] = None
+    # Category pairs (0: off): a fixed random cycle pi over the categories; the click logit gains pair_weight
+    # when the last pair_window behaviors hold both the target's category and pi(target category), written
+    # per sample as pair_bonus.
+    pair_weight: float = 0.0
+    pair_window: int = 20
     row_group_size: int = 8192
     # A row group also closes at this many MiB (uncompressed): bounds reader memory for long histories.
     row_group_mb: int = 64
@@ -217,6 +233,24 @@ class SyntheticConfig:
                  f"must be >= 1 (mean behaviors per session), got {self.session_behaviors}")
         _require(self.time_decay_s is None or self.time_decay_s > 0, f"{prefix}.time_decay_s",
                  f"must be > 0 or null, got {self.time_decay_s}")
+        self._validate_more_effects(prefix)
+
+    def _validate_more_effects(self, prefix: str) -> None:
+        """The planted brand, intent and pair fields (docs/side-info.md §3.3, 3.5, 3.6)."""
+        _require(self.brands_per_category is None or self.brands_per_category >= 1,
+                 f"{prefix}.brands_per_category", f"must be >= 1 or null, got {self.brands_per_category}")
+        _require(0.0 <= self.brand_match_weight <= 1.0, f"{prefix}.brand_match_weight",
+                 f"must be in [0, 1], got {self.brand_match_weight}")
+        _positive(self, prefix, "intent_window", "pair_window")
+        _require(self.intent_weight == 0 or self.intent_types is not None, f"{prefix}.intent_types",
+                 f"must list behavior types when {prefix}.intent_weight is not 0 ({self.intent_weight}), got null")
+        if self.intent_types is not None:
+            types = self.behavior_types or []
+            _require(len(self.intent_types) > 0 and set(self.intent_types) <= set(types), f"{prefix}.intent_types",
+                     f"must be a non-empty subset of {prefix}.behavior_types ({self.behavior_types}), "
+                     f"got {self.intent_types}")
+        _require(self.pair_weight == 0 or self.num_categories >= 2, f"{prefix}.pair_weight",
+                 f"needs {prefix}.num_categories >= 2 (a category cycle), got {self.num_categories}")
 
 
 LOG_EVENT_FORMATS = ("auto", "csv", "parquet")

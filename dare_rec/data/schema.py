@@ -38,6 +38,9 @@ TARGET_TS = "target_ts"
 # behavior, its true contribution to the click logit (the "truly relevant" behaviors).
 CLICK_PROB = "click_prob"
 HIST_RELEVANCE = "hist_relevance"
+# Synthetic data with the planted pair effect only: the pair term of the sample's click logit (0 or the
+# generator's pair_weight), which hist_relevance cannot hold since it depends on two behaviors together.
+PAIR_BONUS = "pair_bonus"
 # Side information of real logs (docs/design.md §3). The behavior type of each history behavior, an id into
 # meta.json ``params["behavior_types"]`` (id = index + 1); the time gap to the target is not stored, it is
 # ``target_ts - hist_ts``. Tmall's seller and brand of each history behavior and of the target: dense ids
@@ -64,6 +67,7 @@ OPTIONAL_COLUMNS: Dict[str, pa.DataType] = {
     TARGET_TS: pa.int64(),
     CLICK_PROB: pa.float32(),
     HIST_RELEVANCE: pa.list_(pa.float32()),
+    PAIR_BONUS: pa.float32(),
     HIST_BTYPE: pa.list_(pa.int64()),
     HIST_SELLER: pa.list_(pa.int64()),
     HIST_BRAND: pa.list_(pa.int64()),

@@ -19,16 +19,24 @@ The click model (what a perfect model would know)::
     relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / relevance_decay)    pos_i: 1 = most recent
                   * weight[btype_i]                  (with behavior_types; else 1)
                   * exp(-gap_i / time_decay_s)       (with time_decay_s; gap_i = target_ts - hist_ts_i, seconds)
+                  * (rho + (1 - rho) * [brand_i == brand_target])    (with brands_per_category; rho:
+                                                                       brand_match_weight)
     logit       = base_logit + q_target + relevance_weight * log(1 + min(sum_i relevance_i, relevance_cap))
+                  + intent_weight * log(1 + #{last intent_window behaviors with type in intent_types})
+                  + pair_weight * [last pair_window behaviors hold cate_target and pi(cate_target)]
     click_prob  = sigmoid(logit),   label ~ Bernoulli(click_prob)
 
 Planted side information (docs/side-info.md §3, all off by default): with ``behavior_types`` every behavior
 draws a type (``hist_btype``, independent of everything else) whose weight scales its relevance; with
 ``timestamps: sessions`` behaviors come in bursts, so the time gap to the target is not a function of the
-position, and ``time_decay_s`` makes interest fade with that gap. Both effects enter through
-``relevance_i``, so ``hist_relevance`` and ``click_prob`` carry them. Their random draws come from a seed
-stream of their own per effect, so switching an effect on or off leaves every other draw (items, categories,
-targets, the uniforms behind the labels) as it was: an effects-on dataset and its effects-off twin are the
+position, and ``time_decay_s`` makes interest fade with that gap. With ``brands_per_category`` every item
+has a brand of its category (``hist_brand``/``target_brand``) and behaviors of another brand than the
+target's count less. These three enter through ``relevance_i``, so ``hist_relevance`` and ``click_prob``
+carry them. The intent and pair terms depend on several behaviors together: ``click_prob`` carries them,
+and the pair term is also written per sample as ``pair_bonus`` (pi, a random cycle over the categories, is
+not stored). Their random draws (types, session gaps, brands, pi) come from a seed stream of their own per
+effect, so switching an effect on or off leaves every other draw (items, categories, targets, the uniforms
+behind the labels) as it was: an effects-on dataset and its effects-off twin are the
 same world, and with everything off the files are today's, byte for byte.
 
 so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
@@ -42,7 +50,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -62,9 +70,15 @@ class ItemCatalog:
     Attributes:
         item_cate: ``[num_items + 1]`` category of each item id (entry 0 unused).
         item_quality: ``[num_items + 1]`` latent quality added to the click logit.
+        item_brand: ``[num_items + 1]`` brand id of each item (:func:`item_brands`), or None without brands.
+        pair_map: ``[num_categories + 1]`` the pair category pi(c) of each category (:func:`pair_map`), or None
+            without the pair effect.
     """
 
     def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator) -> None:
+        # Set by generate() from seed streams of their own (None while their effect is off).
+        self.item_brand: Optional[np.ndarray] = None
+        self.pair_map: Optional[np.ndarray] = None
         n, c = cfg.num_items, cfg.num_categories
         cates = np.concatenate([np.arange(1, c + 1), rng.integers(1, c + 1, size=max(n - c, 0))])[:n]
         rng.shuffle(cates)
@@ -91,6 +105,53 @@ class ItemCatalog:
 
     def sample_popular_categories(self, shape, rng: np.random.Generator) -> np.ndarray:
         return np.searchsorted(self.cate_cum, rng.random(shape), side="right").clip(max=len(self.cate_cum) - 1) + 1
+
+
+def item_brands(cfg: SyntheticConfig, item_cate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[num_items + 1]`` brand of each item (entry 0: 0): one of the ``brands_per_category`` brands of its
+    category, uniformly. Brand b (0-based) of category c is id ``2 + (c - 1) * brands_per_category + b``:
+    ids are global, nested in the categories, and 1 stays the unknown brand (schema.UNKNOWN_SIDE_ID)."""
+    per = cfg.brands_per_category
+    local = rng.integers(0, per, size=len(item_cate))
+    brands = schema.UNKNOWN_SIDE_ID + 1 + (item_cate - 1) * per + local
+    brands[0] = 0
+    return brands
+
+
+def num_brands(cfg: SyntheticConfig) -> int:
+    """The brand vocabulary size, counting ids 0 (padding) and 1 (unknown, never written)."""
+    return schema.UNKNOWN_SIDE_ID + 1 + cfg.num_categories * cfg.brands_per_category
+
+
+def pair_map(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """``[num_categories + 1]`` pi(c) for every category c (entry 0: 0): one random cycle through all
+    categories, so pi(c) != c and the pair always takes two behaviors."""
+    order = rng.permutation(cfg.num_categories) + 1
+    pi = np.zeros(cfg.num_categories + 1, dtype=np.int64)
+    pi[order] = np.roll(order, -1)
+    return pi
+
+
+def _intent_term(cfg: SyntheticConfig, hist_btype: np.ndarray, recency: np.ndarray, row_of_value: np.ndarray,
+                 num_rows: int) -> np.ndarray:
+    """``[R]`` intent term of each row's click logit: intent_weight * log(1 + the number of the row's last
+    intent_window behaviors whose type is one of intent_types). Inputs are the flat history values ``[V]``
+    (recency 1 = most recent) and their row."""
+    intent_ids = [cfg.behavior_types.index(name) + 1 for name in cfg.intent_types]
+    counted = np.isin(hist_btype, intent_ids) & (recency <= cfg.intent_window)
+    return cfg.intent_weight * np.log1p(np.bincount(row_of_value, weights=counted, minlength=num_rows))
+
+
+def _pair_term(cfg: SyntheticConfig, pi: np.ndarray, hist_cate: np.ndarray, tgt_cate: np.ndarray,
+               recency: np.ndarray, row_of_value: np.ndarray) -> np.ndarray:
+    """``[R]`` pair term of each row's click logit: pair_weight where the row's last pair_window behaviors hold
+    both the target's category and pi(target category), else 0. Inputs as :func:`_intent_term`, tgt_cate
+    ``[R]``."""
+    recent = recency <= cfg.pair_window
+    rows = len(tgt_cate)
+    has_target = np.bincount(row_of_value, weights=recent & (hist_cate == tgt_cate[row_of_value]), minlength=rows)
+    has_pair = np.bincount(row_of_value, weights=recent & (hist_cate == pi[tgt_cate][row_of_value]), minlength=rows)
+    return cfg.pair_weight * ((has_target > 0) & (has_pair > 0))
 
 
 def _session_gaps(cfg: SyntheticConfig, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -199,10 +260,21 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
         relevance = relevance * np.asarray(cfg.behavior_type_weights)[hist_btype - 1]
     if cfg.time_decay_s is not None:
         relevance = relevance * np.exp(-(tgt_ts[row_of_value] - hist_ts) / cfg.time_decay_s)
+    if catalog.item_brand is not None:
+        # Brands nest in categories, so a brand match is a category match: other brands count rho of it.
+        hist_brand, tgt_brand = catalog.item_brand[hist_item], catalog.item_brand[tgt_item]
+        rho = cfg.brand_match_weight
+        relevance = relevance * (rho + (1.0 - rho) * (hist_brand == tgt_brand[row_of_value]))
     total_relevance = np.bincount(row_of_value, weights=relevance, minlength=len(lengths))
     if cfg.relevance_cap is not None:
         total_relevance = np.minimum(total_relevance, cfg.relevance_cap)
     logit = cfg.base_logit + catalog.item_quality[tgt_item] + cfg.relevance_weight * np.log1p(total_relevance)
+    # The sample-level terms (not a sum over single behaviors, so not in hist_relevance).
+    if cfg.intent_weight:
+        logit = logit + _intent_term(cfg, hist_btype, recency, row_of_value, len(lengths))
+    if catalog.pair_map is not None:
+        pair_bonus = _pair_term(cfg, catalog.pair_map, hist_cate, tgt_cate, recency, row_of_value)
+        logit = logit + pair_bonus
     click_prob = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(len(logit)) < click_prob).astype(np.int8)
 
@@ -220,6 +292,11 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     }
     if btype is not None:
         columns[schema.HIST_BTYPE] = list_array(offsets, hist_btype.astype(np.int64), pa.int64())
+    if catalog.item_brand is not None:
+        columns[schema.HIST_BRAND] = list_array(offsets, hist_brand.astype(np.int64), pa.int64())
+        columns[schema.TARGET_BRAND] = pa.array(tgt_brand.astype(np.int64))
+    if catalog.pair_map is not None:
+        columns[schema.PAIR_BONUS] = pa.array(pair_bonus.astype(np.float32))
     split_of_slot = np.array(["train"] * (num_slots - 2) + ["val", "test"])
     row_split = split_of_slot[row_slot]
     out: Dict[str, Dict[str, pa.Array]] = {}
@@ -242,13 +319,23 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
     started = time.perf_counter()
     root_seq = np.random.SeedSequence(cfg.seed)
     # The third stream (the side effects') was added later: spawn(3)'s first two children are spawn(2)'s, so
-    # the catalog and chunk streams, and hence today's files, are unchanged.
-    catalog_seed, chunks_seed, side_seed = root_seq.spawn(3)
+    # the catalog and chunk streams, and hence today's files, are unchanged. The fourth (added later still)
+    # draws the world-level side structure (the items' brands, the category pairs), likewise.
+    catalog_seed, chunks_seed, side_seed, world_side_seed = root_seq.spawn(4)
+    brand_seed, pair_seed = world_side_seed.spawn(2)
     with publish_dataset(out_dir, overwrite) as tmp:
         catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
+        if cfg.brands_per_category is not None:
+            catalog.item_brand = item_brands(cfg, catalog.item_cate, np.random.default_rng(brand_seed))
+        if cfg.pair_weight:
+            catalog.pair_map = pair_map(cfg, np.random.default_rng(pair_seed))
         optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
         if cfg.behavior_types is not None:
             optional.append(schema.HIST_BTYPE)
+        if cfg.brands_per_category is not None:
+            optional += [schema.HIST_BRAND, schema.TARGET_BRAND]
+        if cfg.pair_weight:
+            optional.append(schema.PAIR_BONUS)
         writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size,
                                cfg.row_group_mb << 20)
         num_chunks = -(-cfg.num_users // cfg.users_per_chunk)
@@ -265,6 +352,9 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
             writer.write("val", rows["val"])
             writer.write("test", rows["test"])
         files = writer.close()
+        params = asdict(cfg)
+        if cfg.brands_per_category is not None:
+            params["num_brands"] = num_brands(cfg)  # the brand vocabulary, as prepare records it for real logs
         meta = schema.DatasetMeta(
             source="synthetic",
             num_items=cfg.num_items + 1,
@@ -274,7 +364,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
             seed=cfg.seed,
             columns=[f.name for f in writer.schema],
             files=files,
-            params=asdict(cfg),
+            params=params,
         )
         meta.write(tmp)
     if progress:

@@ -220,3 +220,137 @@ def test_reader_reads_a_dataset_with_both_effects(tmp_path):
 def test_bad_side_effect_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=f"^synthetic.{field}"):
         tiny_config(*overrides)
+
+
+# Planted brands, purchase intent and category pairs (docs/side-info.md §3.3, 3.5, 3.6).
+BRANDS = ("--synthetic.brands_per_category", "3", "--synthetic.brand_match_weight", "0.25")
+INTENT = ("--synthetic.intent_weight", "0.7", "--synthetic.intent_window", "5",
+          "--synthetic.intent_types", "[cart, buy]")
+PAIRS = ("--synthetic.pair_weight", "1.25", "--synthetic.pair_window", "6")
+
+
+def logit_residual_by_item(t, syn, extra):
+    """Per target item, the click logit minus base, relevance term and ``extra`` ``[R]``: one constant (the item's
+    quality) when the click model is base + quality + w * log1p(sum hist_relevance) + extra."""
+    p = np.array(t["click_prob"], dtype=np.float64)
+    relevance = np.array([sum(r) for r in t["hist_relevance"]])
+    residual = np.log(p / (1 - p)) - syn.base_logit - syn.relevance_weight * np.log1p(relevance) - extra
+    by_item = {}
+    for item, value in zip(t["target_item"], residual):
+        by_item.setdefault(item, []).append(value)
+    return max(np.ptp(v) for v in by_item.values())
+
+
+def assert_same_world_and_uniforms(t, default, sign):
+    """The world columns equal the default generation's, and the labels come from the same uniforms: where the
+    effect moves click_prob by ``sign`` (+1 up, -1 down) a label can only move the same way."""
+    for name in WORLD:
+        assert t[name] == default[name], name
+    moved = sign * (np.array(t["label"], dtype=np.int64) - np.array(default["label"], dtype=np.int64))
+    assert (moved >= 0).all()
+    p, p0 = np.array(t["click_prob"]), np.array(default["click_prob"])
+    assert (sign * (p - p0) >= -1e-7).all() and (np.abs(p - p0) > 1e-3).any()
+    assert (np.array(t["label"])[p == p0] == np.array(default["label"])[p == p0]).all()
+
+
+def test_more_effects_off_keep_todays_files(tmp_path, tiny_data):
+    """With brands, intent and pairs off, their other knobs are inert: today's files and columns."""
+    cfg = tiny_config("--synthetic.brands_per_category", "null", "--synthetic.brand_match_weight", "0.9",
+                      "--synthetic.intent_weight", "0", "--synthetic.intent_window", "3",
+                      "--synthetic.pair_weight", "0", "--synthetic.pair_window", "2").synthetic
+    meta = generate(cfg, tmp_path, progress=False)
+    assert file_hashes(tmp_path) == file_hashes(tiny_data)
+    assert meta.columns == schema.DatasetMeta.read(tiny_data).columns
+    assert "num_brands" not in meta.params and meta.params["pair_weight"] == 0
+
+
+def test_brands_nest_in_categories_and_scale_relevance(tmp_path, tiny_data):
+    cfg = tiny_config(*BRANDS).synthetic
+    meta = generate(cfg, tmp_path, progress=False)
+    assert meta.params["num_brands"] == 2 + cfg.num_categories * 3
+    assert meta.columns[-2:] == [schema.HIST_BRAND, schema.TARGET_BRAND]
+    t = pq.read_table(tmp_path / "train").to_pydict()
+    brand_of, matches = {}, set()
+    for i in range(len(t["label"])):
+        items = list(t["hist_item"][i]) + [t["target_item"][i]]
+        cates = np.array(list(t["hist_cate"][i]) + [t["target_cate"][i]])
+        brands = np.array(list(t["hist_brand"][i]) + [t["target_brand"][i]])
+        # brand b of category c is 2 + (c - 1) * 3 + b: known (>= 2) and inside its item's category
+        assert (brands >= 2).all() and ((brands - 2) // 3 + 1 == cates).all()
+        for item, brand in zip(items, brands):
+            assert brand_of.setdefault(item, brand) == brand  # a brand per item, not per behavior
+        same_brand = brands[:-1] == brands[-1]
+        factor = 0.25 + 0.75 * same_brand
+        np.testing.assert_allclose(t["hist_relevance"][i], position_relevance(t, i, cfg.relevance_decay) * factor,
+                                   rtol=1e-6)
+        matches.update(zip(cates[:-1] == cates[-1], same_brand))
+    # same-category behaviors of the target's brand and of other brands both occur
+    assert matches == {(False, False), (True, False), (True, True)}
+    assert logit_residual_by_item(t, cfg, 0.0) < 1e-4
+    assert_same_world_and_uniforms(t, pq.read_table(tiny_data / "train").to_pydict(), sign=-1)
+
+
+def test_intent_adds_the_recent_intent_count_to_the_click_logit(tmp_path):
+    types_only = tiny_config(*TYPES).synthetic
+    generate(types_only, tmp_path / "types", progress=False)
+    cfg = tiny_config(*TYPES, *INTENT).synthetic
+    meta = generate(cfg, tmp_path / "intent", progress=False)
+    assert meta.columns == schema.DatasetMeta.read(tmp_path / "types").columns
+    t = pq.read_table(tmp_path / "intent" / "train").to_pydict()
+    # cart and buy (ids 2 and 4) among the last 5 behaviors, whatever their category
+    counts = np.array([sum(b in (2, 4) for b in btype[-5:]) for btype in t["hist_btype"]])
+    assert set(counts) >= {0, 1, 2}
+    assert logit_residual_by_item(t, cfg, 0.7 * np.log1p(counts)) < 1e-4
+    default = pq.read_table(tmp_path / "types" / "train").to_pydict()
+    assert t["hist_relevance"] == default["hist_relevance"] and t["hist_btype"] == default["hist_btype"]
+    assert_same_world_and_uniforms(t, default, sign=+1)
+
+
+def test_pair_bonus_is_paid_exactly_when_both_categories_are_in_the_window(tmp_path, tiny_data):
+    cfg = tiny_config(*PAIRS).synthetic
+    meta = generate(cfg, tmp_path, progress=False)
+    assert meta.columns[-1] == schema.PAIR_BONUS
+    t = pq.read_table(tmp_path / "train").to_pydict()
+    bonus = np.array(t["pair_bonus"], dtype=np.float64)
+    assert set(bonus) == {0.0, 1.25}
+    windows = [set(cates[-6:]) for cates in t["hist_cate"]]
+    # pi is not stored: recover pi(c) as the one category in the window of every paid sample of target c and in
+    # the window of no unpaid sample that holds c
+    pi = {}
+    for c in range(1, cfg.num_categories + 1):
+        paid = [w for w, b, tc in zip(windows, bonus, t["target_cate"]) if tc == c and b > 0]
+        unpaid = [w for w, b, tc in zip(windows, bonus, t["target_cate"]) if tc == c and b == 0 and c in w]
+        if paid:
+            assert all(c in w for w in paid)
+            candidates = set.intersection(*paid) - {c} - set().union(*unpaid)
+            assert len(candidates) == 1, (c, candidates)
+            pi[c] = candidates.pop()
+    assert len(pi) >= cfg.num_categories // 2 and len(set(pi.values())) == len(pi)  # a permutation, no fixed point
+    expected = [1.25 * (tc in w and pi.get(tc) in w) for w, tc in zip(windows, t["target_cate"])]
+    np.testing.assert_array_equal(bonus, expected)
+    assert t["hist_relevance"] == pq.read_table(tiny_data / "train").to_pydict()["hist_relevance"]
+    assert logit_residual_by_item(t, cfg, bonus) < 1e-4
+    assert_same_world_and_uniforms(t, pq.read_table(tiny_data / "train").to_pydict(), sign=+1)
+
+
+def test_reader_reads_a_dataset_with_brands_intent_and_pairs(tmp_path):
+    cfg = tiny_config(*TYPES, *BRANDS, *INTENT, *PAIRS)
+    meta = generate(cfg.synthetic, tmp_path, progress=False)
+    schema.verify_dataset(tmp_path)
+    reader = ParquetBatchReader(tmp_path, "train", 256, max_len=cfg.data.max_len, side_fields=("btype",),
+                                hard_fields=("brand",))
+    assert sum(len(batch.labels) for batch in reader.epoch(0)) == meta.counts["train"]
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (("--synthetic.brands_per_category", "0"), "brands_per_category"),
+    (("--synthetic.brand_match_weight", "1.5"), "brand_match_weight"),
+    (TYPES + ("--synthetic.intent_weight", "1"), "intent_types"),
+    (("--synthetic.intent_types", "[cart]"), "intent_types"),
+    (TYPES + ("--synthetic.intent_types", "[cart, checkout]"), "intent_types"),
+    (("--synthetic.intent_window", "0"), "intent_window"),
+    (("--synthetic.pair_window", "0"), "pair_window"),
+])
+def test_bad_brand_intent_or_pair_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=f"^synthetic.{field}"):
+        tiny_config(*overrides)
