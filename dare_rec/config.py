@@ -442,8 +442,8 @@ class ModelConfig:
         _one_of(self.temporal_merge, f"{prefix}.temporal_merge", TEMPORAL_MERGES, "merge")
         # add with no dense table would be concat under another name: a switch that does nothing is refused
         _require(self.temporal_merge == "concat" or self.spec().positions or self.dense_side_fields,
-                 f"{prefix}.temporal_merge", f"add needs a dense table to add: positions (variant {self.variant} "
-                 f"has none), model.time_gap or model.side_fields [btype]")
+                 f"{prefix}.temporal_merge", f"add needs a dense table to add: model.positions, model.time_gap or "
+                 f"model.side_fields [btype] (none is on with variant {self.variant})")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
