@@ -4,9 +4,10 @@ How: the step runs :meth:`DareModel.forward_from_embeddings` on *detached copies
 even where both roles read the same tensor (a shared table without projections gives ``att_hist is
 rep_hist``). After ``loss.backward()`` each copy holds the gradient of its role alone. ``torch.autograd.grad``
 carries each role's gradients back through the sparse arch (projections included) to the looked-up rows, the
-position tables and the side fields' tables, without updating anything; the rows are then summed per table id. Finally the sum of
-both roles is back-propagated through the sparse arch, which is exactly the ordinary step: the fused sparse
-optimizer sees the same table gradient (attention path + representation path) as in ``dare-rec train``.
+position tables and the side fields' tables, without updating anything; the rows are then summed per table id.
+Finally the sum of both roles is back-propagated through the sparse arch, which is exactly the ordinary step: the
+fused sparse optimizer sees the same table gradient (attention path + representation path) as in ``dare-rec
+train``.
 
 This is the official analysis' "two tables with identical values" trick done with autograd instead: nothing is
 duplicated, and the two paths add up to the shared table's gradient by construction (tested against an
