@@ -76,6 +76,9 @@ ESU_LAYERS = (1, 2)
 HARD_LEVELS = ("cate", "brand", "seller")
 # Legal values of model.hard_fill: how hard search fills the slots left when fewer than K behaviors match.
 HARD_FILLS = ("recent", "soft")
+# Legal values of model.temporal_merge (docs/side-info.md §2.1): how the dense tables (positions, time gap, behavior
+# type) meet the semantic vector: per-field terms next to it (concat), or added to it (add, TIN's sum).
+TEMPORAL_MERGES = ("concat", "add")
 
 
 class ConfigError(ValueError):
@@ -429,6 +432,12 @@ class ModelConfig:
     # Hard search's fill when fewer than K behaviors match any level: recent, the most recent others (today's);
     # soft, the others of highest score (the soft top-K's order). Soft search: recent only.
     hard_fill: str = "recent"
+    # How the dense tables (positions, the time gap, btype) meet the semantic [item; cate] vector
+    # (docs/side-info.md §2.1): concat, per-field dot products next to the semantic one and blocks of their own
+    # in the representation (today's model, bit for bit); add (TIN's sum), rows as wide as the semantic vector
+    # (n * d_att on the attention side, n * d_rep on the representation side; d_pos and d_pos_att do not apply)
+    # added to the behavior's and the target's vectors, so one dot product holds the semantic x temporal terms.
+    temporal_merge: str = "concat"
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -464,6 +473,11 @@ class ModelConfig:
             _require(self.hard_fill == "recent", f"{prefix}.hard_fill",
                      f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
                      f"default recent, got {self.hard_fill!r}")
+        _one_of(self.temporal_merge, f"{prefix}.temporal_merge", TEMPORAL_MERGES, "merge")
+        # add with no dense table would be concat under another name: a switch that does nothing is refused
+        _require(self.temporal_merge == "concat" or self.spec().positions or self.dense_side_fields,
+                 f"{prefix}.temporal_merge", f"add needs a dense table to add: model.positions, model.time_gap or "
+                 f"model.side_fields [btype] (none is on with variant {self.variant})")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -494,10 +508,25 @@ class ModelConfig:
         return tuple(level for level in self.hard_levels if level != "cate")
 
     @property
+    def num_semantic_fields(self) -> int:
+        """n, the semantic fields of a behavior vector (item, cate): its attention part is n * attention_dim wide,
+        its representation part n * d_rep."""
+        return 2
+
+    @property
     def attention_position_dim(self) -> int:
+        """Width of the attention side's dense tables (positions, side fields): n * attention_dim under
+        ``temporal_merge add``, else d_pos_att (d_pos when null, or when attention has no dims of its own)."""
+        if self.temporal_merge == "add":
+            return self.num_semantic_fields * self.attention_dim
         if not self._own_attention_dims():
             return self.d_pos
         return self.d_pos if self.d_pos_att is None else self.d_pos_att
+
+    @property
+    def representation_position_dim(self) -> int:
+        """Width of the representation side's dense tables: n * d_rep under ``temporal_merge add``, else d_pos."""
+        return self.num_semantic_fields * self.d_rep if self.temporal_merge == "add" else self.d_pos
 
 
 @dataclass

@@ -122,6 +122,32 @@ def test_hard_levels_and_fill_are_validated():
         assert "\n" not in str(e.value)
 
 
+def test_temporal_merge_is_validated():
+    """add sizes the dense tables to the semantic width; it needs at least one dense table to add."""
+    default = tiny_config().model
+    assert default.temporal_merge == "concat"
+    assert (default.attention_position_dim, default.representation_position_dim) == (default.d_pos, default.d_pos)
+    add = tiny_config("--model.temporal_merge", "add", "--model.d_att", "4", "--model.d_rep", "12",
+                      "--model.d_pos_att", "6").model
+    assert (add.num_semantic_fields, add.attention_position_dim, add.representation_position_dim) == (2, 8, 24)
+    shared = tiny_config("--model.temporal_merge", "add", "--model.variant", "twin", "--model.d_rep", "12").model
+    assert (shared.attention_position_dim, shared.representation_position_dim) == (24, 24)
+    # DIN has no positions: add needs the time gap or the behavior type
+    assert tiny_config("--model.temporal_merge", "add", "--model.variant", "din", "--model.time_gap", "true").model
+    assert tiny_config("--model.temporal_merge", "add", "--model.positions", "false",
+                       "--model.side_fields", "[btype]").model
+    for overrides, message in [
+            (("--model.temporal_merge", "mul"), "model.temporal_merge: unknown merge 'mul'"),
+            (("--model.temporal_merge", "add", "--model.variant", "din"),
+             "model.temporal_merge: add needs a dense table to add: model.positions, model.time_gap or "
+             "model.side_fields [btype] (none is on with variant din)"),
+            (("--model.temporal_merge", "add", "--model.positions", "false"),
+             "model.temporal_merge: add needs a dense table to add")]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            tiny_config(*overrides)
+        assert "\n" not in str(e.value)
+
+
 def test_esu_layers_are_validated():
     assert tiny_config().model.esu_layers == 1
     assert tiny_config("--model.esu_layers", "2", "--model.variant", "twin_hard").model.esu_layers == 2

@@ -3,10 +3,11 @@
 How: the step runs :meth:`DareModel.forward_from_embeddings` on *detached copies* of the role vectors, one copy per role,
 even where both roles read the same tensor (a shared table without projections gives ``att_hist is
 rep_hist``). After ``loss.backward()`` each copy holds the gradient of its role alone. ``torch.autograd.grad``
-carries each role's gradients back through the sparse arch (projections included) to the looked-up rows and
-the position tables, without updating anything; the rows are then summed per table id. Finally the sum of
-both roles is back-propagated through the sparse arch, which is exactly the ordinary step: the fused sparse
-optimizer sees the same table gradient (attention path + representation path) as in ``dare-rec train``.
+carries each role's gradients back through the sparse arch (projections included) to the looked-up rows, the
+position tables and the side fields' tables, without updating anything; the rows are then summed per table id.
+Finally the sum of both roles is back-propagated through the sparse arch, which is exactly the ordinary step: the
+fused sparse optimizer sees the same table gradient (attention path + representation path) as in ``dare-rec
+train``.
 
 This is the official analysis' "two tables with identical values" trick done with autograd instead: nothing is
 duplicated, and the two paths add up to the shared table's gradient by construction (tested against an
@@ -29,10 +30,12 @@ from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.model import DareModel
 from dare_rec.modules.tables import ATTENTION, FIELDS, REPRESENTATION, ROLES, table_groups
 
-# SequenceEmbeddings fields that carry each role's vectors.
+# SequenceEmbeddings fields that carry each role's vectors (under temporal_merge add the attention side's dense
+# rows are inside att_hist / att_target, and its position and side fields are None).
 ROLE_FIELDS: Dict[str, Tuple[str, ...]] = {
-    ATTENTION: ("att_hist", "att_target", "att_positions", "att_target_position"),
-    REPRESENTATION: ("rep_hist", "rep_target", "rep_positions", "rep_target_position"),
+    ATTENTION: ("att_hist", "att_target", "att_positions", "att_target_position", "att_side", "att_target_side"),
+    REPRESENTATION: ("rep_hist", "rep_target", "rep_positions", "rep_target_position", "rep_side",
+                     "rep_target_side"),
 }
 
 
@@ -59,6 +62,11 @@ def position_table_name(group: str) -> str:
     return f"pos_{group}"
 
 
+def side_table_name(field: str, group: str) -> str:
+    """Name under which a side field's table of a table group is reported (``side_<field>_<group>``)."""
+    return f"side_{field}_{group}"
+
+
 def step_loss(model: DareModel, emb: SequenceEmbeddings, features: KeyedJaggedTensor,
               labels: torch.Tensor) -> torch.Tensor:
     """The training loss of :class:`dare_rec.modules.model.DareTrain` computed from given role vectors."""
@@ -82,8 +90,12 @@ class RoleGradientProbe:
         self.model = model
         self.tables = lookup_tables(model_cfg)
         arch = model.sparse_arch
-        self.positions = {} if arch.positions is None else {
+        # the small dense tables, each reported as a whole: positions and the side fields' tables
+        self.dense_tables = {} if arch.positions is None else {
             position_table_name(name): table.weight for name, table in arch.positions.items()}
+        if arch.side_tables is not None:
+            self.dense_tables.update({side_table_name(field, name): table.weight
+                                      for field, tables in arch.side_tables.items() for name, table in tables.items()})
         self._lookups: Dict[Tuple[str, str], torch.Tensor] = {}
         # SparseArch._lookup returns each collection's [item; cate] vectors per (group, side) ([L, 2d] history,
         # [B, 2d] target) whichever way the tables are read (sharding.lookup); record them for the per-row
@@ -122,7 +134,7 @@ class RoleGradientProbe:
         for set_side, fields in self.tables.items():
             inputs.append(([(table, features[feature].values()) for table, feature in fields],
                            self._lookups[set_side]))
-        inputs += [([(name, None)], weight) for name, weight in self.positions.items()]
+        inputs += [([(name, None)], weight) for name, weight in self.dense_tables.items()]
 
         grads: StepGradients = {}
         total: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}  # id(output) -> (output, summed grad)

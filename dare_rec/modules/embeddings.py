@@ -34,6 +34,7 @@ from dare_rec.data.batch import SIDE_KEYS
 from dare_rec.modules import kjt
 from dare_rec.modules.tables import (ATTENTION, FIELDS, HIST, REPRESENTATION, ROLES, SIDES, TARGET, BagKey,
                                      table_groups, serving_group)
+from dare_rec.ops import jagged_layout
 
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
@@ -58,6 +59,12 @@ class SequenceEmbeddings(NamedTuple):
         att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
         rep_side: ``[R, d_p]`` the representation rows, stacked likewise.
         rep_target_side: ``[S, d_p]``.
+
+    Under ``model.temporal_merge add`` the attention side's dense rows are already added: ``att_hist`` is
+    ``e_i^A + P^A[pos_i] + sum_f X_f^A[x_{f,i}]`` and ``att_target`` ``v_t^A + P^A[0] + sum_f X_f^A[0]`` (same
+    widths), and ``att_positions``, ``att_target_position``, ``att_side``, ``att_target_side`` are None. The
+    representation side keeps its tables apart (``d_p = 2 * d_r``, the semantic width): the ESU adds them after
+    weighting.
     """
 
     att_hist: torch.Tensor
@@ -123,6 +130,8 @@ class SparseArch(nn.Module):
         # rows of each side field's table: its ids 1..n and row 0, the target's (a learned query)
         self.side_rows = {"btype": (num_behavior_types or 0) + 1, "gap": model.gap_buckets + 1}
         self.layout = spec.layout
+        # temporal_merge add: the attention side's dense rows are added to the [item; cate] vectors here
+        self.add_temporal = model.temporal_merge == "add"
         self.groups = {group.name: group for group in table_groups(model)}
         vocab = {"item": num_items, "cate": num_categories}
         init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
@@ -210,19 +219,27 @@ class SparseArch(nn.Module):
                 built[key] = self._role_vectors(looked_up[group.collection][(group.name, side)], role, side)
             return built[key]
 
+        offsets = features[schema.HIST_ITEM].offsets().long()
+        side_ids = self._side_ids(features)
+        att_hist, att_target = vectors(ATTENTION, HIST), vectors(ATTENTION, TARGET)
+        if self.add_temporal:  # the keys carry time: one add before the search, [L, n * d_a]
+            att_hist = att_hist + self._temporal_rows(ATTENTION, HIST, history_positions(offsets, att_hist.size(0)),
+                                                      side_ids)
+            att_target = att_target + self._temporal_rows(ATTENTION, TARGET)
+        separate = not self.add_temporal  # the attention side's dense tables stay apart (concat)
         return SequenceEmbeddings(
-            att_hist=vectors(ATTENTION, HIST),
-            att_target=vectors(ATTENTION, TARGET),
+            att_hist=att_hist,
+            att_target=att_target,
             rep_hist=vectors(REPRESENTATION, HIST),
             rep_target=vectors(REPRESENTATION, TARGET),
-            offsets=features[schema.HIST_ITEM].offsets().long(),
-            att_positions=self._positions(ATTENTION, HIST),
-            att_target_position=self._positions(ATTENTION, TARGET),
+            offsets=offsets,
+            att_positions=self._positions(ATTENTION, HIST) if separate else None,
+            att_target_position=self._positions(ATTENTION, TARGET) if separate else None,
             rep_positions=self._positions(REPRESENTATION, HIST),
             rep_target_position=self._positions(REPRESENTATION, TARGET),
-            side_ids=self._side_ids(features),
-            att_side=self._side(ATTENTION, HIST),
-            att_target_side=self._side(ATTENTION, TARGET),
+            side_ids=side_ids,
+            att_side=self._side(ATTENTION, HIST) if separate else None,
+            att_target_side=self._side(ATTENTION, TARGET) if separate else None,
             rep_side=self._side(REPRESENTATION, HIST),
             rep_target_side=self._side(REPRESENTATION, TARGET),
         )
@@ -277,6 +294,23 @@ class SparseArch(nn.Module):
             table = self.projections[f"{role}_{side}"].position(table)
         return table if side == HIST else table[0]
 
+    def _temporal_rows(self, role: str, side: str, positions: Optional[torch.Tensor] = None,
+                       side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``temporal_merge add``: the sum of ``role``'s dense rows (position, each side field) of every history
+        behavior ``[L, n * d]`` (``positions [L]``, ``side_ids [L, S]``), or of the target ``[n * d]`` (row 0 of
+        each table). The config refuses add without any dense table, so there is at least one row to add."""
+        rows = []
+        table = self._positions(role, side)
+        if table is not None:
+            rows.append(table[positions] if side == HIST else table)
+        side_rows = self._side(role, side)
+        if side_rows is not None:
+            rows.append(side_rows[side_ids].sum(1) if side == HIST else side_rows.sum(0))
+        total = rows[0]
+        for part in rows[1:]:
+            total = total + part
+        return total
+
     def _side_ids(self, features: KeyedJaggedTensor) -> Optional[torch.Tensor]:
         """``[L, S]`` the side fields' ids of every behavior as rows of the stacked side tables (:meth:`_side`)."""
         if self.side_tables is None:
@@ -297,6 +331,15 @@ class SparseArch(nn.Module):
             tables = [maps[f](t) for f, t in zip(self.side_fields, tables)]
         return torch.cat(tables) if side == HIST else torch.stack([t[0] for t in tables])
 
+
+
+@torch.fx.wrap
+def history_positions(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """``[L]`` the target-relative position of every history behavior (slot j of a history of n: n - j), from
+    the ``[B + 1]`` row offsets of ``total`` = L behaviors. fx-wrapped: TorchRec's train pipeline traces the sparse
+    arch, and the jagged layout's index arithmetic runs as one call, as the kjt helpers do."""
+    rows, slots, lengths = jagged_layout(offsets, total)
+    return lengths[rows] - slots
 
 
 class PositionTable(nn.Module):

@@ -31,7 +31,8 @@ class DareModel(nn.Module):
     """Long-sequence CTR model: embeddings -> GSU top-K -> ESU (TIN) -> over-arch.
 
     With the target representation ``v_t^R = [item; cate; p_0^R]`` (then row 0 of each side field's table, when
-    ``model.side_fields`` / ``model.time_gap`` add them) and the ESU output ``h``, the over-arch
+    ``model.side_fields`` / ``model.time_gap`` add them; under ``model.temporal_merge add`` those rows are added to
+    ``[item; cate]`` instead, on both roles) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
     v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). The aux head
@@ -69,18 +70,23 @@ class DareModel(nn.Module):
                                       dense_device, num_behavior_types)
         num_side = len(model.dense_side_fields)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
-                                     max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill)
+                                     max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill,
+                                     model.temporal_merge)
         # hard search's levels and their KJT keys, history and target (brand, seller: dare_rec.data.batch.HARD_KEYS)
         self.hard_levels = tuple(model.hard_levels) if spec.search == "hard" else ()
         level_keys = {"cate": (schema.HIST_CATE, schema.TARGET_CATE), **HARD_KEYS}
         self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
-        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim)
+        # temporal_merge add: the dense rows are added to the semantic vectors, not concatenated to them
+        self.add_temporal = model.temporal_merge == "add"
+        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim, self.add_temporal)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
-        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, 2 * model.attention_dim) \
+        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, 2 * model.attention_dim,
+                                                             self.add_temporal) \
             if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
-        rep_width = 2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
+        rep_width = model.num_semantic_fields * model.d_rep if self.add_temporal else \
+            2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
         self.target_aware = spec.target_aware
         self.esu_layers = model.esu_layers
         over_arch_width = (1 + (2 if spec.target_aware else 1) * model.esu_layers) * rep_width
@@ -139,7 +145,7 @@ class DareModel(nn.Module):
                         torch.cat([gsu.top_mask, aux_search.top_mask], dim=1))
                     selected, aux_selected = both[:, :self.gsu.top_k], both[:, self.gsu.top_k:]
                 emb = emb._replace(rep_target=rep_target)
-            target = target_vector(emb)
+            target = target_vector(emb, self.add_temporal)
             h = self.esu(gsu, emb, selected)
             logits = self.over_arch(self.interaction(target, h))
             aux_logits = None
@@ -231,7 +237,7 @@ class DareModel(nn.Module):
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             h = self.esu(search, emb, selected, selected_scores=top_scores, selected_side_ids=selected_side,
                          selected_keys=selected_keys)
-            return self.over_arch(self.interaction(target_vector(emb), h))
+            return self.over_arch(self.interaction(target_vector(emb, self.add_temporal), h))
 
 
 class DareTrain(nn.Module):

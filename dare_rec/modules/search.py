@@ -7,7 +7,7 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,6 +16,20 @@ from dare_rec.data import schema
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.variants import ModelSpec
 from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
+
+
+def merge_parts(parts: List[torch.Tensor], add: bool) -> torch.Tensor:
+    """One vector (or weighted sum of vectors) from its blocks ``[..., w_j]``: the semantic block, then the
+    position and side-field blocks. ``temporal_merge concat``: the blocks side by side; ``add``: their sum (every
+    block is as wide as the semantic one; a weighted sum of ẽ = e + p + x is the sum of the parts' weighted sums)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not add:
+        return torch.cat(parts, dim=-1)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,7 +70,10 @@ class GeneralSearchUnit(nn.Module):
     + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
     (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
     (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
-    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors.
+    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors. Under
+    ``temporal_merge add`` the keys and queries already carry their dense rows (:class:`SequenceEmbeddings`), so
+    the score is the one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no
+    position or side term.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
@@ -76,11 +93,13 @@ class GeneralSearchUnit(nn.Module):
         num_side_fields: S, the side fields in use (their attention vectors are d_pos_att wide).
         hard_levels: H levels of hard search, among ``cate``, ``brand``, ``seller`` (``model.hard_levels``).
         hard_fill: ``recent`` or ``soft`` (``model.hard_fill``).
+        temporal_merge: ``concat`` or ``add`` (``model.temporal_merge``; DIN's MLP width).
     """
 
     def __init__(self, spec: ModelSpec, att_width: int, att_position_dim: int, top_k: int, max_len: int,
                  kernel: Kernel, device: torch.device, num_side_fields: int = 0,
-                 hard_levels: Sequence[str] = ("cate",), hard_fill: str = "recent") -> None:
+                 hard_levels: Sequence[str] = ("cate",), hard_fill: str = "recent",
+                 temporal_merge: str = "concat") -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(att_width)
         self.position_scale = 1.0 / math.sqrt(att_position_dim)
@@ -90,8 +109,10 @@ class GeneralSearchUnit(nn.Module):
         self.top_k = top_k
         self.max_len = max_len
         self.kernel = kernel
-        self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0)
-                                + num_side_fields * att_position_dim, device) if spec.score == "din_mlp" else None
+        # DIN's MLP reads the key with its dense vectors concatenated, or (add) the key they were added to
+        din_width = att_width if temporal_merge == "add" else \
+            att_width + (att_position_dim if spec.positions else 0) + num_side_fields * att_position_dim
+        self.din = DinAttention(din_width, device) if spec.score == "din_mlp" else None
 
     def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[N + 1]`` the dot score's position term per target-relative position, ``<p_i^A, p_0^A> /
@@ -102,9 +123,9 @@ class GeneralSearchUnit(nn.Module):
 
     def side_bias(self, emb: SequenceEmbeddings) -> Optional[torch.Tensor]:
         """``[L]`` the dot score's side-field term of every behavior, ``sum_f <x_{f,i}^A, x_{f,0}^A> /
-        sqrt(d_pos_att)`` (None without side fields): each table row is scored against its field's target row
-        once, ``[R, S]``, and every behavior reads its S entries."""
-        if emb.side_ids is None:
+        sqrt(d_pos_att)`` (None without side fields, or when they were added to the keys): each table row is scored
+        against its field's target row once, ``[R, S]``, and every behavior reads its S entries."""
+        if emb.att_side is None:
             return None
         per_row = (emb.att_side @ emb.att_target_side.t()) * self.position_scale
         fields = torch.arange(emb.side_ids.size(1), device=emb.side_ids.device)
@@ -127,7 +148,7 @@ class GeneralSearchUnit(nn.Module):
             if emb.att_positions is not None:
                 keys = torch.cat([keys, emb.att_positions[lengths[rows] - slots]], dim=1)
                 queries = torch.cat([queries, emb.att_target_position.expand(keys.size(0), -1)], dim=1)
-            if emb.side_ids is not None:
+            if emb.att_side is not None:
                 keys = torch.cat([keys, emb.att_side[emb.side_ids].flatten(1)], dim=1)
                 queries = torch.cat([queries, emb.att_target_side.reshape(1, -1).expand(keys.size(0), -1)], dim=1)
             out = jagged_topk(self.din(keys, queries), emb.offsets, self.top_k, self.max_len, self.kernel)
@@ -276,7 +297,8 @@ class ExactSearchUnit(nn.Module):
     """TIN-style aggregation of the selected behaviors in representation space.
 
     ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; p^R; x_1^R;
-    ...; x_S^R]`` (positions and side fields when used).
+    ...; x_S^R]`` (positions and side fields when used), or under ``temporal_merge add`` ``e^R = [item; cate] + p^R
+    + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
     With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
     :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
@@ -285,13 +307,15 @@ class ExactSearchUnit(nn.Module):
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
         att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
     """
 
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False) -> None:
         super().__init__()
         self.kernel = kernel
         self.layers = layers
         self.scale = 1.0 / math.sqrt(att_width)
+        self.add = add
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
                 selected_scores: Optional[torch.Tensor] = None,
@@ -314,7 +338,8 @@ class ExactSearchUnit(nn.Module):
                 ``emb.att_hist``.
 
         Returns:
-            h ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
+            h ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            layer.
         """
         if selected_scores is None:
             selected_scores = gsu.scores.gather(1, gsu.top_indices)
@@ -337,17 +362,18 @@ class ExactSearchUnit(nn.Module):
         second = second_layer_weights(weights, selected_keys, emb.att_target, gsu.top_mask, self.scale)
         return torch.cat([h, self._aggregate(second, selected, selected_pos, selected_side)], dim=1)
 
-    @staticmethod
-    def _aggregate(weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
+    def _aggregate(self, weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
         """``[B, W]`` the weighted sum of the K behaviors' vectors: ``weights [B, K]``, ``selected [B, K,
-        2 * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional)."""
+        2 * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional;
+        under add d_pos = 2 * d_rep)."""
         parts = [(weights.unsqueeze(-1) * selected).sum(1)]
         if selected_pos is not None:
             parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
         if selected_side is not None:
-            parts.append((weights.unsqueeze(-1).unsqueeze(-1) * selected_side).sum(1).flatten(1))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            side = (weights.unsqueeze(-1).unsqueeze(-1) * selected_side).sum(1)  # [B, S, d_pos]
+            parts.append(side.sum(1) if self.add else side.flatten(1))
+        return merge_parts(parts, self.add)
 
 
 class FullSequenceAttention(nn.Module):
@@ -359,13 +385,15 @@ class FullSequenceAttention(nn.Module):
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
         att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
     """
 
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False) -> None:
         super().__init__()
         self.kernel = kernel
         self.layers = layers
         self.scale = 1.0 / math.sqrt(att_width)
+        self.add = add
 
     def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """
@@ -374,7 +402,8 @@ class FullSequenceAttention(nn.Module):
             emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
+            ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            layer.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
@@ -394,10 +423,12 @@ class FullSequenceAttention(nn.Module):
         if emb.rep_positions is not None:
             parts.append(self._position_sum(weights, lengths, emb))
         if emb.side_ids is not None:
-            # every behavior's [S * d_pos] side vector: small next to rep_hist [L, 2 * d_rep], which this head reads
-            parts.append(jagged_weighted_sum(emb.rep_side[emb.side_ids].flatten(1), emb.offsets, weights,
+            # every behavior's [S * d_pos] side vector (add: the [d_pos] sum of its S rows): no larger than
+            # rep_hist [L, 2 * d_rep], which this head reads
+            side = emb.rep_side[emb.side_ids]
+            parts.append(jagged_weighted_sum(side.sum(1) if self.add else side.flatten(1), emb.offsets, weights,
                                              self.kernel))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return merge_parts(parts, self.add)
 
     @staticmethod
     def _position_sum(weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
@@ -458,7 +489,8 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
     ``c = sum_k w_k e_k^A``, ``s_k = <e_k^A, v_t^A * c> * scale`` (= ``sum_j e_kj v_tj c_j``: a third-order
     interaction, and through c one between pairs of behaviors), ``w^(2) = softmax(s)`` over ``mask``. The keys
     are the ``[item; cate]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
-    weights (the selection and c) and through the representation vectors it weights.
+    weights (the selection and c) and through the representation vectors it weights. Under ``temporal_merge add``
+    the keys and queries are ẽ^A and ṽ^A, the vectors layer 1 scored, which carry the dense rows.
 
     Args:
         weights: ``[B, X]`` layer 1's weights (0 where masked).
@@ -475,15 +507,17 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
     return masked_softmax(scores, mask)
 
 
-def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:
+def target_vector(emb: SequenceEmbeddings, add: bool = False) -> torch.Tensor:
     """``v_t^R``: ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 and
-    row 0 of each side field when used (the target has no behavior type or gap: row 0 is a learned vector)."""
+    row 0 of each side field when used (the target has no behavior type or gap: row 0 is a learned vector);
+    ``add`` (``temporal_merge add``): ``[B, 2 * d_rep]``, those rows added to ``[item; cate]``."""
     parts = [emb.rep_target]
     if emb.rep_target_position is not None:
         parts.append(emb.rep_target_position.expand(emb.rep_target.size(0), -1))
     if emb.rep_target_side is not None:
-        parts.append(emb.rep_target_side.reshape(1, -1).expand(emb.rep_target.size(0), -1))
-    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        side = emb.rep_target_side.sum(0, keepdim=True) if add else emb.rep_target_side.reshape(1, -1)
+        parts.append(side.expand(emb.rep_target.size(0), -1))
+    return merge_parts(parts, add)
 
 
 def selected_rows(values: torch.Tensor, offsets: torch.Tensor, top_indices: torch.Tensor,

@@ -59,7 +59,8 @@ class TableGroup:
         name: group name (table-name suffix).
         collection: the EmbeddingCollection holding its tables.
         dim: embedding dim of its tables.
-        position_dim: dim of its position table.
+        position_dim: dim of its position table (and of its side fields' tables; under ``temporal_merge add``
+            n * dim, the width of the group's [item; cate] vector, to which their rows are added).
         sides: the sides it serves (its tables' features).
     """
 
@@ -74,7 +75,7 @@ def table_groups(model: ModelConfig) -> List[TableGroup]:
     """The table groups of ``model``'s layout (see the module docstring)."""
     layout = model.spec().layout
     att = dict(dim=model.attention_dim, position_dim=model.attention_position_dim)
-    rep = dict(dim=model.d_rep, position_dim=model.d_pos)
+    rep = dict(dim=model.d_rep, position_dim=model.representation_position_dim)
     if layout == "shared":
         return [TableGroup("shared", "shared", sides=SIDES, **rep)]
     if layout == "decoupled":

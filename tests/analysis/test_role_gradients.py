@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from dare_rec.analysis.role_gradients import RoleGradientProbe, lookup_tables
+from dare_rec.analysis.role_gradients import RoleGradientProbe, lookup_tables, side_table_name
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.modules.model import build_model
 from tests.conftest import tiny_config
@@ -58,3 +58,39 @@ def test_role_paths_sum_to_the_table_gradient(tiny_data, variant, shared, lookup
     if shared:
         att, rep = (dense_rows(grads["cate_shared"][r], (21, cfg.model.d_rep)) for r in ("att", "rep"))
         assert att.abs().sum() > 0 and rep.abs().sum() > 0 and not torch.allclose(att, rep)
+
+
+@pytest.mark.parametrize("merge", ["concat", "add"])
+@pytest.mark.parametrize("variant,shared", [("dare", False), ("twin_4e", False), ("twin", True)])
+def test_role_paths_keep_the_tables_decoupled_with_side_fields(tiny_side_data, variant, shared, merge):
+    """DARE's decoupling with the time gap and behavior type, under either temporal merge (add: the attention
+    side's position and side rows are inside the keys): an attention table (semantic, position or side field)
+    gets gradient from the attention path only and a representation table from the representation path only;
+    a shared table from both. The two paths add up to the ordinary gradient, side tables included."""
+    cfg = tiny_config("--model.variant", variant, "--model.temporal_merge", merge, "--model.time_gap", "true",
+                      "--model.side_fields", "[btype]")
+    torch.manual_seed(0)
+    probed = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4)
+    reference = copy.deepcopy(probed)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields)))
+    ref_loss, _ = reference(batch)
+    ref_loss.backward()
+    probe = RoleGradientProbe(probed.model, cfg.model)
+    loss, grads = probe.step(batch.sparse_features, batch.labels)
+    probe.close()
+
+    torch.testing.assert_close(loss, ref_loss.detach())
+    for (name, p), (_, q) in zip(probed.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    weights = table_weights(reference.model)
+    weights.update({side_table_name(field, name): table.weight
+                    for field, tables in reference.model.sparse_arch.side_tables.items()
+                    for name, table in tables.items()})
+    assert set(grads) == set(weights)
+    for table, weight in weights.items():
+        roles = grads[table]
+        own = {"att", "rep"} if shared else {"att" if "_att" in table else "rep"}
+        assert set(roles) == own, table
+        total = sum(dense_rows(r, weight.shape) for r in roles.values())
+        torch.testing.assert_close(total, weight.grad, msg=table)

@@ -131,3 +131,32 @@ def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, looku
     expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
     torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk),
                                expected)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant,extra", [("dare", ()), ("twin", ("--model.esu_layers", "2")), ("twin_4e", ()),
+                                           ("twin_proj", ()), ("twin_hard", ("--model.hard_fill", "soft")),
+                                           ("dare", ("--model.esu_layers", "2"))])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_temporal_add_equals_the_forward(variant, extra, lookup, length, chunk):
+    """temporal_merge add with the time gap and behavior type: the one history's keys carry their positions and
+    side rows (added once), every candidate's query the target rows (row 0 of each table, the same for all),
+    and the score column has no position or side term."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.temporal_merge", "add",
+                      "--model.side_fields", "[btype]", "--model.time_gap", "true", *extra)
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
+            "btype": torch.randint(1, 5, (length,), generator=g)}
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    cand_cate[:10] = hist_cate[0] if length else 1  # candidates of a category in the history (hard search)
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    lengths = torch.full((40,), length, dtype=torch.int32)
+    batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
+                              values=torch.cat([batch.values(), side["gap"].repeat(40), side["btype"].repeat(40)]),
+                              lengths=torch.cat([batch.lengths(), lengths, lengths]))
+    expected = model(batch).logits
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                      hist_side=side), expected)

@@ -136,3 +136,20 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
     step_and_evaluate(guard, train, batch)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "bounded"])
+@pytest.mark.parametrize("variant,layers", [(v, "1") for v in sorted(VARIANTS)] + [("dare", "2"), ("twin_hard", "2")])
+def test_temporal_add_never_waits_for_the_host(tiny_side_data, guard, variant, layers, aux, lookup):
+    """model.temporal_merge add with the time gap and behavior type: the keys' one add (every behavior's position
+    from the row offsets, its side rows) and the selected behaviors' representation rows stay on the device."""
+    aux_args = ("--model.aux_behaviors", "8") if aux == "bounded" else ("--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
+                      "--model.esu_layers", layers, "--model.temporal_merge", "add", "--model.side_fields", "[btype]",
+                      "--model.time_gap", "true")
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields)))
+    step_and_evaluate(guard, train, batch)

@@ -334,3 +334,75 @@ def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny
     target = torch.cat([emb.rep_target, emb.rep_target_position.expand(len(lengths), -1)], dim=1)
     expected = model.aux_over_arch(model.interaction(target, h))
     torch.testing.assert_close(out.aux_logits, expected)
+
+
+ADD_SIDE = ("--model.temporal_merge", "add", "--model.time_gap", "true", "--model.side_fields", "[btype]")
+
+
+def side_batch(tiny_side_data, cfg, size=64):
+    return next(iter(ParquetBatchReader(tiny_side_data, "train", size, max_len=cfg.data.max_len,
+                                        side_fields=cfg.model.dense_side_fields)))
+
+
+def test_temporal_add_sizes_the_dense_tables_to_the_semantic_vector(tiny_side_data):
+    """Under add every dense table is as wide as its group's [item; cate] vector (d_pos, d_pos_att do not
+    apply), the keys carry the attention rows, and the over-arch input is [v_t; h; v_t * h] of width 2 * d_rep."""
+    cfg = tiny_config("--model.d_att", "4", "--model.d_rep", "12", "--model.d_pos", "16", "--model.d_pos_att", "6",
+                      *ADD_SIDE)
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4)
+    arch = train.model.sparse_arch
+    rows = {"gap": cfg.model.gap_buckets + 1, "btype": 5}
+    assert {name: tuple(p.weight.shape) for name, p in arch.positions.items()} == \
+        {"att": (cfg.data.max_len + 1, 8), "rep": (cfg.data.max_len + 1, 24)}
+    assert {(field, name): tuple(t.weight.shape) for field, tables in arch.side_tables.items()
+            for name, t in tables.items()} == {(f, g): (rows[f], 8 if g == "att" else 24)
+                                               for f in ("gap", "btype") for g in ("att", "rep")}
+    assert train.model.over_arch.mlp[0].in_features == train.model.aux_over_arch.mlp[0].in_features == 3 * 24
+    emb = arch(side_batch(tiny_side_data, cfg).sparse_features, representation=False)
+    assert emb.att_hist.size(1) == emb.att_target.size(1) == 8
+    assert emb.att_positions is None and emb.att_side is None and emb.side_ids is not None
+    # the shared layout's one set, projections (one square map per part) and DIN's MLP (over ẽ, ṽ) likewise
+    twin = build_model(tiny_config("--model.variant", "twin", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU, CPU,
+                       num_behavior_types=4).model
+    assert twin.sparse_arch.positions["shared"].weight.size(1) == twin.sparse_arch.side_tables["gap"]["shared"] \
+        .weight.size(1) == 24
+    proj = build_model(tiny_config("--model.variant", "twin_proj", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU,
+                       CPU, num_behavior_types=4).model
+    maps = proj.sparse_arch.projections["att_hist"]
+    assert maps.position.weight.shape == maps.side["gap"].weight.shape == (24, 24)
+    din = build_model(tiny_config("--model.variant", "din", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU, CPU,
+                      num_behavior_types=4).model
+    assert din.gsu.din.mlp[0].in_features == 4 * 24
+
+
+@pytest.mark.parametrize("layers", ["1", "2"])
+def test_temporal_add_selected_and_sampled_lookups_match_the_full_lookup(tiny_side_data, layers):
+    """Under add the ESU adds the selected behaviors' dense representation rows after their own lookup: the
+    logits and gradients of the selected-only lookup (evaluation) and of the bounded aux head (every history
+    fits in M) equal those of the full lookup."""
+    cfg = tiny_config("--data.max_len", "48", "--model.aux_behaviors", "null", "--model.esu_layers", layers,
+                      *ADD_SIDE)
+    torch.manual_seed(0)
+    full = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4)
+    bounded = build_model(tiny_config("--data.max_len", "48", "--model.aux_behaviors", "40",
+                                      "--model.esu_layers", layers, *ADD_SIDE), 501, 21, CPU, CPU,
+                          num_behavior_types=4)
+    bounded.load_state_dict(full.state_dict())
+    features = side_batch(tiny_side_data, cfg).sparse_features
+    outs = {}
+    for name, train in (("full", full), ("bounded", bounded)):
+        out = train.model(features)
+        (out.logits.sum() + out.aux_logits.sum()).backward()
+        outs[name] = out
+    torch.testing.assert_close(outs["bounded"].aux_logits, outs["full"].aux_logits)
+    torch.testing.assert_close(outs["bounded"].logits, outs["full"].logits)
+    grads = dict(full.named_parameters())
+    for name, p in bounded.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
+    model = bounded.model.eval()
+    with torch.no_grad():
+        selected_only = model(features).logits
+        every = model.forward_from_embeddings(model.sparse_arch(features, representation=True), features).logits
+    torch.testing.assert_close(selected_only, every)

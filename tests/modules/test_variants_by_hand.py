@@ -11,6 +11,9 @@ vectors extend the behavior's vector; the target reads row 0 of each side table.
 ``model.esu_layers 2``) the K selected behaviors are weighted again by a softmax of ``<e_k^A, v_t^A * c> /
 sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second sum and its target product.
 Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
+Under ``model.temporal_merge add`` the position and side vectors (as wide as [item; cate]) are added to the
+behavior's and the target's vectors instead, on both roles: one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN:
+its MLP over ẽ, ṽ), layer 2 over ẽ^A, and ẽ^R, ṽ^R of width 2 * d_rep.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class ByHand:
     def __init__(self, model, cfg) -> None:
         self.model, self.spec, self.side_fields = model, cfg.spec(), cfg.dense_side_fields
         self.layers = cfg.esu_layers
+        self.add = cfg.temporal_merge == "add"
         self.k, self.hard_levels, self.hard_fill = cfg.top_k, cfg.hard_levels, cfg.hard_fill
         arch = model.sparse_arch
         self.tables = {}
@@ -109,8 +113,19 @@ class ByHand:
         return [self.project(role, side, f, self.side_tables[f][self.group(role, side)][sides.get(f, 0)])
                 for f in self.side_fields]
 
+    def merged(self, role: str, side: str, vector: torch.Tensor, p: int, sides: dict) -> torch.Tensor:
+        """temporal_merge add: ``vector`` plus its position vector (row p) and side vectors (ids ``sides``)."""
+        dense = self.side(role, side, sides)
+        if self.spec.positions:
+            dense.append(self.position(role, side, p))
+        return vector + sum(dense)
+
     def score(self, key: torch.Tensor, query: torch.Tensor, p: int, sides: dict) -> float:
-        side_keys, side_queries = self.side("att", "hist", sides), self.side("att", "target", {})
+        if self.add:  # the keys carry the dense rows: one dot product (or DIN's MLP) over ẽ, ṽ
+            key, query = self.merged("att", "hist", key, p, sides), self.merged("att", "target", query, 0, {})
+            sides = None
+        side_keys, side_queries = (self.side("att", "hist", sides), self.side("att", "target", {})) \
+            if sides is not None else ([], [])
         if self.spec.score == "din_mlp":  # one MLP over the whole vectors: positions (unused by din) and sides
             key, query = torch.cat([key, *side_keys]), torch.cat([query, *side_queries])
             din = self.model.gsu.din.mlp
@@ -121,7 +136,7 @@ class ByHand:
             return float((second.weight.detach() @ hidden + second.bias.detach())[0] / key.numel())
         semantic = float(key @ query) / math.sqrt(key.numel())
         side_terms = sum(float(x_i @ x_0) / math.sqrt(x_i.numel()) for x_i, x_0 in zip(side_keys, side_queries))
-        if not self.spec.positions:
+        if not self.spec.positions or self.add:
             return semantic + side_terms
         p_i, p_0 = self.position("att", "hist", p), self.position("att", "target", 0)
         return semantic + float(p_i @ p_0) / math.sqrt(p_i.numel()) + side_terms
@@ -150,20 +165,29 @@ class ByHand:
         chosen = order[:self.k]
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
         rep = [self.vector("rep", "hist", items[j], cates[j]) for j in chosen]
-        if self.spec.positions:
-            rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
-        rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
+        if self.add:
+            rep = [self.merged("rep", "hist", r, n - j, sides[j]) for r, j in zip(rep, chosen)]
+        else:
+            if self.spec.positions:
+                rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
+            rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
         hs = [sum(w * r for w, r in zip(weights, rep))]
         if self.layers == 2:  # layer 2 re-scores the same K: query v_t^A * c, c = layer 1's sum of their e^A
             keys = [self.vector("att", "hist", items[j], cates[j]) for j in chosen]
+            if self.add:  # ẽ^A and ṽ^A, the vectors layer 1 scored
+                keys = [self.merged("att", "hist", k, n - j, sides[j]) for k, j in zip(keys, chosen)]
+                query = self.merged("att", "target", query, 0, {})
             context = sum(w * k for w, k in zip(weights, keys))
             second = torch.softmax(torch.tensor([float(k @ (query * context)) / math.sqrt(k.numel()) for k in keys]),
                                    dim=0)
             hs.append(sum(w * r for w, r in zip(second, rep)))
         target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b])
-        if self.spec.positions:
-            target = torch.cat([target, self.position("rep", "target", 0)])
-        target = torch.cat([target, *self.side("rep", "target", {})])
+        if self.add:
+            target = self.merged("rep", "target", target, 0, {})
+        else:
+            if self.spec.positions:
+                target = torch.cat([target, self.position("rep", "target", 0)])
+            target = torch.cat([target, *self.side("rep", "target", {})])
         x = torch.cat([target, *hs, *(target * h for h in hs)] if self.spec.target_aware else [target, *hs])
         over = self.model.over_arch
         linear, prelu = over.mlp[0], over.mlp[1]
@@ -377,3 +401,65 @@ def test_default_hard_levels_are_the_hard_search_before_them(lookup):
         logits = model(features()).logits
     *expected, _ = BEFORE_SIDE_FIELDS[("twin_hard", lookup)]
     torch.testing.assert_close(logits, torch.tensor(expected), rtol=0, atol=0)
+
+
+ADD_ARGS = ("--model.temporal_merge", "add")
+# (variant, the extra overrides) of the add merge: positions only, with the side fields, with two ESU layers
+# (DIN has no positions, and its MLP score no layer 2: with the side fields only)
+ADD_CASES = [(variant, extra) for variant in sorted(VARIANTS)
+             for extra in ((), SIDE_ARGS, (*SIDE_ARGS, "--model.esu_layers", "2"))
+             if VARIANTS[variant].score == "dot" or extra == SIDE_ARGS]
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant,extra", ADD_CASES)
+def test_temporal_add_logits_match_the_math_written_out(variant, extra, lookup):
+    """temporal_merge add: the dense vectors are added to [item; cate] on both roles, every variant (projections:
+    each part through its own map, then the sum; DIN: its MLP over ẽ and ṽ; the shared layout: one table set)."""
+    model, cfg = build(variant, lookup, *ADD_ARGS, *extra)
+    with torch.no_grad():
+        logits = model(features(cfg.dense_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fill", ["soft", "recent"])
+def test_temporal_add_with_hierarchical_hard_search_matches_the_math_written_out(fill):
+    """Hard search ranks by level code as before; the softmax weights and the fill by score read ẽ's scores."""
+    model, cfg = build("twin_hard", "sequence", "--model.top_k", "3", "--model.hard_levels", "[cate, brand]",
+                       "--model.hard_fill", fill, *ADD_ARGS, *SIDE_ARGS)
+    with torch.no_grad():
+        x = features(cfg.dense_side_fields, cfg.hard_side_fields)
+        logits = model(x).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+def scores_by_hand_tables(merge: str, zero_dense: bool = False) -> float:
+    """docs/side-info.md §4 item 3: DARE with d_att = 1, one behavior (position 1) and its target, e_i = [1, 0],
+    v_t = [1, 0], P^A[1] = [1, 0], P^A[0] = [0, 1] (every row 0 with ``zero_dense``); the behavior's score."""
+    cfg = tiny_config("--model.d_att", "1", "--model.d_pos_att", "2", "--model.temporal_merge", merge,
+                      "--model.top_k", "1", "--model.aux_loss", "false", "--sharding.lookup", "sequence")
+    model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu")).model.eval()
+    x = KeyedJaggedTensor(keys=list(SPARSE_KEYS), values=torch.tensor([3, 1, 5, 2]),
+                          lengths=torch.tensor([1, 1, 1, 1], dtype=torch.int32))
+    att = model.sparse_arch.collections["att"].embeddings
+    with torch.no_grad():
+        att["item_att"].weight[3], att["item_att"].weight[5] = 1.0, 1.0  # the item parts of e_i and v_t
+        att["cate_att"].weight[1], att["cate_att"].weight[2] = 0.0, 0.0  # their category parts
+        position = model.sparse_arch.positions["att"].weight
+        assert position.shape == (cfg.data.max_len + 1, 2)  # concat: d_pos_att; add: n * d_att
+        position.zero_()
+        if not zero_dense:
+            position[1], position[0] = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+        return float(model.search(model.sparse_arch(x, representation=True), x).scores[0, 0])
+
+
+def test_concat_and_add_scores_by_hand():
+    """concat: <e_i, v_t>/sqrt(2) + <P[1], P[0]>/sqrt(d_pos_att = 2) = 0.7071 + 0. add: <e_i + P[1], v_t + P[0]>
+    /sqrt(n * d_att = 2) = <[2, 0], [1, 1]>/sqrt(2) = 1.4142; the difference, 0.7071, is the cross term
+    <P[1], v_t> = 1 at the semantic scale 1/sqrt(2). With every dense row zero both are the semantic 0.7071."""
+    assert scores_by_hand_tables("concat") == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert scores_by_hand_tables("add") == pytest.approx(2 / math.sqrt(2), abs=1e-6)
+    assert scores_by_hand_tables("add", zero_dense=True) == scores_by_hand_tables("concat", zero_dense=True) \
+        == pytest.approx(1 / math.sqrt(2), abs=1e-6)

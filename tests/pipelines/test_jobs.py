@@ -192,6 +192,15 @@ def test_stacked_tin_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_p
                          "--model.side_fields", "[btype]", "--model.time_gap", "true", "--model.aux_behaviors", "8")
 
 
+@pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin_hard", "singleton_bags")])
+def test_temporal_add_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_path, variant, lookup):
+    """model.temporal_merge add with the time gap (a dataset with timestamps): the train pipeline traces the keys'
+    one add (positions from the row offsets, the gap rows), the loss falls, and evaluation rebuilds the tables at
+    the semantic width from the checkpoint's config."""
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.variant", variant, "--sharding.lookup", lookup,
+                         "--model.temporal_merge", "add", "--model.time_gap", "true", "--model.aux_behaviors", "8")
+
+
 @pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin", "singleton_bags"),
                                             ("twin_4e", "singleton_bags")])
 def test_the_bounded_aux_head_trains_through_the_pipeline(tiny_data, tmp_path, variant, lookup):
