@@ -131,3 +131,29 @@ def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, looku
     expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
     torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk),
                                expected)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_no_tr", "twin_4e", "twin_proj"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (32, 1024), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_attention_heads_equals_the_forward(variant, lookup, length, chunk):
+    """Three heads (DI-TIN), one of behavior types only: each candidate is searched once per head, and the
+    type head's many equal scores (four types over 32 behaviors) select the same behaviors as the forward's."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
+                      "--model.time_gap", "true", "--model.attention_heads",
+                      "[[item, cate, gap], [btype], [cate, pos]]")
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
+            "btype": torch.randint(1, 5, (length,), generator=g)}
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    lengths = torch.full((40,), length, dtype=torch.int32)
+    batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
+                              values=torch.cat([batch.values(), side["gap"].repeat(40), side["btype"].repeat(40)]),
+                              lengths=torch.cat([batch.lengths(), lengths, lengths]))
+    expected = model(batch).logits
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                      hist_side=side), expected)
