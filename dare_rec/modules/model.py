@@ -72,7 +72,7 @@ class DareModel(nn.Module):
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
                                      max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill,
                                      model.attention_heads, model.semantic_fields,
-                                     model.head_fields[len(model.semantic_fields):])
+                                     model.head_fields[len(model.semantic_fields):])  # the dense fields follow
         # DI-TIN's heads (model.attention_heads): each selects K, so the ESU reads H * K behaviors
         self.heads = self.gsu.num_heads
         # hard search's levels and their KJT keys, history and target (brand, seller: dare_rec.data.batch.HARD_KEYS)
@@ -181,7 +181,8 @@ class DareModel(nn.Module):
         against them ``chunk`` slots at a time with a merged top-K (:meth:`GeneralSearchUnit.search_one_history`),
         and the representation rows are looked up for the K behaviors each candidate selects (plus the
         candidates). Equal to :meth:`forward` in evaluation mode on C samples that each carry the whole history
-        (tested), at a fraction of its lookups when n is long.
+        (tested), at a fraction of its lookups when n is long. With attention heads every head searches for every
+        candidate, and the H * K behaviors of each are looked up together.
 
         Args:
             hist_item, hist_cate: ``[n]`` the history, oldest first, n <= max_len.

@@ -105,8 +105,8 @@ class GeneralSearchUnit(nn.Module):
         self.din = DinAttention(att_width + (att_position_dim if spec.positions else 0)
                                 + num_side_fields * att_position_dim, device) if spec.score == "din_mlp" else None
         self.num_heads = len(heads) if heads is not None else 1
-        self.heads = heads is not None
-        if self.heads:
+        self.by_heads = heads is not None  # model.attention_heads set (possibly one head)
+        if self.by_heads:
             # Head h's query weights [H, D_att] (1 / sqrt(|S_h semantic| * d) on its semantic fields' columns, 0
             # elsewhere: a head without semantic fields scores 0 there) and its dense fields [H, F], 1 or 0.
             # Buffers, not parameters: fixed by the config, and not saved (they are rebuilt from it).
@@ -163,7 +163,7 @@ class GeneralSearchUnit(nn.Module):
             hist_levels: ``[L, H]`` the behaviors' ids of each hard level (``hard_levels`` order); target_levels
                 ``[B, H]`` the targets' (hard search only).
         """
-        if self.heads:
+        if self.by_heads:
             return self.search_heads(emb)
         if self.din is None:
             out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, self.position_bias(emb), self.top_k,
@@ -281,7 +281,7 @@ class GeneralSearchUnit(nn.Module):
         """
         if self.din is not None:
             raise ValueError("candidate scoring needs the dot score; the din_mlp score (variant din) has none")
-        if self.heads:
+        if self.by_heads:
             return self._heads_of_one_history(emb, chunk)
         length, num = emb.att_hist.size(0), emb.att_target.size(0)
         device = emb.att_hist.device
