@@ -438,6 +438,14 @@ class ModelConfig:
     # (n * d_att on the attention side, n * d_rep on the representation side; d_pos and d_pos_att do not apply)
     # added to the behavior's and the target's vectors, so one dot product holds the semantic x temporal terms.
     temporal_merge: str = "concat"
+    # Decoupled side-information TIN (DI-TIN, docs/side-info.md §2.5): null, one attention head over every field in
+    # use (today's model, bit for bit); else a list of heads, each a list of distinct fields in use
+    # (ModelConfig.head_fields: the semantic fields item, cate; pos with positions, gap with time_gap, btype with
+    # side_fields [btype]). Each head scores the behaviors with its fields only (semantic dot products scaled by
+    # its own semantic width, the dense fields' biases), selects its own top_k (equal scores: the more recent
+    # behavior first) and weights the fused representation of every field; the over-arch input gains one h and
+    # one v_t * h per head. Needs soft search, the dot score and esu_layers 1.
+    attention_heads: Optional[List[List[str]]] = None
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -478,6 +486,27 @@ class ModelConfig:
         _require(self.temporal_merge == "concat" or self.spec().positions or self.dense_side_fields,
                  f"{prefix}.temporal_merge", f"add needs a dense table to add: model.positions, model.time_gap or "
                  f"model.side_fields [btype] (none is on with variant {self.variant})")
+        if self.attention_heads is not None:
+            self._validate_heads(f"{prefix}.attention_heads")
+
+    def _validate_heads(self, name: str) -> None:
+        fields = list(self.head_fields)
+        _require(len(self.attention_heads) > 0, name, "must be null or a non-empty list of heads, got []")
+        for number, head in enumerate(self.attention_heads, 1):
+            _require(len(head) > 0, name, f"head {number} is empty; a head lists some of the fields in use {fields}")
+            _require(len(set(head)) == len(head), name, f"head {number} {head} names a field twice")
+            for f in head:
+                _require(f in fields, name, f"head {number}: {f!r} is not a field in use; the fields in use are "
+                                            f"{fields}")
+        spec = self.spec()
+        # Hard search ranks by level codes, not by a score per head; DIN's MLP has no per-field terms to split;
+        # stacked TIN's layer 2 re-scores in the [item; cate] space, which a head without them does not have.
+        _require(spec.search == "soft", name, f"needs search soft, not {spec.search}")
+        _require(spec.score == "dot", name, f"needs score dot, not {spec.score}")
+        _require(self.esu_layers == 1, name, f"needs esu_layers 1, not {self.esu_layers}")
+        # Under add the dense rows are summed into the semantic vectors, so a field no longer has a score term of
+        # its own for a head to pick (docs/side-info.md Status).
+        _require(self.temporal_merge == "concat", name, f"needs temporal_merge concat, not {self.temporal_merge}")
 
     def spec(self) -> ModelSpec:
         """The resolved axes: the variant's preset with every non-null axis field applied."""
@@ -502,6 +531,18 @@ class ModelConfig:
         return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
 
     @property
+    def semantic_fields(self) -> Tuple[str, ...]:
+        """The fields whose attention vectors are concatenated in ``e^A``, in their column order (each
+        ``attention_dim`` wide)."""
+        return ("item", "cate")
+
+    @property
+    def head_fields(self) -> Tuple[str, ...]:
+        """The fields an attention head may name (``attention_heads``): the semantic fields, then the dense ones in
+        use (``pos`` with positions, then :attr:`dense_side_fields`), each a per-behavior bias of the score."""
+        return self.semantic_fields + (("pos",) if self.spec().positions else ()) + self.dense_side_fields
+
+    @property
     def hard_side_fields(self) -> Tuple[str, ...]:
         """The hard levels read from side columns (``brand``, ``seller``), in ``hard_levels`` order: the reader
         adds their history and target keys (``dare_rec.data.batch.HARD_KEYS``)."""
@@ -509,9 +550,9 @@ class ModelConfig:
 
     @property
     def num_semantic_fields(self) -> int:
-        """n, the semantic fields of a behavior vector (item, cate): its attention part is n * attention_dim wide,
-        its representation part n * d_rep."""
-        return 2
+        """n, the semantic fields of a behavior vector (:attr:`semantic_fields`): its attention part is
+        n * attention_dim wide, its representation part n * d_rep."""
+        return len(self.semantic_fields)
 
     @property
     def attention_position_dim(self) -> int:

@@ -159,3 +159,37 @@ def test_esu_layers_are_validated():
                                 "model.esu_layers: 2 needs score dot")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(*overrides)
+
+
+def test_attention_heads_are_validated():
+    """Legal: null, or non-empty heads of distinct fields in use (the semantic fields, then pos with positions,
+    gap with time_gap, btype with side_fields [btype]), for soft search with the dot score and one ESU layer."""
+    assert tiny_config().model.attention_heads is None
+    assert tiny_config().model.head_fields == ("item", "cate", "pos")
+    side = ("--model.side_fields", "[btype]", "--model.time_gap", "true")
+    assert tiny_config(*side).model.head_fields == ("item", "cate", "pos", "gap", "btype")
+    heads = tiny_config(*side, "--model.attention_heads", "[[item, cate], [btype, pos, gap]]").model.attention_heads
+    assert heads == [["item", "cate"], ["btype", "pos", "gap"]]
+    for overrides, message in [
+            (("--model.attention_heads", "[]"), "model.attention_heads: must be null or a non-empty list of heads"),
+            (("--model.attention_heads", "[[item], []]"), "model.attention_heads: head 2 is empty"),
+            (("--model.attention_heads", "[[item, cate, item]]"), "model.attention_heads: head 1 ['item', 'cate', "
+                                                                  "'item'] names a field twice"),
+            (("--model.attention_heads", "[[item], [seller]]"), "model.attention_heads: head 2: 'seller' is not a "
+                                                                "field in use; the fields in use are ['item', 'cate', "
+                                                                "'pos']"),
+            (("--model.attention_heads", "[[item], [btype]]"), "head 2: 'btype' is not a field in use"),
+            (("--model.attention_heads", "[[item], [pos]]", "--model.positions", "false"),
+             "head 2: 'pos' is not a field in use"),
+            (("--model.attention_heads", "[[item], [cate]]", "--model.variant", "twin_hard"),
+             "model.attention_heads: needs search soft, not hard"),
+            (("--model.attention_heads", "[[item], [cate]]", "--model.variant", "din"),
+             "model.attention_heads: needs score dot, not din_mlp"),
+            (("--model.attention_heads", "[[item], [cate]]", "--model.esu_layers", "2"),
+             "model.attention_heads: needs esu_layers 1, not 2"),
+            (("--model.attention_heads", "[[item], [cate, pos]]", "--model.temporal_merge", "add"),
+             "model.attention_heads: needs temporal_merge concat, not add"),
+            (("--model.attention_heads", "[item, cate]",), "model.attention_heads[0]: expected a list")]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            tiny_config(*overrides)
+        assert "\n" not in str(e.value)

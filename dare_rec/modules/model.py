@@ -35,7 +35,8 @@ class DareModel(nn.Module):
     ``[item; cate]`` instead, on both roles) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
-    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). The aux head
+    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
+    likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K behaviors it selected. The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
     in training.
@@ -71,25 +72,30 @@ class DareModel(nn.Module):
         num_side = len(model.dense_side_fields)
         self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
                                      max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill,
-                                     model.temporal_merge)
+                                     model.temporal_merge, model.attention_heads, model.semantic_fields,
+                                     model.head_fields[len(model.semantic_fields):])  # the dense fields follow
+        # DI-TIN's heads (model.attention_heads): each selects K, so the ESU reads H * K behaviors
+        self.heads = self.gsu.num_heads
         # hard search's levels and their KJT keys, history and target (brand, seller: dare_rec.data.batch.HARD_KEYS)
         self.hard_levels = tuple(model.hard_levels) if spec.search == "hard" else ()
         level_keys = {"cate": (schema.HIST_CATE, schema.TARGET_CATE), **HARD_KEYS}
         self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
         # temporal_merge add: the dense rows are added to the semantic vectors, not concatenated to them
         self.add_temporal = model.temporal_merge == "add"
-        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim, self.add_temporal)
+        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim, self.add_temporal,
+                                   self.heads)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
         self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, 2 * model.attention_dim,
-                                                             self.add_temporal) \
+                                                             self.add_temporal, self.heads) \
             if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
         rep_width = model.num_semantic_fields * model.d_rep if self.add_temporal else \
             2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
         self.target_aware = spec.target_aware
         self.esu_layers = model.esu_layers
-        over_arch_width = (1 + (2 if spec.target_aware else 1) * model.esu_layers) * rep_width
+        self.blocks = model.esu_layers * self.heads  # h's blocks: one per layer or head (never both above 1)
+        over_arch_width = (1 + (2 if spec.target_aware else 1) * self.blocks) * rep_width
         self.over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device)
         self.aux_over_arch = OverArch(over_arch_width, model.mlp_hidden, model.batch_norm, dense_device) \
             if model.aux_loss else None
@@ -107,10 +113,10 @@ class DareModel(nn.Module):
 
     def interaction(self, target: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The over-arch input: ``[v_t; h; v_t * h]`` (target-aware) or ``[v_t; h]``, with ``target [B, W]`` and
-        ``h [B, esu_layers * W]`` (one block per layer, each multiplied by v_t)."""
+        ``h [B, blocks * W]`` (one block per layer or attention head, each multiplied by v_t)."""
         if not self.target_aware:
             return torch.cat([target, h], dim=1)
-        return torch.cat([target, h, target.repeat(1, self.esu_layers) * h], dim=1)
+        return torch.cat([target, h, target.repeat(1, self.blocks) * h], dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> ModelOutput:
         """``features``: the batch KJT (see :class:`dare_rec.data.batch.Batch`).
@@ -143,8 +149,13 @@ class DareModel(nn.Module):
                     both, rep_target = self.sparse_arch.lookup_selected(
                         features, emb.offsets, torch.cat([gsu.top_indices, aux_search.top_indices], dim=1),
                         torch.cat([gsu.top_mask, aux_search.top_mask], dim=1))
-                    selected, aux_selected = both[:, :self.gsu.top_k], both[:, self.gsu.top_k:]
+                    width = self.heads * self.gsu.top_k
+                    selected, aux_selected = both[:, :width], both[:, width:]
                 emb = emb._replace(rep_target=rep_target)
+            if aux_search is not None and self.heads > 1:  # every head weights the same M sampled behaviors
+                aux_search = GsuOutput(aux_search.scores, aux_search.top_indices.repeat(1, self.heads),
+                                       aux_search.top_mask.repeat(1, self.heads))
+                aux_selected = None if aux_selected is None else aux_selected.repeat(1, self.heads, 1)
             target = target_vector(emb, self.add_temporal)
             h = self.esu(gsu, emb, selected)
             logits = self.over_arch(self.interaction(target, h))
@@ -176,7 +187,8 @@ class DareModel(nn.Module):
         against them ``chunk`` slots at a time with a merged top-K (:meth:`GeneralSearchUnit.search_one_history`),
         and the representation rows are looked up for the K behaviors each candidate selects (plus the
         candidates). Equal to :meth:`forward` in evaluation mode on C samples that each carry the whole history
-        (tested), at a fraction of its lookups when n is long.
+        (tested), at a fraction of its lookups when n is long. With attention heads every head searches for every
+        candidate, and the H * K behaviors of each are looked up together.
 
         Args:
             hist_item, hist_cate: ``[n]`` the history, oldest first, n <= max_len.

@@ -82,6 +82,12 @@ class GeneralSearchUnit(nn.Module):
     ``recent`` takes the most recent others (with [cate], today's hard search), ``soft`` the others of highest
     score. The softmax weights come from the scores in every case.
 
+    With ``heads`` (DI-TIN, docs/side-info.md §2.5) each head h scores with its fields S_h only, ``s_i^(h) =
+    sum_{f in S_h semantic} <a_{f,i}, a_{f,t}> / sqrt(|S_h semantic| * d) + sum_{g in S_h dense} beta_g(i)``
+    (beta: the position term, each side field's term), and keeps its own top K; equal scores select the more
+    recent behavior first (:func:`recent_first_rank`). The H searches run as one: the keys are repeated H times
+    and the heads stacked in the batch dimension of one :func:`gsu_topk` call.
+
     Args:
         spec: the model axes (score, search, positions).
         att_width: D_att.
@@ -94,12 +100,18 @@ class GeneralSearchUnit(nn.Module):
         hard_levels: H levels of hard search, among ``cate``, ``brand``, ``seller`` (``model.hard_levels``).
         hard_fill: ``recent`` or ``soft`` (``model.hard_fill``).
         temporal_merge: ``concat`` or ``add`` (``model.temporal_merge``; DIN's MLP width).
+        heads: the attention heads' field lists (``model.attention_heads``; None: one head of every field).
+        semantic_fields: the fields whose attention vectors make up ``e^A``, in column order, each
+            ``att_width / len(semantic_fields)`` wide (``ModelConfig.semantic_fields``; with ``heads``).
+        dense_fields: ``pos`` (with positions) then the side fields, in ``side_ids`` column order (with ``heads``).
     """
 
     def __init__(self, spec: ModelSpec, att_width: int, att_position_dim: int, top_k: int, max_len: int,
                  kernel: Kernel, device: torch.device, num_side_fields: int = 0,
                  hard_levels: Sequence[str] = ("cate",), hard_fill: str = "recent",
-                 temporal_merge: str = "concat") -> None:
+                 temporal_merge: str = "concat",
+                 heads: Optional[Sequence[Sequence[str]]] = None, semantic_fields: Sequence[str] = ("item", "cate"),
+                 dense_fields: Sequence[str] = ()) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(att_width)
         self.position_scale = 1.0 / math.sqrt(att_position_dim)
@@ -113,6 +125,24 @@ class GeneralSearchUnit(nn.Module):
         din_width = att_width if temporal_merge == "add" else \
             att_width + (att_position_dim if spec.positions else 0) + num_side_fields * att_position_dim
         self.din = DinAttention(din_width, device) if spec.score == "din_mlp" else None
+        self.num_heads = len(heads) if heads is not None else 1
+        self.by_heads = heads is not None  # model.attention_heads set (possibly one head)
+        if self.by_heads:
+            # Head h's query weights [H, D_att] (1 / sqrt(|S_h semantic| * d) on its semantic fields' columns, 0
+            # elsewhere: a head without semantic fields scores 0 there) and its dense fields [H, F], 1 or 0.
+            # Buffers, not parameters: fixed by the config, and not saved (they are rebuilt from it).
+            field_dim = att_width // len(semantic_fields)
+            query = torch.zeros(len(heads), att_width)
+            dense = torch.zeros(len(heads), len(dense_fields))
+            for h, head in enumerate(heads):
+                semantic = [semantic_fields.index(f) for f in head if f in semantic_fields]
+                for f in semantic:
+                    query[h, f * field_dim:(f + 1) * field_dim] = 1.0 / math.sqrt(len(semantic) * field_dim)
+                for f in head:
+                    if f in dense_fields:
+                        dense[h, list(dense_fields).index(f)] = 1.0
+            self.register_buffer("head_query", query.to(device), persistent=False)
+            self.register_buffer("head_dense", dense.to(device), persistent=False)
 
     def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[N + 1]`` the dot score's position term per target-relative position, ``<p_i^A, p_0^A> /
@@ -127,9 +157,24 @@ class GeneralSearchUnit(nn.Module):
         against its field's target row once, ``[R, S]``, and every behavior reads its S entries."""
         if emb.att_side is None:
             return None
+        return self.side_terms(emb).sum(1)
+
+    def side_terms(self, emb: SequenceEmbeddings) -> torch.Tensor:
+        """``[L, S]`` each side field's term of every behavior (see :meth:`side_bias`); side fields only."""
         per_row = (emb.att_side @ emb.att_target_side.t()) * self.position_scale
         fields = torch.arange(emb.side_ids.size(1), device=emb.side_ids.device)
-        return per_row[emb.side_ids, fields].sum(1)
+        return per_row[emb.side_ids, fields]
+
+    def head_bias(self, emb: SequenceEmbeddings, positions: torch.Tensor) -> torch.Tensor:
+        """``[H, n]`` each head's dense terms of n behaviors at target-relative ``positions [n]`` (jagged like
+        ``emb.side_ids``): the sum of the position term and the side fields' terms its fields name (heads only)."""
+        terms = ([self.position_bias(emb)[positions]] if emb.att_positions is not None else []) \
+            + (list(self.side_terms(emb).unbind(1)) if emb.side_ids is not None else [])
+        bias = positions.new_zeros(self.num_heads, positions.numel(), dtype=self.head_query.dtype)
+        # term by term: every behavior's sum is formed in the same order, so equal terms give exactly equal scores
+        for field, term in enumerate(terms):
+            bias = bias + self.head_dense[:, field:field + 1] * term.unsqueeze(0)
+        return bias
 
     def forward(self, emb: SequenceEmbeddings, hist_levels: Optional[torch.Tensor] = None,
                 target_levels: Optional[torch.Tensor] = None) -> GsuOutput:
@@ -139,6 +184,8 @@ class GeneralSearchUnit(nn.Module):
             hist_levels: ``[L, H]`` the behaviors' ids of each hard level (``hard_levels`` order); target_levels
                 ``[B, H]`` the targets' (hard search only).
         """
+        if self.by_heads:
+            return self.search_heads(emb)
         if self.din is None:
             out = gsu_topk(emb.att_hist, emb.offsets, emb.att_target, self.position_bias(emb), self.top_k,
                            self.max_len, self.scale, self.kernel, key_bias=self.side_bias(emb))
@@ -162,6 +209,30 @@ class GeneralSearchUnit(nn.Module):
         if self.soft_fill:
             return self.fill_from_soft(selected, out)
         return GsuOutput(out.scores, selected.top_indices, selected.top_mask)
+
+    def search_heads(self, emb: SequenceEmbeddings) -> GsuOutput:
+        """The H heads' searches of the batch (``heads`` only).
+
+        Returns:
+            :class:`GsuOutput` with ``scores [B, H, N]`` (``[B, N]`` for one head) and ``top_indices`` /
+            ``top_mask`` ``[B, H * K']``, head h's K' selected slots at ``h * K' ..``, in descending score order.
+        """
+        heads, total, num_rows = self.num_heads, emb.att_hist.size(0), emb.att_target.size(0)
+        rows, slots, lengths = jagged_layout(emb.offsets, total)
+        bias = self.head_bias(emb, lengths[rows] - slots)
+        # head-major rows h * B + b: head h's query is the target's weighted by its fields, its keys the batch's
+        queries = (self.head_query.unsqueeze(1) * emb.att_target.unsqueeze(0)).flatten(0, 1).to(emb.att_target.dtype)
+        starts = emb.offsets[:-1] + torch.arange(heads, device=emb.offsets.device).unsqueeze(1) * total
+        offsets = torch.cat([starts.flatten(), starts.new_full((1,), heads * total)])
+        # The op's own top-K (k = 1, a max) is not used: its order among equal scores is the kernel's.
+        out = gsu_topk(emb.att_hist.repeat(heads, 1), offsets, queries, emb.att_hist.new_zeros(self.max_len + 1),
+                       1, self.max_len, 1.0, self.kernel, key_bias=bias.flatten())
+        scores = out.scores.view(heads, num_rows, self.max_len)
+        rank = recent_first_rank(scores, torch.arange(self.max_len, device=scores.device))
+        top = rank.topk(min(self.top_k, self.max_len), dim=2).indices  # [H, B, K']
+        mask = top < lengths.view(1, -1, 1)
+        by_sample = scores[0] if heads == 1 else scores.transpose(0, 1).contiguous()
+        return GsuOutput(by_sample, top.transpose(0, 1).flatten(1), mask.transpose(0, 1).flatten(1))
 
     def level_code(self, hist_levels: torch.Tensor, target_levels: torch.Tensor) -> torch.Tensor:
         """The hard levels' match code ``sum_l m_{l,i} 2^(H-1-l)`` (int64, the broadcast shape of the inputs
@@ -231,6 +302,8 @@ class GeneralSearchUnit(nn.Module):
         """
         if self.din is not None:
             raise ValueError("candidate scoring needs the dot score; the din_mlp score (variant din) has none")
+        if self.by_heads:
+            return self._heads_of_one_history(emb, chunk)
         length, num = emb.att_hist.size(0), emb.att_target.size(0)
         device = emb.att_hist.device
         positions = torch.arange(length, 0, -1, device=device)  # slot j sits at position n - j
@@ -266,14 +339,46 @@ class GeneralSearchUnit(nn.Module):
         return (torch.where(first, best.scores, best_unmatched.scores.gather(1, fill)),
                 torch.where(first, best.slots, best_unmatched.slots.gather(1, fill)))
 
+    def _heads_of_one_history(self, emb: SequenceEmbeddings, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`search_one_history` with ``heads``: each head's search of each candidate, as in
+        :meth:`search_heads`, in one ``[H * C, D + H] @ [D + H, chunk]`` product per chunk (head h's bias in key
+        column D + h, read by a one-hot query column). Returns scores and slots ``[C, H * K']``, head-major."""
+        length, num, heads = emb.att_hist.size(0), emb.att_target.size(0), self.num_heads
+        device = emb.att_hist.device
+        bias = self.head_bias(emb, torch.arange(length, 0, -1, device=device))  # slot j sits at position n - j
+        keys = torch.cat([emb.att_hist, bias.t()], dim=1)
+        one_hot = torch.eye(heads, dtype=emb.att_target.dtype, device=device).unsqueeze(1).expand(heads, num, heads)
+        queries = torch.cat([self.head_query.unsqueeze(1) * emb.att_target.unsqueeze(0), one_hot], dim=2)
+        queries = queries.flatten(0, 1)
+        k = min(self.top_k, length)
+        best = _RunningTopK(heads * num, k, emb.att_target, torch.long)
+        for begin in range(0, length, chunk):
+            end = min(begin + chunk, length)
+            scores = queries @ keys[begin:end].t()
+            best.merge(recent_first_rank(scores, torch.arange(begin, end, device=device)), scores, begin)
+        return (best.scores.view(heads, num, k).transpose(0, 1).flatten(1),
+                best.slots.view(heads, num, k).transpose(0, 1).flatten(1))
+
+
+def recent_first_rank(scores: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """int64 ranks that order ``scores`` (float, ``[..., n]``) descending and equal scores by slot, the more recent
+    (higher) slot first: the order-preserving int32 image of the float32 score times 2^32, plus the slot ``[n]``.
+    The heads' selection rule: a head of dense fields only gives many equal scores (one per behavior type, say),
+    and torch's top-K leaves their order unspecified (it differs with the row's length, so candidate scoring
+    would select differently from the batch)."""
+    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0, which must rank equal
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: flip the magnitude bits
+    return ordered.long() * (1 << 32) + slots
+
 
 class _RunningTopK:
-    """The K best of a stream of ``[C, chunk]`` blocks by a rank (the score, or hard search's key): the ranks
-    ``[C, <= K]`` (descending), their slots and their scores."""
+    """The K best of a stream of ``[C, chunk]`` blocks by a rank (the score, hard search's key, or the heads'
+    :func:`recent_first_rank`, of dtype ``rank_dtype``): the ranks ``[C, <= K]`` (descending), their slots and
+    their scores."""
 
-    def __init__(self, num: int, k: int, like: torch.Tensor) -> None:
+    def __init__(self, num: int, k: int, like: torch.Tensor, rank_dtype: Optional[torch.dtype] = None) -> None:
         self.k = k
-        self.rank = like.new_empty(num, 0)
+        self.rank = like.new_empty(num, 0, dtype=rank_dtype)
         self.slots = torch.empty(num, 0, dtype=torch.long, device=like.device)
         self.scores = like.new_empty(num, 0)
 
@@ -302,20 +407,25 @@ class ExactSearchUnit(nn.Module):
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
     With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
     :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
+    With H attention heads (DI-TIN) the selection holds each head's K' behaviors in turn, each head's weights are
+    a softmax over its own K', and the output is ``[h^(1); ...; h^(H)]``, each the sum of the full vectors e^R.
 
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
         att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
         add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
+        heads: H, the attention heads (with two layers: 1).
     """
 
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False,
+                 heads: int = 1) -> None:
         super().__init__()
         self.kernel = kernel
         self.layers = layers
         self.scale = 1.0 / math.sqrt(att_width)
         self.add = add
+        self.heads = heads
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
                 selected_scores: Optional[torch.Tensor] = None,
@@ -324,7 +434,8 @@ class ExactSearchUnit(nn.Module):
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
-                when ``selected_scores`` is given).
+                when ``selected_scores`` is given). With H > 1 heads: scores ``[B, H, N]``, top_indices / top_mask
+                ``[B, H * K]`` (head h's K at ``h * K ..``), and so are the K-wide arguments below.
             emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
                 ``selected`` is not given; with two layers the attention vectors).
             selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
@@ -338,12 +449,15 @@ class ExactSearchUnit(nn.Module):
                 ``emb.att_hist``.
 
         Returns:
-            h ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
-            layer.
+            h ``[B, layers * H * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            layer or head.
         """
         if selected_scores is None:
-            selected_scores = gsu.scores.gather(1, gsu.top_indices)
-        weights = masked_softmax(selected_scores, gsu.top_mask)
+            index = gsu.top_indices if self.heads == 1 else \
+                gsu.top_indices.view(gsu.top_indices.size(0), self.heads, -1)
+            selected_scores = gsu.scores.gather(-1, index).flatten(1)
+        # heads as rows of their own ([B * H, K, ...], a no-op view with one head): softmax and sums per head
+        weights = masked_softmax(self._per_head(selected_scores), self._per_head(gsu.top_mask))
         if selected is None:
             selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
         selected_pos, selected_side = None, None
@@ -353,14 +467,20 @@ class ExactSearchUnit(nn.Module):
         if emb.side_ids is not None:
             if selected_side_ids is None:
                 selected_side_ids = selected_rows(emb.side_ids, emb.offsets, gsu.top_indices, gsu.top_mask)
-            selected_side = emb.rep_side[selected_side_ids]  # [B, K, S, d_pos] (masked slots weigh 0)
+            selected_side = self._per_head(emb.rep_side[selected_side_ids])  # [B * H, K, S, d_pos]; masked: weight 0
+        selected = self._per_head(selected)
+        selected_pos = None if selected_pos is None else self._per_head(selected_pos)
         h = self._aggregate(weights, selected, selected_pos, selected_side)
         if self.layers == 1:
-            return h
+            return h.reshape(h.size(0) // self.heads, self.heads * h.size(1))
         if selected_keys is None:
             selected_keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
         second = second_layer_weights(weights, selected_keys, emb.att_target, gsu.top_mask, self.scale)
         return torch.cat([h, self._aggregate(second, selected, selected_pos, selected_side)], dim=1)
+
+    def _per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H * K, ...]`` -> ``[B * H, K, ...]``: head h of sample b in row ``b * H + h``."""
+        return x.reshape(x.size(0) * self.heads, x.size(1) // self.heads, *x.shape[2:])
 
     def _aggregate(self, weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
@@ -381,33 +501,41 @@ class FullSequenceAttention(nn.Module):
     input, as in the reference code); costs O(N * d_rep) and so only runs in training. With two layers
     (stacked TIN) layer 2 re-weights all of them likewise (:func:`second_layer_weights`, O(N * D_att) more).
 
+    With H attention heads each head's softmax weights every behavior in turn (H weighted sums of the history).
+
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
         att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
         add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
+        heads: H, the attention heads (with two layers: 1).
     """
 
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False,
+                 heads: int = 1) -> None:
         super().__init__()
         self.kernel = kernel
         self.layers = layers
         self.scale = 1.0 / math.sqrt(att_width)
         self.add = add
+        self.heads = heads
 
     def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """
         Args:
-            scores: ``[B, N]`` GSU scores of every slot.
+            scores: ``[B, N]`` GSU scores of every slot (``[B, H, N]`` with H > 1 heads).
             emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
-            layer.
+            ``[B, layers * H * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            layer or head.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
-        slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
+        slots = torch.arange(scores.size(-1), device=scores.device).unsqueeze(0)
         valid = slots < lengths
+        if self.heads > 1:
+            return torch.cat([self._aggregate(masked_softmax(head, valid), lengths, emb) for head in scores.unbind(1)],
+                             dim=1)
         weights = masked_softmax(scores, valid)
         h = self._aggregate(weights, lengths, emb)
         if self.layers == 1:
@@ -462,7 +590,8 @@ class StratifiedBehaviorSample(nn.Module):
     def forward(self, scores: torch.Tensor, offsets: torch.Tensor, target_ids: torch.Tensor) -> GsuOutput:
         """
         Args:
-            scores: ``[B, N]`` the GSU's scores (passed through: the aux head's softmax reads them).
+            scores: ``[B, N]`` the GSU's scores (``[B, H, N]`` with H > 1 attention heads; passed through: the aux
+                head's softmax reads them).
             offsets: ``[B + 1]`` history row offsets.
             target_ids: ``[B]`` int target ids (the hash's key).
 

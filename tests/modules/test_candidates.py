@@ -58,14 +58,10 @@ def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
         model.score_candidates(too_long, too_long, torch.tensor([3]), torch.tensor([1]))
 
 
-@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
-@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
-@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
-def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, length, chunk):
-    """Time gap and behavior type on: the history's side ids (the same for every candidate) enter the score
-    column and the representation as in the forward."""
-    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
-                      "--model.time_gap", "true")
+def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_category: bool = False):
+    """Scores 40 candidates against one history of ``length`` behaviors with the time gap and behavior type (random
+    ids), by ``score_candidates`` and by the batch forward on the history replicated; asserts they agree. With
+    ``same_category`` the first 10 candidates take the category of the history's first behavior (hard search)."""
     torch.manual_seed(0)
     model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
     g = torch.Generator().manual_seed(length)
@@ -73,6 +69,8 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
     side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
             "btype": torch.randint(1, 5, (length,), generator=g)}
     cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    if same_category:
+        cand_cate[:10] = hist_cate[0] if length else 1
     batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
     lengths = torch.full((40,), length, dtype=torch.int32)
     batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
@@ -81,8 +79,20 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
     expected = model(batch).logits
     torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
                                                       hist_side=side), expected)
+    return model, (hist_item, hist_cate, cand_item, cand_cate)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, length, chunk):
+    """Time gap and behavior type on: the history's side ids (the same for every candidate) enter the score
+    column and the representation as in the forward."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
+                      "--model.time_gap", "true")
+    model, ids = side_candidates_match_the_forward(cfg, length, chunk)
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
-        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate)
+        model.score_candidates(*ids)
 
 
 @pytest.mark.parametrize("fill", ["soft", "recent"])
@@ -144,19 +154,16 @@ def test_candidate_scoring_with_temporal_add_equals_the_forward(variant, extra, 
     and the score column has no position or side term."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.temporal_merge", "add",
                       "--model.side_fields", "[btype]", "--model.time_gap", "true", *extra)
-    torch.manual_seed(0)
-    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
-    g = torch.Generator().manual_seed(length)
-    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
-    side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
-            "btype": torch.randint(1, 5, (length,), generator=g)}
-    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
-    cand_cate[:10] = hist_cate[0] if length else 1  # candidates of a category in the history (hard search)
-    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
-    lengths = torch.full((40,), length, dtype=torch.int32)
-    batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
-                              values=torch.cat([batch.values(), side["gap"].repeat(40), side["btype"].repeat(40)]),
-                              lengths=torch.cat([batch.lengths(), lengths, lengths]))
-    expected = model(batch).logits
-    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
-                                                      hist_side=side), expected)
+    side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_no_tr", "twin_4e", "twin_proj"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (32, 1024), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_attention_heads_equals_the_forward(variant, lookup, length, chunk):
+    """Three heads (DI-TIN), one of behavior types only: each candidate is searched once per head, and the
+    type head's many equal scores (four types over 32 behaviors) select the same behaviors as the forward's."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
+                      "--model.time_gap", "true", "--model.attention_heads",
+                      "[[item, cate, gap], [btype], [cate, pos]]")
+    side_candidates_match_the_forward(cfg, length, chunk)

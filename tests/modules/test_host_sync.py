@@ -74,6 +74,17 @@ def step_and_evaluate(guard, train, batch) -> None:
             train(batch)
     assert not guard.seen, sorted(set(guard.seen))
 
+
+def side_step(tiny_side_data, guard, cfg) -> None:
+    """:func:`step_and_evaluate` of ``cfg``'s model (4 behavior types) on the first batch of the side-column data,
+    read with the config's side fields."""
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.dense_side_fields)))
+    step_and_evaluate(guard, train, batch)
+
+
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("aux", ["true", "false", "bounded"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -131,11 +142,7 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
         ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
     cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup, "--model.esu_layers", "2",
                       "--model.side_fields", "[btype]", "--model.time_gap", "true")
-    torch.manual_seed(0)
-    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
-    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
-                                         side_fields=cfg.model.dense_side_fields)))
-    step_and_evaluate(guard, train, batch)
+    side_step(tiny_side_data, guard, cfg)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -148,8 +155,17 @@ def test_temporal_add_never_waits_for_the_host(tiny_side_data, guard, variant, l
     cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
                       "--model.esu_layers", layers, "--model.temporal_merge", "add", "--model.side_fields", "[btype]",
                       "--model.time_gap", "true")
-    torch.manual_seed(0)
-    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
-    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
-                                         side_fields=cfg.model.dense_side_fields)))
-    step_and_evaluate(guard, train, batch)
+    side_step(tiny_side_data, guard, cfg)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "false", "bounded"])
+@pytest.mark.parametrize("variant", ["dare", "twin"])
+def test_attention_heads_never_wait_for_the_host(tiny_side_data, guard, variant, aux, lookup):
+    """Two attention heads (DI-TIN) with the side fields on: the heads' stacked search, their one lookup of
+    B * H * K rows (with the bounded aux head's M), and the full aux head's per-head sums."""
+    aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
+        ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup, "--model.side_fields",
+                      "[btype]", "--model.time_gap", "true", "--model.attention_heads", "[[item, cate], [btype, pos]]")
+    side_step(tiny_side_data, guard, cfg)

@@ -463,3 +463,82 @@ def test_concat_and_add_scores_by_hand():
     assert scores_by_hand_tables("add") == pytest.approx(2 / math.sqrt(2), abs=1e-6)
     assert scores_by_hand_tables("add", zero_dense=True) == scores_by_hand_tables("concat", zero_dense=True) \
         == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+
+
+def heads_features(items, cates, btypes, target_item, target_cate) -> KeyedJaggedTensor:
+    """One sample: a history (oldest first) with behavior types, and its target."""
+    n = len(items)
+    return KeyedJaggedTensor(keys=[*SPARSE_KEYS, SIDE_KEYS["btype"]],
+                             values=torch.tensor([*items, *cates, target_item, target_cate, *btypes]),
+                             lengths=torch.tensor([n, n, 1, 1, n], dtype=torch.int32))
+
+
+def table(model, name: str) -> torch.Tensor:
+    """A sharded table's weight, by table name (``item_att``, ``cate_rep``, ...), either lookup."""
+    for collection in model.sparse_arch.collections.values():
+        bags = getattr(collection, "embedding_bags", None) or collection.embeddings
+        if name in bags:
+            return bags[name].weight
+    raise KeyError(name)
+
+
+PV, CART = 1, 2  # behavior type ids
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+def test_two_attention_heads_by_hand(lookup):
+    """docs/side-info.md §4 item 7: heads [[item, cate], [btype]], N = 3, K = 1, d_att = d_pos_att = 1. Head 1's
+    scores are the items' attention values 0, 2, 1 (the target's item value sqrt(2) cancels the scale
+    1/sqrt(2 * 1), its cate value 0 drops the cate term): slot 1. Head 2's are the type biases <Bt[type], Bt[0]>
+    with Bt[0] = 1, Bt[pv] = 0, Bt[cart] = 2 over types [cart, pv, pv]: 2, 0, 0, slot 0. K = 1 gives each weight 1,
+    so h^(1) = e^R_1 and h^(2) = e^R_0, the full fused vectors [item; cate; position; btype], and the over-arch
+    input is [v_t; h^(1); h^(2); v_t * h^(1); v_t * h^(2)], (1 + 2 * 2) W_R wide."""
+    model, cfg = build("dare", lookup, "--model.d_att", "1", "--model.d_pos_att", "1", "--model.top_k", "1",
+                       "--model.side_fields", "[btype]", "--model.attention_heads", "[[item, cate], [btype]]")
+    with torch.no_grad():
+        item_att, cate_att = table(model, "item_att"), table(model, "cate_att")
+        item_att[[1, 2, 3, 4]] = torch.tensor([[0.0], [2.0], [1.0], [math.sqrt(2)]])
+        cate_att[2] = 0.0  # the target's category
+        model.sparse_arch.side_tables["btype"]["att"].weight[[0, PV, CART]] = torch.tensor([[1.0], [0.0], [2.0]])
+    x = heads_features([1, 2, 3], [1, 3, 1], [CART, PV, PV], 4, 2)
+    with torch.no_grad():
+        assert model.search(model.sparse_arch(x), x).top_indices.tolist() == [[1, 0]]
+        over_arch_input = []
+        model.over_arch.register_forward_pre_hook(lambda _, args: over_arch_input.append(args[0]))
+        model(x)
+    item_rep, cate_rep = table(model, "item_rep").detach(), table(model, "cate_rep").detach()
+    pos_rep = model.sparse_arch.positions["rep"].weight.detach()
+    btype_rep = model.sparse_arch.side_tables["btype"]["rep"].weight.detach()
+
+    def fused(item, cate, position, btype):
+        return torch.cat([item_rep[item], cate_rep[cate], pos_rep[position], btype_rep[btype]])
+
+    target, h1, h2 = fused(4, 2, 0, 0), fused(2, 3, 2, PV), fused(1, 1, 3, CART)  # slot j sits at position 3 - j
+    width = 2 * D_REP + 2 * D_POS
+    assert over_arch_input[0].shape == (1, (1 + 2 * 2) * width)
+    torch.testing.assert_close(over_arch_input[0][0], torch.cat([target, h1, h2, target * h1, target * h2]))
+
+
+def test_equal_head_scores_select_the_more_recent_behavior():
+    """A head of behavior types only scores four behaviors of one type equally: K = 2 selects the two most recent,
+    newest first (the tie rule); with one cart (bias sqrt(3) over pv's 0) among them, the cart and then the most
+    recent pv."""
+    model, _ = build("dare", "sequence", "--model.side_fields", "[btype]", "--model.attention_heads",
+                     "[[btype], [item]]")
+    with torch.no_grad():
+        model.sparse_arch.side_tables["btype"]["att"].weight[[0, PV, CART]] = torch.tensor([[1.0], [0.0], [1.0]])
+        for types, chosen in [([PV, PV, PV, PV], [3, 2]), ([PV, CART, PV, PV], [1, 3])]:
+            x = heads_features([1, 2, 3, 5], [1, 2, 1, 3], types, 6, 2)
+            selected = model.search(model.sparse_arch(x), x).top_indices
+            assert selected[0, :K].tolist() == chosen
+
+
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_no_tr", "twin_4e", "twin_proj"])
+def test_one_head_of_every_field_is_the_model_without_heads(variant):
+    """attention_heads [[item, cate, pos, gap, btype]]: the same score, selection and output as null (up to the
+    order of the float sums), from the same parameters."""
+    heads, _ = build(variant, "sequence", *SIDE_ARGS, "--model.attention_heads", "[[item, cate, pos, gap, btype]]")
+    null, cfg = build(variant, "sequence", *SIDE_ARGS)
+    with torch.no_grad():
+        torch.testing.assert_close(heads(features(cfg.dense_side_fields)).logits,
+                                   null(features(cfg.dense_side_fields)).logits)

@@ -264,8 +264,11 @@ def test_bf16_inputs_match_the_fp32_reference_within_bf16_rounding():
                                        msg=lambda m: f"{kernel} {tuple(grad.shape)}: {m}")
 
 
-@pytest.mark.parametrize("variant", ["dare", "twin_hard", "din"])  # gsu_topk; + jagged_topk (hard, DIN MLP)
-def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, variant):
+# gsu_topk; + jagged_topk (hard, DIN MLP); the attention heads' stacked gsu_topk (H * B rows, key_bias)
+@pytest.mark.parametrize("variant,extra", [("dare", ()), ("twin_hard", ()), ("din", ()),
+                                           ("dare", ("--model.attention_heads", "[[item, cate], [cate, pos]]"))],
+                         ids=["dare", "twin_hard", "din", "dare_attention_heads"])
+def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, variant, extra):
     """The whole model (with the aux head, unsharded, fp32): outputs and every parameter gradient of one
     training step agree between ``model.op_kernel: triton`` and ``pytorch``; evaluation outputs too."""
     from dare_rec.data.parquet import ParquetBatchReader
@@ -283,8 +286,8 @@ def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, varian
     runs = {}
     for kernel in ("pytorch", "triton"):
         torch.manual_seed(0)
-        train = build_model(tiny_config("--model.variant", variant, "--model.op_kernel", kernel), 501, 21, DEVICE,
-                            DEVICE)
+        train = build_model(tiny_config("--model.variant", variant, "--model.op_kernel", kernel, *extra), 501, 21,
+                            DEVICE, DEVICE)
         loss, (_, logits, _) = train(batch)
         loss.backward()
         train.eval()

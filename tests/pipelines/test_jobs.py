@@ -201,6 +201,16 @@ def test_temporal_add_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_
                          "--model.temporal_merge", "add", "--model.time_gap", "true", "--model.aux_behaviors", "8")
 
 
+@pytest.mark.parametrize("aux", ["8", "null"])
+def test_attention_heads_train_and_evaluate_through_the_jobs(tiny_side_data, tmp_path, aux):
+    """Two attention heads (DI-TIN), a semantic one and a behavior-type/recency one, with the bounded and the full
+    aux head: the train pipeline traces the heads' one lookup of their H * K selections (and the M sampled), the
+    loss falls, and evaluation rebuilds the heads and the wider over-arch from the checkpoint's config."""
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.attention_heads", "[[item, cate], [btype, pos, gap]]",
+                         "--model.side_fields", "[btype]", "--model.time_gap", "true", "--sharding.lookup",
+                         "sequence", "--model.aux_behaviors", aux)
+
+
 @pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin", "singleton_bags"),
                                             ("twin_4e", "singleton_bags")])
 def test_the_bounded_aux_head_trains_through_the_pipeline(tiny_data, tmp_path, variant, lookup):
@@ -244,6 +254,7 @@ def test_a_successful_run_prints_no_library_warning(tiny_data, tmp_path, optimiz
      "model.hard_levels brand needs column(s) ['hist_brand', 'target_brand'] but the dataset"),
     (["--model.hard_fill", "soft"], "model.hard_fill: applies to hard search only"),
     (["--model.esu_layers", "2", "--model.variant", "din"], "model.esu_layers: 2 needs score dot"),
+    (["--model.attention_heads", "[[item], [btype]]"], "model.attention_heads: head 2: 'btype' is not a field in use"),
 ])
 def test_bad_configuration_fails_before_training(tiny_data, tmp_path, capsys, overrides, message):
     argv = train_args(tiny_data, tmp_path / "run") + overrides
