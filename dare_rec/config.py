@@ -166,6 +166,12 @@ class SyntheticConfig:
     # null, or the interest decay over the time gap: relevance is also multiplied by exp(-gap / time_decay_s),
     # gap = target_ts - hist_ts in seconds.
     time_decay_s: Optional[float] = None
+    # Target objectives (docs/side-info.md §3.4): null or 1, off; O >= 2, every sample draws an objective 1..O
+    # uniformly (written as target_objective) and its relevance decays over positions with that objective's
+    # objective_decays entry (in behaviors) instead of relevance_decay, so objectives differ in how fast
+    # interest fades with position.
+    num_objectives: Optional[int] = None
+    objective_decays: Optional[List[float]] = None
     row_group_size: int = 8192
     # A row group also closes at this many MiB (uncompressed): bounds reader memory for long histories.
     row_group_mb: int = 64
@@ -217,6 +223,21 @@ class SyntheticConfig:
                  f"must be >= 1 (mean behaviors per session), got {self.session_behaviors}")
         _require(self.time_decay_s is None or self.time_decay_s > 0, f"{prefix}.time_decay_s",
                  f"must be > 0 or null, got {self.time_decay_s}")
+        _require(self.num_objectives is None or self.num_objectives >= 1, f"{prefix}.num_objectives",
+                 f"must be >= 1 or null, got {self.num_objectives}")
+        decays = self.objective_decays
+        if self.objectives_on:
+            _require(decays is not None and len(decays) == self.num_objectives and all(d > 0 for d in decays),
+                     f"{prefix}.objective_decays", f"must list one position decay > 0 per objective "
+                     f"({self.num_objectives}), got {decays}")
+        else:
+            _require(decays is None, f"{prefix}.objective_decays",
+                     f"needs {prefix}.num_objectives >= 2, got {self.num_objectives}")
+
+    @property
+    def objectives_on(self) -> bool:
+        """Whether samples carry a target objective (``num_objectives`` >= 2)."""
+        return self.num_objectives is not None and self.num_objectives > 1
 
 
 LOG_EVENT_FORMATS = ("auto", "csv", "parquet")
@@ -395,6 +416,10 @@ class ModelConfig:
     # Hard search's fill when fewer than K behaviors match any level: recent, the most recent others (today's);
     # soft, the others of highest score (the soft top-K's order). Soft search: recent only.
     hard_fill: str = "recent"
+    # Target-decoupled positions (docs/side-info.md §2.4): O position tables per table group, attention and
+    # representation, one per target objective; a sample reads the slice of its target_objective (ids 1..O, a
+    # column of the dataset). Needs positions. The gap tables of time_gap stay shared. 1: today's model, bit for bit.
+    position_objectives: int = 1
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -423,6 +448,11 @@ class ModelConfig:
                  and len(set(self.hard_levels)) == len(self.hard_levels), f"{prefix}.hard_levels",
                  f"must be a non-empty list of distinct levels of {HARD_LEVELS}, got {self.hard_levels!r}")
         _one_of(self.hard_fill, f"{prefix}.hard_fill", HARD_FILLS, "fill")
+        _require(self.position_objectives >= 1, f"{prefix}.position_objectives",
+                 f"must be >= 1, got {self.position_objectives}")
+        _require(self.position_objectives == 1 or self.spec().positions, f"{prefix}.position_objectives",
+                 f"{self.position_objectives} needs positions, which variant {self.variant} has off "
+                 f"(model.positions true turns them on)")
         if self.spec().search == "soft":  # both fields shape hard search only: a value for soft search is a mistake
             _require(self.hard_levels == ["cate"], f"{prefix}.hard_levels",
                      f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
