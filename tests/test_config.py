@@ -133,3 +133,16 @@ def test_esu_layers_are_validated():
                                 "model.esu_layers: 2 needs score dot")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(*overrides)
+
+
+def test_position_objectives_are_validated():
+    assert tiny_config().model.position_objectives == 1
+    assert tiny_config("--model.position_objectives", "3").model.position_objectives == 3
+    for overrides, message in [(("--model.position_objectives", "0"), "model.position_objectives: must be >= 1"),
+                               (("--model.variant", "din", "--model.position_objectives", "2"),
+                                "model.position_objectives: 2 needs positions, which variant din has off")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            tiny_config(*overrides)
+    # DIN with its positions switched on may split them
+    assert tiny_config("--model.variant", "din", "--model.positions", "true", "--model.position_objectives",
+                       "2").model.position_objectives == 2

@@ -10,7 +10,6 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dare_rec.data import schema
@@ -427,7 +426,9 @@ class FullSequenceAttention(nn.Module):
         if emb.objectives is None:
             return position_weights @ emb.rep_positions
         # with O objectives each sample weighs its own slice: its weights in that slice's block of [B, O * P]
-        slices = F.one_hot(emb.objectives, emb.rep_positions.size(0)).to(position_weights.dtype)
+        # (a comparison, not one_hot, which checks the ids' range on the host)
+        slices = (emb.objectives.unsqueeze(1) == torch.arange(emb.rep_positions.size(0), device=weights.device))
+        slices = slices.to(position_weights.dtype)
         return (slices.unsqueeze(2) * position_weights.unsqueeze(1)).flatten(1) @ emb.rep_positions.flatten(0, 1)
 
 

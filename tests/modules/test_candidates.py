@@ -131,3 +131,34 @@ def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, looku
     expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
     torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk),
                                expected)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_target_objectives_equals_the_forward(variant, lookup, length, chunk):
+    """position_objectives 2: every candidate of a call has the call's objective and reads its position slice,
+    as the forward does for samples of that objective; the two objectives give different logits."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.position_objectives", "2")
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU).model.eval()
+    with torch.no_grad():  # slices far apart, so that the objective decides something
+        for name, p in model.named_parameters():
+            if ".positions." in name:
+                p.normal_()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    cand_cate[:10] = hist_cate[0] if length else 1
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    logits = {}
+    for objective in (1, 2):
+        with_objective = KeyedJaggedTensor(keys=batch.keys() + [schema.TARGET_OBJECTIVE],
+                                           values=torch.cat([batch.values(), torch.full((40,), objective)]),
+                                           lengths=torch.cat([batch.lengths(), torch.ones(40, dtype=torch.int32)]))
+        logits[objective] = model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                   objective=objective)
+        torch.testing.assert_close(logits[objective], model(with_objective).logits)
+    assert (logits[1] - logits[2]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"objective must be in \[1, 2\]"):
+        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, objective=3)

@@ -136,3 +136,21 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
     step_and_evaluate(guard, train, batch)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "false", "bounded"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+def test_target_decoupled_positions_never_wait_for_the_host(tiny_objective_data, guard, variant, aux, lookup):
+    """position_objectives 2: every sample's position slice is gathered on the device (the search's [B, N + 1]
+    bias, the ESU's and the full aux head's position vectors, the target's), the objectives read from the reader's
+    target_objective key."""
+    aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
+        ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup,
+                      "--model.position_objectives", "2")
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"))
+    batch = next(iter(ParquetBatchReader(tiny_objective_data, "train", 64, max_len=cfg.data.max_len, objectives=2)))
+    assert batch.sparse_features.keys()[-1] == "target_objective"
+    step_and_evaluate(guard, train, batch)
