@@ -34,7 +34,9 @@ class DareModel(nn.Module):
     ``model.side_fields`` / ``model.time_gap`` add them) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
-    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). The aux head
+    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With ``model.position_objectives`` O > 1
+    every position vector (search, ESU, the target's p_0^R) comes from the slice of the sample's
+    ``target_objective`` (docs/side-info.md §2.4). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
     in training.

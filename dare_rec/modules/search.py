@@ -56,7 +56,8 @@ class GeneralSearchUnit(nn.Module):
     + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
     (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
     (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
-    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors.
+    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors. With O target
+    objectives (``model.position_objectives``, §2.4) p_i^A and p_0^A come from the slice of the sample's objective.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
