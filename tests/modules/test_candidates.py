@@ -8,6 +8,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.data import schema
+from dare_rec.data.batch import side_keys
 from dare_rec.modules.model import build_model
 from tests.conftest import tiny_config
 
@@ -59,27 +60,50 @@ def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
 
 
 def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_category: bool = False):
-    """Scores 40 candidates against one history of ``length`` behaviors with the time gap and behavior type (random
-    ids), by ``score_candidates`` and by the batch forward on the history replicated; asserts they agree. With
-    ``same_category`` the first 10 candidates take the category of the history's first behavior (hard search)."""
+    """Scores 40 candidates against one history of ``length`` behaviors with the config's side fields (time gap,
+    behavior type: random ids), by ``score_candidates`` and by the batch forward on the history replicated; asserts
+    they agree. With ``same_category`` the first 10 candidates take the category of the history's first behavior
+    (hard search). With O > 1 target objectives (``model.position_objectives``) the position tables are drawn far
+    apart and every objective is scored in turn (the forward's samples all carrying it as ``target_objective``),
+    and an objective outside 1..O is refused. Returns the model, the ids ``(hist_item, hist_cate, cand_item,
+    cand_cate)`` and the ``[40]`` logits of each objective."""
     torch.manual_seed(0)
     model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
+    objectives = cfg.model.position_objectives
+    if objectives > 1:
+        with torch.no_grad():  # slices far apart, so that the objective decides something
+            for name, p in model.named_parameters():
+                if ".positions." in name:
+                    p.normal_()
     g = torch.Generator().manual_seed(length)
     hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
     side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
             "btype": torch.randint(1, 5, (length,), generator=g)}
+    side = {f: side[f] for f in cfg.model.dense_side_fields}
     cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
     if same_category:
         cand_cate[:10] = hist_cate[0] if length else 1
     batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
     lengths = torch.full((40,), length, dtype=torch.int32)
-    batch = KeyedJaggedTensor(keys=batch.keys() + ["hist_gap", "hist_btype"],
-                              values=torch.cat([batch.values(), side["gap"].repeat(40), side["btype"].repeat(40)]),
-                              lengths=torch.cat([batch.lengths(), lengths, lengths]))
-    expected = model(batch).logits
-    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
-                                                      hist_side=side), expected)
-    return model, (hist_item, hist_cate, cand_item, cand_cate)
+    batch = KeyedJaggedTensor(keys=batch.keys() + list(side_keys(side)),
+                              values=torch.cat([batch.values(), *(column.repeat(40) for column in side.values())]),
+                              lengths=torch.cat([batch.lengths()] + [lengths] * len(side)))
+    logits = []
+    for objective in range(1, objectives + 1):
+        if objectives > 1:  # the reader's last target key
+            features = KeyedJaggedTensor(keys=batch.keys() + [schema.TARGET_OBJECTIVE],
+                                         values=torch.cat([batch.values(), torch.full((40,), objective)]),
+                                         lengths=torch.cat([batch.lengths(), torch.ones(40, dtype=torch.int32)]))
+        else:
+            features = batch
+        logits.append(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk, hist_side=side,
+                                             objective=objective))
+        torch.testing.assert_close(logits[-1], model(features).logits)
+    if objectives > 1:
+        with pytest.raises(ValueError, match=rf"objective must be in \[1, {objectives}\]"):
+            model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, hist_side=side,
+                                   objective=objectives + 1)
+    return model, (hist_item, hist_cate, cand_item, cand_cate), logits
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -90,7 +114,7 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
     column and the representation as in the forward."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
                       "--model.time_gap", "true")
-    model, ids = side_candidates_match_the_forward(cfg, length, chunk)
+    model, ids, _ = side_candidates_match_the_forward(cfg, length, chunk)
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
         model.score_candidates(*ids)
 
@@ -167,3 +191,16 @@ def test_candidate_scoring_with_attention_heads_equals_the_forward(variant, look
                       "--model.time_gap", "true", "--model.attention_heads",
                       "[[item, cate, gap], [btype], [cate, pos]]")
     side_candidates_match_the_forward(cfg, length, chunk)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_target_objectives_equals_the_forward(variant, lookup, length, chunk):
+    """position_objectives 2 with the time gap and behavior type: every candidate of a call has the call's objective
+    and reads its position slice, as the forward does for samples of that objective (the gap and type rows stay
+    shared); the two objectives give different logits."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.position_objectives", "2",
+                      "--model.side_fields", "[btype]", "--model.time_gap", "true")
+    _, _, logits = side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
+    assert (logits[0] - logits[1]).abs().max() > 1e-3
