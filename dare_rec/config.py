@@ -68,8 +68,12 @@ TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 # Longest history (behaviors per sample) a dataset may store and the model may search: the regime the memory
 # bounds (aux_behaviors, the chunked GSU) and the long-history benchmarks cover (docs/performance.md).
 MAX_HISTORY_LIMIT = 10_000
-# Legal values of model.side_fields (docs/side-info.md proposes seller and brand as well: not built yet).
-SIDE_FIELDS = ("btype",)
+# Legal values of model.side_fields (docs/side-info.md §2.0): btype, a small dense table per table group, and the
+# semantic fields seller and brand (SEMANTIC_SIDE_FIELDS), sharded tables next to item and category.
+SIDE_FIELDS = ("btype", "seller", "brand")
+# The side fields with tables like item's and category's, in the order their blocks follow [item; cate] in e^A and
+# e^R (docs/side-info.md §2.0).
+SEMANTIC_SIDE_FIELDS = ("seller", "brand")
 # Legal values of model.esu_layers: one TIN layer, or stacked TIN's two (docs/side-info.md §2.6).
 ESU_LAYERS = (1, 2)
 # Legal levels of model.hard_levels (docs/side-info.md §2.3): each compares one id of a behavior with the target's.
@@ -373,9 +377,12 @@ class ModelConfig:
     # otherwise (same math, parity-tested); pytorch or triton force one.
     op_kernel: str = "auto"
     # Side fields of every behavior (docs/side-info.md §2.0, §2.2): SIDE_FIELDS; btype reads the dataset's
-    # hist_btype. Each field is a small dense table per table group (dims d_pos_att / d_pos, row 0 the target's
+    # hist_btype. btype is a small dense table per table group (dims d_pos_att / d_pos, row 0 the target's
     # query): a per-behavior score bias on the attention side, a block of the behavior vector on the
-    # representation side. Empty: today's model, bit for bit.
+    # representation side. seller and brand read hist_/target_seller and _brand (meta.json num_sellers /
+    # num_brands rows; id 1, unknown, is a learned row): a table per table group like item's, whose block joins
+    # [item; cate] in the attention and representation vectors of behaviors and targets (the semantic score is
+    # scaled by sqrt(n * d_att), n the semantic fields). Empty: today's model, bit for bit.
     side_fields: List[str] = field(default_factory=list)
     # The time gap to the target (target_ts - hist_ts, log2 buckets of dare_rec/data/side.py) as a side field
     # like btype (TIN's TTE-T); needs hist_ts and target_ts in the dataset.
@@ -451,7 +458,25 @@ class ModelConfig:
     def dense_side_fields(self) -> Tuple[str, ...]:
         """The side fields in use, in the order their blocks follow the position block of a behavior vector:
         ``gap`` (when ``time_gap``), then ``btype``."""
-        return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
+        return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS
+                                                            if f in self.side_fields and f not in SEMANTIC_SIDE_FIELDS)
+
+    @property
+    def semantic_side_fields(self) -> Tuple[str, ...]:
+        """The side fields with tables like item's (``seller``, ``brand``) in use, in SEMANTIC_SIDE_FIELDS order."""
+        return tuple(f for f in SEMANTIC_SIDE_FIELDS if f in self.side_fields)
+
+    @property
+    def semantic_fields(self) -> Tuple[str, ...]:
+        """The fields with sharded tables, in the order of their blocks in ``[item; cate; ...]`` vectors: item,
+        category, then the semantic side fields (n of them together: D_att = n * attention_dim)."""
+        return ("item", "cate") + self.semantic_side_fields
+
+    @property
+    def read_side_fields(self) -> Tuple[str, ...]:
+        """The side fields the data reader adds to the batches (its ``side_fields``): ``dense_side_fields``, then
+        ``semantic_side_fields`` (their history and target keys, ``dare_rec.data.batch.HARD_KEYS``)."""
+        return self.dense_side_fields + self.semantic_side_fields
 
     @property
     def hard_side_fields(self) -> Tuple[str, ...]:

@@ -48,9 +48,9 @@ StepGradients = Dict[str, Dict[str, RowGradients]]
 
 
 def lookup_tables(model: ModelConfig) -> Dict[Tuple[str, str], List[Tuple[str, str]]]:
-    """(group, side) -> its (table name, feature) per field in ``[item; cate]`` column order, for every lookup
-    the sparse arch makes."""
-    return {(g.name, side): [(f"{field}_{g.name}", features[side]) for field, features in FIELDS.items()]
+    """(group, side) -> its (table name, feature) per field in ``[item; cate; ...]`` column order, for every
+    lookup the sparse arch makes."""
+    return {(g.name, side): [(f"{field}_{g.name}", FIELDS[field][side]) for field in g.fields]
             for g in table_groups(model) for side in g.sides}
 
 

@@ -30,28 +30,28 @@ def keyed(keys: List[str], values: torch.Tensor, lengths: torch.Tensor, length_p
 
 @torch.fx.wrap
 def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
-                      top_mask: torch.Tensor) -> KeyedJaggedTensor:
+                      top_mask: torch.Tensor, fields: Tuple[str, ...]) -> KeyedJaggedTensor:
     """The batch KJT reduced to the selected behaviors, with fixed shapes: every history is the ``K'`` slots of
     ``top_indices`` (in selection order), a masked slot reading id 0 (the padding row; :func:`pad_selected`
-    zeroes its vector), targets unchanged. No shape depends on the data, so nothing is read on the host.
+    zeroes its vector), targets unchanged; one history key and one target key per semantic field of ``fields``.
+    No shape depends on the data, so nothing is read on the host.
     fx-wrapped: it depends on the search's output, so the module reading it runs without input-distribution
     overlap in TorchRec's train pipeline."""
     batch, width = top_indices.shape
-    hist_items, hist_cates = features[schema.HIST_ITEM].values(), features[schema.HIST_CATE].values()
-    if hist_items.numel() == 0:  # every history empty (a shape, not a value)
-        picked_items = picked_cates = hist_items.new_zeros(batch * width)
+    hist = [features[FIELDS[field][HIST]].values() for field in fields]
+    if hist[0].numel() == 0:  # every history empty (a shape, not a value)
+        picked = [values.new_zeros(batch * width) for values in hist]
     else:
         flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
         keep = top_mask.reshape(-1)
-        picked_items = torch.where(keep, hist_items[flat], 0)
-        picked_cates = torch.where(keep, hist_cates[flat], 0)
-    targets = features[schema.TARGET_ITEM].values().numel()
+        picked = [torch.where(keep, values[flat], 0) for values in hist]
+    targets = [features[FIELDS[field][TARGET]].values() for field in fields]
+    count = targets[0].numel()
     lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
-    ones = torch.ones(targets, dtype=torch.int32, device=top_indices.device)
-    return keyed([schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
-                 torch.cat([picked_items, picked_cates, features[schema.TARGET_ITEM].values(),
-                            features[schema.TARGET_CATE].values()]),
-                 torch.cat([lengths, lengths, ones, ones]), [batch * width, batch * width, targets, targets])
+    ones = torch.ones(count, dtype=torch.int32, device=top_indices.device)
+    return keyed([FIELDS[field][HIST] for field in fields] + [FIELDS[field][TARGET] for field in fields],
+                 torch.cat(picked + targets), torch.cat([lengths] * len(fields) + [ones] * len(fields)),
+                 [batch * width] * len(fields) + [count] * len(fields))
 
 
 @torch.fx.wrap
@@ -102,11 +102,11 @@ class SingletonBags(nn.Module):
 
 
 @torch.fx.wrap
-def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
-               group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
-    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate]`` vectors of each
-    (group, side) in ``group_sides``: the set's columns of rows 0..L-1 for the history, of the last B rows for
-    the targets.
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor, group_sides: Tuple[Tuple[str, str], ...],
+               fields: Tuple[str, ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate; ...]`` vectors (one
+    block per field of ``fields``) of each (group, side) in ``group_sides``: the set's columns of rows 0..L-1 for
+    the history, of the last B rows for the targets.
 
     The pooled values are ``[L + B, sum of dims]``, each key's columns in the order of ``pooled.keys()``. When a
     set's item and category keys are adjacent in that order, its vectors are a view: no copy forward, and the
@@ -120,7 +120,7 @@ def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
     starts = list(itertools.accumulate([0] + dims))
     out: Dict[Tuple[str, str], torch.Tensor] = {}
     for name, side in group_sides:
-        positions = [keys.index(f"{field}_{name}") for field in FIELDS]
+        positions = [keys.index(f"{field}_{name}") for field in fields]
         block = rows[side]
         if positions == list(range(positions[0], positions[0] + len(positions))):
             first, width = starts[positions[0]], starts[positions[-1] + 1] - starts[positions[0]]
@@ -132,10 +132,11 @@ def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
     return out
 
 
-def sequence_set_vectors(per_feature: Dict[str, torch.Tensor],
-                         group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
-    """An EmbeddingCollection's per-feature values -> the ``[item; cate]`` vectors of each (group, side)."""
-    return {(name, side): torch.cat([per_feature[by_side[side]] for by_side in FIELDS.values()], dim=1)
+def sequence_set_vectors(per_feature: Dict[str, torch.Tensor], group_sides: Tuple[Tuple[str, str], ...],
+                         fields: Tuple[str, ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingCollection's per-feature values -> the ``[item; cate; ...]`` vectors (one block per field of
+    ``fields``) of each (group, side)."""
+    return {(name, side): torch.cat([per_feature[FIELDS[field][side]] for field in fields], dim=1)
             for name, side in group_sides}
 
 
