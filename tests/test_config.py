@@ -93,8 +93,15 @@ def test_side_fields_are_validated_and_ordered():
     assert tiny_config().model.dense_side_fields == ()
     assert tiny_config("--model.side_fields", "[btype]", "--model.time_gap", "true").model.dense_side_fields == \
         ("gap", "btype")
+    # seller and brand are semantic fields: tables like item's, not dense side tables (in SEMANTIC_SIDE_FIELDS order)
+    both = tiny_config("--model.side_fields", "[brand, btype, seller]", "--model.time_gap", "true").model
+    assert both.dense_side_fields == ("gap", "btype") and both.semantic_side_fields == ("seller", "brand")
+    assert both.semantic_fields == ("item", "cate", "seller", "brand")
+    assert both.read_side_fields == ("gap", "btype", "seller", "brand")
+    assert tiny_config().model.semantic_fields == ("item", "cate")
     for overrides, message in [(("--model.side_fields", "[btype, btype]"), "model.side_fields: must be a list of"),
-                               (("--model.side_fields", "[brand]"), "model.side_fields: must be a list of"),
+                               (("--model.side_fields", "[brand, brand]"), "model.side_fields: must be a list of"),
+                               (("--model.side_fields", "[gap]"), "model.side_fields: must be a list of"),
                                (("--model.gap_buckets", "1"), "model.gap_buckets: must be in [2, 54], got 1")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(*overrides)

@@ -141,7 +141,7 @@ class ParquetBatchReader:
         self.hard_fields = tuple(dict.fromkeys([f for f in side_fields if f in HARD_KEYS] + list(hard_fields)))
         hard_hist_keys, self.target_side_keys = hard_keys(self.hard_fields)
         # the jagged keys after SPARSE_KEYS (then the length-1 target_side_keys)
-        self.side_keys = side_keys(side_fields) + hard_hist_keys
+        self.side_keys = side_keys(self.side_fields) + hard_hist_keys
         self.gap_buckets = gap_buckets
         self.root = Path(root)
         self.split = split

@@ -255,7 +255,7 @@ class SparseArch(nn.Module):
         """
         hist_group = serving_group(self.layout, REPRESENTATION, HIST)
         target_group = serving_group(self.layout, REPRESENTATION, TARGET)
-        picked = kjt.selected_features(features, offsets, top_indices, top_mask, self.fields)
+        picked = kjt.selected_features(features, offsets, top_indices, top_mask)
         looked_up = self._lookup(self.groups[hist_group].collection, picked)
         selected = self._role_vectors(looked_up[(hist_group, HIST)], REPRESENTATION, HIST, picked)
         return (kjt.pad_selected(selected, top_mask),

@@ -28,30 +28,40 @@ def keyed(keys: List[str], values: torch.Tensor, lengths: torch.Tensor, length_p
                              offset_per_key=list(itertools.accumulate([0] + length_per_key)))
 
 
+# The batch keys with one id per sample (the targets'); every other key is jagged like the history.
+_TARGET_KEYS = frozenset(by_side[TARGET] for by_side in FIELDS.values())
+
+
 @torch.fx.wrap
 def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
-                      top_mask: torch.Tensor, fields: Tuple[str, ...]) -> KeyedJaggedTensor:
-    """The batch KJT reduced to the selected behaviors, with fixed shapes: every history is the ``K'`` slots of
-    ``top_indices`` (in selection order), a masked slot reading id 0 (the padding row; :func:`pad_selected`
-    zeroes its vector), targets unchanged; one history key and one target key per semantic field of ``fields``.
-    No shape depends on the data, so nothing is read on the host.
+                      top_mask: torch.Tensor) -> KeyedJaggedTensor:
+    """The batch KJT reduced to the selected behaviors, with fixed shapes: every history key (``hist_item``,
+    ``hist_cate``, the side keys) holds the ``K'`` slots of ``top_indices`` (in selection order), a masked slot
+    reading id 0 (the padding row; :func:`pad_selected` zeroes its vector), target keys unchanged. The keys keep
+    the batch's order: a sharded collection maps its features to positions among the keys of its first input
+    once, and reads the batch itself in training with the full aux head. No shape depends on the data, so nothing
+    is read on the host.
     fx-wrapped: it depends on the search's output, so the module reading it runs without input-distribution
     overlap in TorchRec's train pipeline."""
     batch, width = top_indices.shape
-    hist = [features[FIELDS[field][HIST]].values() for field in fields]
-    if hist[0].numel() == 0:  # every history empty (a shape, not a value)
-        picked = [values.new_zeros(batch * width) for values in hist]
-    else:
-        flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
-        keep = top_mask.reshape(-1)
-        picked = [torch.where(keep, values[flat], 0) for values in hist]
-    targets = [features[FIELDS[field][TARGET]].values() for field in fields]
-    count = targets[0].numel()
-    lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
-    ones = torch.ones(count, dtype=torch.int32, device=top_indices.device)
-    return keyed([FIELDS[field][HIST] for field in fields] + [FIELDS[field][TARGET] for field in fields],
-                 torch.cat(picked + targets), torch.cat([lengths] * len(fields) + [ones] * len(fields)),
-                 [batch * width] * len(fields) + [count] * len(fields))
+    empty = features[schema.HIST_ITEM].values().numel() == 0  # every history empty (a shape, not a value)
+    flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
+    keep = top_mask.reshape(-1)
+    targets = features[schema.TARGET_ITEM].values().numel()
+    hist_lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
+    ones = torch.ones(targets, dtype=torch.int32, device=top_indices.device)
+    values, lengths, sizes = [], [], []
+    for key in features.keys():
+        ids = features[key].values()
+        if key in _TARGET_KEYS:
+            values.append(ids)
+            lengths.append(ones)
+            sizes.append(targets)
+        else:
+            values.append(ids.new_zeros(batch * width) if empty else torch.where(keep, ids[flat], 0))
+            lengths.append(hist_lengths)
+            sizes.append(batch * width)
+    return keyed(features.keys(), torch.cat(values), torch.cat(lengths), sizes)
 
 
 @torch.fx.wrap

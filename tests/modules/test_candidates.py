@@ -131,3 +131,42 @@ def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, looku
     expected = model(replicated(hist_item, hist_cate, cand_item, cand_cate)).logits
     torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk),
                                expected)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_seller_and_brand_equals_the_forward(variant, lookup, length, chunk):
+    """Side fields seller and brand (with btype; twin_hard also ranks by hard level brand; dare stacks two ESU
+    layers): the history's ids (some 0, padding) and the candidates' enter the keys, queries and representations
+    as in the forward."""
+    extra = {"twin_hard": ("--model.hard_levels", "[cate, brand]"), "dare": ("--model.esu_layers", "2")}
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields",
+                      "[btype, seller, brand]", *extra.get(variant, ()))
+    torch.manual_seed(0)
+    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4,
+                        side_vocabulary={"seller": 8, "brand": 6}).model.eval()
+    g = torch.Generator().manual_seed(length)
+    hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
+    cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    side = {"btype": torch.randint(1, 5, (length,), generator=g), "seller": torch.randint(0, 8, (length,), generator=g),
+            "brand": torch.randint(0, 6, (length,), generator=g)}
+    cand_side = {"seller": torch.randint(1, 8, (40,), generator=g), "brand": torch.randint(1, 6, (40,), generator=g)}
+    batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
+    lengths, ones = torch.full((40,), length, dtype=torch.int32), torch.ones(40, dtype=torch.int32)
+    batch = KeyedJaggedTensor(
+        keys=batch.keys() + ["hist_btype", "hist_seller", "hist_brand", "target_seller", "target_brand"],
+        values=torch.cat([batch.values(), *(side[f].repeat(40) for f in ("btype", "seller", "brand")),
+                          cand_side["seller"], cand_side["brand"]]),
+        lengths=torch.cat([batch.lengths(), lengths, lengths, lengths, ones, ones]))
+    expected = model(batch).logits
+    levels = {"hist_levels": {"brand": side["brand"]}, "cand_levels": {"brand": cand_side["brand"]}} \
+        if variant == "twin_hard" else {}
+    torch.testing.assert_close(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk,
+                                                      hist_side=side, cand_side=cand_side, **levels), expected)
+    with pytest.raises(ValueError, match=r"cand_side must give the side fields \['seller', 'brand'\]"):
+        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, hist_side=side, **levels)
+    with pytest.raises(ValueError, match=r"hist_side must give the side fields \['btype', 'seller', 'brand'\]"):
+        model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, hist_side={"btype": side["btype"]},
+                               cand_side=cand_side, **levels)
+

@@ -136,3 +136,25 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
     step_and_evaluate(guard, train, batch)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "bounded"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_seller_and_brand_never_wait_for_the_host(tiny_side_data, guard, variant, aux, lookup):
+    """Side fields seller and brand (with btype and, for twin_hard, hard level brand on the same key): their
+    tables are read like item's and their padding blocks zeroed without reading an id on the host."""
+    aux_args = ("--model.aux_behaviors", "8") if aux == "bounded" else ("--model.aux_behaviors", "null")
+    hard = ("--model.hard_levels", "[cate, brand]") if variant == "twin_hard" else ()
+    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
+                      "--model.side_fields", "[btype, seller, brand]", *hard)
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4,
+                        side_vocabulary={"seller": 8, "brand": 6})
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.read_side_fields,
+                                         hard_fields=cfg.model.hard_side_fields)))
+    assert batch.sparse_features.keys()[4:] == ["hist_btype", "hist_seller", "hist_brand", "target_seller",
+                                                "target_brand"]
+    step_and_evaluate(guard, train, batch)
+

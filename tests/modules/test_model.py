@@ -94,6 +94,53 @@ def test_twin_4e_has_four_table_sets(tiny_data):
     assert not torch.allclose(emb.att_target[:, :12], table_weight(ec, "item_att_hist")[target_ids])
 
 
+# The tables each layout adds for side fields seller and brand (d_att 4, d_rep 12): one per semantic field and group
+SEMANTIC_TABLES = {
+    "dare": {f"{field}_{group}": dim for group, dim in (("att", 4), ("rep", 12))
+             for field in ("item", "cate", "seller", "brand")},
+    "twin": {f"{field}_shared": 12 for field in ("item", "cate", "seller", "brand")},
+    "twin_4e": {f"{field}_{group}": 12 for group in ("att_hist", "att_target", "rep_hist", "rep_target")
+                for field in ("item", "cate", "seller", "brand")},
+}
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(SEMANTIC_TABLES))
+def test_seller_and_brand_have_tables_like_item_in_every_layout(tiny_side_data, variant, lookup):
+    """side_fields [seller, brand]: a table per table group and field, sized from the dataset's vocabularies,
+    read by the same features as the hard levels; the attention and representation vectors have four blocks
+    (brand's block of a behavior is its table row), and the over-arch input widens by two d_rep blocks."""
+    cfg = tiny_config("--model.variant", variant, "--model.d_att", "4", "--model.d_rep", "12",
+                      "--model.side_fields", "[seller, brand]", "--sharding.lookup", lookup)
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, CPU, CPU, side_vocabulary={"seller": 8, "brand": 6})
+    arch = train.model.sparse_arch
+    assert table_dims(train) == SEMANTIC_TABLES[variant]
+    assert table_names(cfg.model) == list(table_dims(train))
+    assert {t.name: t.num_embeddings for t in table_configs(train)}[next(n for n in SEMANTIC_TABLES[variant]
+                                                                        if n.startswith("brand"))] == 6
+    seller_features = {tuple(f) for name, f in table_features(train).items() if name.startswith("seller")}
+    assert seller_features == ({("hist_seller",), ("target_seller",)} if variant == "twin_4e"
+                               else {("hist_seller", "target_seller")})
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.read_side_fields)))
+    emb = arch(batch.sparse_features, representation=True)
+    rows, dim = batch.sparse_features["hist_item"].values().numel(), cfg.model.attention_dim
+    assert emb.att_hist.shape == (rows, 4 * dim) and emb.att_target.shape == (64, 4 * dim)
+    assert emb.rep_hist.shape == (rows, 4 * 12) and emb.rep_target.shape == (64, 4 * 12)
+    group = "att_hist" if variant == "twin_4e" else "shared" if variant == "twin" else "att"
+    brand_table = table_weight(arch.collections["shared" if variant == "twin" else "att"], f"brand_{group}")
+    torch.testing.assert_close(emb.att_hist[:, 3 * dim:], brand_table[batch.sparse_features["hist_brand"].values()])
+    width = 4 * 12 + cfg.model.d_pos
+    assert train.model.over_arch.mlp[0].in_features == 3 * width
+    assert train.model.gsu.scale == pytest.approx(1 / (4 * dim) ** 0.5)
+    loss, _ = train(batch)
+    loss.backward()  # the new tables train with the rest
+    assert brand_table.grad is not None and brand_table.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"model.side_fields \['seller', 'brand'\] need the dataset's vocabulary"):
+        build_model(cfg, 501, 21, CPU, CPU)
+
+
 def over_arch_inputs(train, batch):
     model = train.model
     seen = {}

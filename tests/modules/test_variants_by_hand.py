@@ -11,6 +11,9 @@ vectors extend the behavior's vector; the target reads row 0 of each side table.
 ``model.esu_layers 2``) the K selected behaviors are weighted again by a softmax of ``<e_k^A, v_t^A * c> /
 sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second sum and its target product.
 Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
+The side fields seller and brand (``model.side_fields [seller, brand]``) are semantic fields: their vectors (zero
+for id 0, padding) join [item; cate] in every attention and representation vector, of behaviors and targets alike,
+and the semantic dot product is scaled by sqrt(n * d_att), n = 4.
 """
 
 from __future__ import annotations
@@ -38,17 +41,25 @@ SIDE_ARGS = ("--model.time_gap", "true", "--model.side_fields", "[btype]", "--mo
 # brands of the same behaviors and targets (id 1: unknown). With [cate, brand] sample 0's codes are 3 0 2 0: two
 # matches, so K = 3 leaves one slot to the fill (slot 1 or 3); sample 1's target brand is unknown: code 2.
 HISTORY_BRANDS, TARGET_BRANDS = [[4, 5, 3, 2], [1]], [4, 1]
+# sellers of the same behaviors and targets; behavior 1 of sample 0 has seller 0 (padding: a zero vector)
+HISTORY_SELLERS, TARGET_SELLERS = [[2, 0, 3, 1], [3]], [3, 2]
+SIDE_VOCABULARY = {"seller": 4, "brand": 6}
+SEMANTIC_ARGS = ("--model.side_fields", "[seller, brand]")
 
 
-def features(side_fields=(), hard_fields=()) -> KeyedJaggedTensor:
-    keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in hard_fields] \
-        + [HARD_KEYS[f][1] for f in hard_fields]
+def features(side_fields=(), hard_fields=(), semantic=(), brands=HISTORY_BRANDS) -> KeyedJaggedTensor:
+    """The batch with the dense side fields' keys, and the history and target keys of the hard levels and the
+    semantic side fields (one key per field); ``brands``: the behaviors' brands."""
+    id_fields = list(dict.fromkeys(list(hard_fields) + list(semantic)))
+    keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in id_fields] \
+        + [HARD_KEYS[f][1] for f in id_fields]
     values = {"hist_item": sum(HISTORY_ITEMS, []), "hist_cate": sum(HISTORY_CATES, []),
               "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES,
-              "hist_brand": sum(HISTORY_BRANDS, []), "target_brand": TARGET_BRANDS}
+              "hist_brand": sum(brands, []), "target_brand": TARGET_BRANDS,
+              "hist_seller": sum(HISTORY_SELLERS, []), "target_seller": TARGET_SELLERS}
     values.update({SIDE_KEYS[f]: sum(HISTORY_SIDE[f], []) for f in side_fields})
     lengths = {k: [len(h) for h in HISTORY_ITEMS] for k in keys}
-    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1])
+    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1], target_seller=[1, 1])
     return KeyedJaggedTensor(keys=keys, values=torch.tensor(sum((values[k] for k in keys), [])),
                              lengths=torch.tensor(sum((lengths[k] for k in keys), []), dtype=torch.int32))
 
@@ -60,7 +71,8 @@ def build(variant: str, lookup: str, *extra: str):
                       "--sharding.lookup", lookup, *extra)
     torch.manual_seed(0)
     model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu"),
-                        num_behavior_types=NUM_BTYPES if "btype" in cfg.model.side_fields else None).model
+                        num_behavior_types=NUM_BTYPES if "btype" in cfg.model.side_fields else None,
+                        side_vocabulary=SIDE_VOCABULARY).model
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
@@ -72,6 +84,7 @@ class ByHand:
 
     def __init__(self, model, cfg) -> None:
         self.model, self.spec, self.side_fields = model, cfg.spec(), cfg.dense_side_fields
+        self.semantic = cfg.semantic_side_fields
         self.layers = cfg.esu_layers
         self.k, self.hard_levels, self.hard_fill = cfg.top_k, cfg.hard_levels, cfg.hard_fill
         arch = model.sparse_arch
@@ -96,10 +109,18 @@ class ByHand:
             else maps.fields[part]
         return linear.weight.detach() @ vector
 
-    def vector(self, role: str, side: str, item: int, cate: int) -> torch.Tensor:
+    def vector(self, role: str, side: str, item: int, cate: int, b: int, j=None) -> torch.Tensor:
+        """[item; cate; seller; brand] (the semantic side fields in use) of behavior j of sample b, or of its
+        target (j None); a seller or brand id 0 reads a zero vector."""
         g = self.group(role, side)
-        return torch.cat([self.project(role, side, "item", self.tables[f"item_{g}"][item]),
-                          self.project(role, side, "cate", self.tables[f"cate_{g}"][cate])])
+        ids = {"seller": (HISTORY_SELLERS, TARGET_SELLERS), "brand": (HISTORY_BRANDS, TARGET_BRANDS)}
+        parts = [self.project(role, side, "item", self.tables[f"item_{g}"][item]),
+                 self.project(role, side, "cate", self.tables[f"cate_{g}"][cate])]
+        for f in self.semantic:
+            i = ids[f][1][b] if j is None else ids[f][0][b][j]
+            row = self.tables[f"{f}_{g}"][i]
+            parts.append(self.project(role, side, f, row if i else torch.zeros_like(row)))
+        return torch.cat(parts)
 
     def position(self, role: str, side: str, p: int) -> torch.Tensor:
         return self.project(role, side, "position", self.positions[self.group(role, side)][p])
@@ -130,8 +151,8 @@ class ByHand:
         items, cates = HISTORY_ITEMS[b], HISTORY_CATES[b]
         n = len(items)
         sides = [{f: HISTORY_SIDE[f][b][j] for f in self.side_fields} for j in range(n)]
-        query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b])
-        scores = [self.score(self.vector("att", "hist", items[j], cates[j]), query, n - j, sides[j])
+        query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
+        scores = [self.score(self.vector("att", "hist", items[j], cates[j], b, j), query, n - j, sides[j])
                   for j in range(n)]
         if self.spec.search == "hard":  # the best level code first, the most recent first within a code; then the fill
             ids = {"cate": (cates, TARGET_CATES[b]), "brand": (HISTORY_BRANDS[b], TARGET_BRANDS[b])}
@@ -149,18 +170,18 @@ class ByHand:
             order = sorted(range(n), key=lambda j: -scores[j])
         chosen = order[:self.k]
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
-        rep = [self.vector("rep", "hist", items[j], cates[j]) for j in chosen]
+        rep = [self.vector("rep", "hist", items[j], cates[j], b, j) for j in chosen]
         if self.spec.positions:
             rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
         rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
         hs = [sum(w * r for w, r in zip(weights, rep))]
         if self.layers == 2:  # layer 2 re-scores the same K: query v_t^A * c, c = layer 1's sum of their e^A
-            keys = [self.vector("att", "hist", items[j], cates[j]) for j in chosen]
+            keys = [self.vector("att", "hist", items[j], cates[j], b, j) for j in chosen]
             context = sum(w * k for w, k in zip(weights, keys))
             second = torch.softmax(torch.tensor([float(k @ (query * context)) / math.sqrt(k.numel()) for k in keys]),
                                    dim=0)
             hs.append(sum(w * r for w, r in zip(second, rep)))
-        target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b])
+        target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
         if self.spec.positions:
             target = torch.cat([target, self.position("rep", "target", 0)])
         target = torch.cat([target, *self.side("rep", "target", {})])
@@ -191,6 +212,41 @@ def test_side_field_logits_match_the_math_written_out(variant, lookup):
         logits = model(features(cfg.dense_side_fields)).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_seller_and_brand_logits_match_the_math_written_out(variant, lookup):
+    """Side fields seller and brand (and btype, time gap) on, every variant: four semantic blocks in every vector
+    (twin_proj: a square map each; DIN: its MLP reads them), sample 0's seller 0 a zero block."""
+    model, cfg = build(variant, lookup, *SIDE_ARGS, "--model.side_fields", "[btype, seller, brand]")
+    assert cfg.semantic_fields == ("item", "cate", "seller", "brand")
+    with torch.no_grad():
+        logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+def test_two_semantic_fields_score_by_hand(lookup):
+    """docs/side-info.md §4 item 4: item and category scores 0, brand vectors a_b = [1] and a_t = [1], seller
+    vectors 0, n = 4, d_att = 1: the score is <a_b, a_t> / sqrt(4 * 1) = 0.5; a behavior of brand id 0 (padding)
+    scores 0 whatever row 0 of the table holds."""
+    model, cfg = build("dare", lookup, *SEMANTIC_ARGS, "--model.d_att", "1", "--model.d_pos_att", "1",
+                       "--model.top_k", "4")
+    arch = model.sparse_arch
+    with torch.no_grad():
+        for collection in arch.collections.values():
+            for name, module in (getattr(collection, "embedding_bags", None) or collection.embeddings).items():
+                module.weight.fill_(1.0 if name == "brand_att" else 0.0)
+        arch.positions["att"].weight.zero_()
+        brand_att = (getattr(arch.collections["att"], "embedding_bags", None) or arch.collections["att"].embeddings)
+        brand_att["brand_att"].weight[0] = 5.0  # padding: never read as a vector
+        kjt = features(semantic=cfg.semantic_side_fields, brands=[[4, 0, 3, 2], [1]])  # sample 0's behavior 1: none
+        scores = model.search(arch(kjt, representation=True), kjt).scores
+    # sample 0: four behaviors, the second without a brand; sample 1: one behavior, the rest of its row padding
+    torch.testing.assert_close(scores[0, :4], torch.tensor([0.5, 0.0, 0.5, 0.5]))
+    assert scores[1, 0] == 0.5
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -377,3 +433,16 @@ def test_default_hard_levels_are_the_hard_search_before_them(lookup):
         logits = model(features()).logits
     *expected, _ = BEFORE_SIDE_FIELDS[("twin_hard", lookup)]
     torch.testing.assert_close(logits, torch.tensor(expected), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", DOT_VARIANTS)
+def test_seller_and_brand_with_stacked_tin_and_hard_levels_match_the_math_written_out(variant, lookup):
+    """Two ESU layers (layer 2's keys are the four-block attention vectors, scaled by sqrt(4 * d_att)) and, for
+    twin_hard, hard levels [cate, brand] reading the same brand key as the brand side field."""
+    hard = ("--model.top_k", "3", "--model.hard_levels", "[cate, brand]") if variant == "twin_hard" else ()
+    model, cfg = build(variant, lookup, *SEMANTIC_ARGS, "--model.esu_layers", "2", *hard)
+    with torch.no_grad():
+        logits = model(features(hard_fields=cfg.hard_side_fields, semantic=cfg.semantic_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
