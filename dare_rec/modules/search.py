@@ -34,7 +34,7 @@ class DinAttention(nn.Module):
     reference code's ``learnable`` attention. Cost O(L * width * 36), so it is the expensive search.
 
     Args:
-        width: width of a query / key vector (``[item; cate]``, plus the position vector when used).
+        width: width of a query / key vector (``[item; cate; ...]``, plus the position vector when used).
     """
 
     def __init__(self, width: int, device: torch.device) -> None:
@@ -53,8 +53,8 @@ class GeneralSearchUnit(nn.Module):
     """Scores every behavior against its target in attention space and selects K of them.
 
     ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)
-    + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
-    (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
+    + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate; ...] attention
+    vector (n * d_att, n the semantic fields: item, cate and the seller / brand in use) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
     (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
     side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors.
 
@@ -284,7 +284,8 @@ class ExactSearchUnit(nn.Module):
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
+            one).
     """
 
     def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
@@ -301,9 +302,9 @@ class ExactSearchUnit(nn.Module):
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
                 when ``selected_scores`` is given).
-            emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
+            emb: role vectors (the representation position vectors, and ``rep_hist [L, n * d_rep]`` when
                 ``selected`` is not given; with two layers the attention vectors).
-            selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
+            selected: ``[B, K, n * d_rep]`` representation vectors of the selected behaviors, when they were
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
             selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
                 (candidate scoring); else gathered from ``gsu.scores``.
@@ -314,7 +315,7 @@ class ExactSearchUnit(nn.Module):
                 ``emb.att_hist``.
 
         Returns:
-            h ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
+            h ``[B, layers * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
         """
         if selected_scores is None:
             selected_scores = gsu.scores.gather(1, gsu.top_indices)
@@ -341,7 +342,7 @@ class ExactSearchUnit(nn.Module):
     def _aggregate(weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
         """``[B, W]`` the weighted sum of the K behaviors' vectors: ``weights [B, K]``, ``selected [B, K,
-        2 * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional)."""
+        n * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional)."""
         parts = [(weights.unsqueeze(-1) * selected).sum(1)]
         if selected_pos is not None:
             parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
@@ -358,7 +359,8 @@ class FullSequenceAttention(nn.Module):
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
+            one).
     """
 
     def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1) -> None:
@@ -374,7 +376,7 @@ class FullSequenceAttention(nn.Module):
             emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, layers * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
+            ``[B, layers * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)``: one block per layer.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(1), device=scores.device).unsqueeze(0)
@@ -394,7 +396,7 @@ class FullSequenceAttention(nn.Module):
         if emb.rep_positions is not None:
             parts.append(self._position_sum(weights, lengths, emb))
         if emb.side_ids is not None:
-            # every behavior's [S * d_pos] side vector: small next to rep_hist [L, 2 * d_rep], which this head reads
+            # every behavior's [S * d_pos] side vector: small next to rep_hist [L, n * d_rep], which this head reads
             parts.append(jagged_weighted_sum(emb.rep_side[emb.side_ids].flatten(1), emb.offsets, weights,
                                              self.kernel))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
@@ -457,7 +459,7 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
 
     ``c = sum_k w_k e_k^A``, ``s_k = <e_k^A, v_t^A * c> * scale`` (= ``sum_j e_kj v_tj c_j``: a third-order
     interaction, and through c one between pairs of behaviors), ``w^(2) = softmax(s)`` over ``mask``. The keys
-    are the ``[item; cate]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
+    are the ``[item; cate; ...]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
     weights (the selection and c) and through the representation vectors it weights.
 
     Args:
@@ -476,7 +478,7 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
 
 
 def target_vector(emb: SequenceEmbeddings) -> torch.Tensor:
-    """``v_t^R``: ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 and
+    """``v_t^R``: ``[B, n * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 and
     row 0 of each side field when used (the target has no behavior type or gap: row 0 is a learned vector)."""
     parts = [emb.rep_target]
     if emb.rep_target_position is not None:
