@@ -53,8 +53,8 @@ class SequenceEmbeddings(NamedTuple):
         att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
         rep_positions: ``[P, d_p]`` representation position vectors.
         rep_target_position: ``[d_p]``.
-        side_ids: ``[L, S]`` int64 row of every behavior's dense side field f (``ModelConfig.dense_side_fields``, S of
-            them) in the stacked side tables below (field f's id plus its first row); None without side fields.
+        side_ids: ``[L, S]`` int64 row of every behavior's dense side field f (``ModelConfig.dense_side_fields``,
+            S of them) in the stacked side tables below (field f's id plus its first row); None without side fields.
         att_side: ``[R, d_pa]`` the attention rows of every side field, stacked (R = their rows together).
         att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
         rep_side: ``[R, d_p]`` the representation rows, stacked likewise.

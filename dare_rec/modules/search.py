@@ -54,9 +54,10 @@ class GeneralSearchUnit(nn.Module):
 
     ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)
     + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate; ...] attention
-    vector (n * d_att, n the semantic fields: item, cate and the seller / brand in use) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
-    (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
-    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors.
+    vector (n * d_att, n the semantic fields: item, cate and the seller / brand in use) and x_f the dense side
+    fields' vectors (row 0: the target's), each term scaled like the position term (docs/side-info.md §2.0).
+    ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and side fields concatenated).
+    ``soft`` search keeps the top-K scores of the valid behaviors.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level

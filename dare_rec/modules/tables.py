@@ -48,7 +48,8 @@ FIELDS: Dict[str, Dict[str, str]] = {
 
 class BagKey(NamedTuple):
     """The bag feature of one table under ``singleton_bags``: ``name`` (= the table's name), the ``field``
-    (item, cate, seller, brand) whose ids it reads, and the ``sides`` whose ids fill its bags (the others stay empty)."""
+    (item, cate, seller, brand) whose ids it reads, and the ``sides`` whose ids fill its bags (the others stay
+    empty)."""
 
     name: str
     field: str
