@@ -1,15 +1,16 @@
 """Side-information axes on and off (issue 16): one table and one plot over several ``dare-rec experiment`` runs.
 
-Each axis is compared, paired by seed, with its "off" setting twice: on a dataset where the axis's effect is
-planted (acceptance: the mean test-AUC gain is at least ``--min-gain``, 0.005) and on a click-only log (the
-mean must not fall below ``--max-cost``, −0.002). A comparison names the two settings of one experiment folder
+Each axis is compared, paired by seed, with its "off" setting: on a dataset where the axis's effect is planted
+(acceptance: the mean test-AUC gain is at least ``--min-gain``, 0.005), and on click-only data, where the mean
+must not fall below ``--max-cost`` (−0.002): the synthetic world's twin with the effect off (``twin``) and the
+click-only planted Taobao log (``log``, configs/planted_taobao.yaml). A comparison names the two settings of one experiment folder
 (its ``results.json``), so the two sides share the dataset, the recipe and the seeds:
 
     python -m benchmarks.side_info_axes --output benchmarks/results/side_info_axes/axes.json \\
         --compare "behavior type" planted runs/side_on btype off \\
-        --compare "behavior type" click_only runs/side_click btype off
+        --compare "behavior type" twin runs/side_click btype off
 
-``AXIS KIND DIR ON OFF``: KIND is ``planted`` or ``click_only``; ON and OFF are setting names of DIR's
+``AXIS KIND DIR ON OFF``: KIND is ``planted``, ``twin`` or ``log``; ON and OFF are setting names of DIR's
 experiment (``--setting NAME=...``), each with the variant given by ``--variant`` (default dare). The JSON
 holds every paired difference; the Markdown table and the PNG (ΔAUC with its spread per axis, one marker per
 kind, the two acceptance lines drawn) sit next to it.
@@ -24,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-KINDS = ("planted", "click_only")
-KIND_LABELS = {"planted": "effect planted", "click_only": "click-only log"}
+KINDS = ("planted", "twin", "log")
+KIND_LABELS = {"planted": "effect planted", "twin": "twin, effect off", "log": "click-only planted log"}
 
 
 def _stat(values: List[float]) -> Dict[str, float]:
@@ -63,7 +64,7 @@ def verdict(row: Dict[str, Any], min_gain: float, max_cost: float) -> bool:
 
 def markdown(rows: List[Dict[str, Any]], min_gain: float, max_cost: float) -> str:
     lines = [f"Test AUC, {rows[0]['variant']}, paired by seed with each axis's 'off' setting. Acceptance: gain "
-             f"≥ {min_gain} where the effect is planted, change ≥ {max_cost} on a click-only log.", "",
+             f"≥ {min_gain} where the effect is planted, change ≥ {max_cost} on click-only data.", "",
              "| axis | data | on | off | AUC off | AUC on − off | wins | meets |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         d, off = row["difference"], row["auc_off"]
@@ -82,15 +83,17 @@ def plot(rows: List[Dict[str, Any]], path: Path, min_gain: float, max_cost: floa
 
     axes = list(dict.fromkeys(row["axis"] for row in rows))
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(axes) + 1.6))
-    for k, (kind, marker, color) in enumerate(zip(KINDS, ("o", "s"), ("tab:blue", "tab:gray"))):
+    for k, (kind, marker, color) in enumerate(zip(KINDS, ("o", "s", "D"), ("tab:blue", "tab:gray", "tab:orange"))):
         picked = [row for row in rows if row["kind"] == kind]
-        ys = [axes.index(row["axis"]) + (0.15 if k else -0.15) for row in picked]
+        if not picked:
+            continue
+        ys = [axes.index(row["axis"]) + 0.2 * (k - 1) for row in picked]
         ax.errorbar([row["difference"]["mean"] for row in picked], ys,
                     xerr=[row["difference"]["std"] for row in picked], fmt=marker, color=color, capsize=3,
                     label=KIND_LABELS[kind])
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(min_gain, color="tab:blue", ls="--", lw=0.8, label=f"needed where planted (+{min_gain})")
-    ax.axvline(max_cost, color="tab:gray", ls="--", lw=0.8, label=f"allowed cost on click-only ({max_cost})")
+    ax.axvline(max_cost, color="tab:gray", ls="--", lw=0.8, label=f"allowed cost on click-only data ({max_cost})")
     ax.set_yticks(range(len(axes)), axes)
     ax.invert_yaxis()
     ax.set_xlabel("test AUC, on − off (mean ± std over seeds, paired)")

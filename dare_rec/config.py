@@ -189,6 +189,12 @@ class SyntheticConfig:
     # per sample as pair_bonus.
     pair_weight: float = 0.0
     pair_window: int = 20
+    # Target objectives (docs/side-info.md §3.4): null or 1, off; O >= 2, every sample draws an objective 1..O
+    # uniformly (written as target_objective) and its relevance decays over positions with that objective's
+    # objective_decays entry (in behaviors) instead of relevance_decay, so objectives differ in how fast
+    # interest fades with position.
+    num_objectives: Optional[int] = None
+    objective_decays: Optional[List[float]] = None
     row_group_size: int = 8192
     # A row group also closes at this many MiB (uncompressed): bounds reader memory for long histories.
     row_group_mb: int = 64
@@ -240,6 +246,16 @@ class SyntheticConfig:
                  f"must be >= 1 (mean behaviors per session), got {self.session_behaviors}")
         _require(self.time_decay_s is None or self.time_decay_s > 0, f"{prefix}.time_decay_s",
                  f"must be > 0 or null, got {self.time_decay_s}")
+        _require(self.num_objectives is None or self.num_objectives >= 1, f"{prefix}.num_objectives",
+                 f"must be >= 1 or null, got {self.num_objectives}")
+        decays = self.objective_decays
+        if self.objectives_on:
+            _require(decays is not None and len(decays) == self.num_objectives and all(d > 0 for d in decays),
+                     f"{prefix}.objective_decays", f"must list one position decay > 0 per objective "
+                     f"({self.num_objectives}), got {decays}")
+        else:
+            _require(decays is None, f"{prefix}.objective_decays",
+                     f"needs {prefix}.num_objectives >= 2, got {self.num_objectives}")
         self._validate_more_effects(prefix)
 
     def _validate_more_effects(self, prefix: str) -> None:
@@ -258,6 +274,11 @@ class SyntheticConfig:
                      f"got {self.intent_types}")
         _require(self.pair_weight == 0 or self.num_categories >= 2, f"{prefix}.pair_weight",
                  f"needs {prefix}.num_categories >= 2 (a category cycle), got {self.num_categories}")
+
+    @property
+    def objectives_on(self) -> bool:
+        """Whether samples carry a target objective (``num_objectives`` >= 2)."""
+        return self.num_objectives is not None and self.num_objectives > 1
 
 
 LOG_EVENT_FORMATS = ("auto", "csv", "parquet")
@@ -455,6 +476,11 @@ class ModelConfig:
     # field; the over-arch input gains one h and one v_t * h per head. Needs soft search, the dot score and
     # esu_layers 1.
     attention_heads: Optional[List[List[str]]] = None
+    # Target-decoupled positions (docs/side-info.md §2.4): O position tables per table group, attention and
+    # representation, one per target objective; a sample reads the slice of its target_objective (ids 1..O, a
+    # column of the dataset). Needs positions, temporal_merge concat and attention_heads null. The gap tables of
+    # time_gap stay shared. 1: today's model, bit for bit.
+    position_objectives: int = 1
 
     def validate(self, prefix: str = "model") -> None:
         _positive(self, prefix, "d_att", "d_rep", "d_pos", "top_k")
@@ -483,6 +509,11 @@ class ModelConfig:
                  and len(set(self.hard_levels)) == len(self.hard_levels), f"{prefix}.hard_levels",
                  f"must be a non-empty list of distinct levels of {HARD_LEVELS}, got {self.hard_levels!r}")
         _one_of(self.hard_fill, f"{prefix}.hard_fill", HARD_FILLS, "fill")
+        _require(self.position_objectives >= 1, f"{prefix}.position_objectives",
+                 f"must be >= 1, got {self.position_objectives}")
+        _require(self.position_objectives == 1 or self.spec().positions, f"{prefix}.position_objectives",
+                 f"{self.position_objectives} needs positions, which variant {self.variant} has off "
+                 f"(model.positions true turns them on)")
         if self.spec().search == "soft":  # both fields shape hard search only: a value for soft search is a mistake
             _require(self.hard_levels == ["cate"], f"{prefix}.hard_levels",
                      f"applies to hard search only (model.search hard, variant twin_hard); soft search takes the "
@@ -495,6 +526,12 @@ class ModelConfig:
         _require(self.temporal_merge == "concat" or self.spec().positions or self.dense_side_fields,
                  f"{prefix}.temporal_merge", f"add needs a dense table to add: model.positions, model.time_gap or "
                  f"model.side_fields [btype] (none is on with variant {self.variant})")
+        # A per-sample position slice is built for the concat search of one head only: under add the position
+        # rows are summed into the keys before the search, and a head's position term is one shared bias.
+        _require(self.position_objectives == 1 or self.temporal_merge == "concat", f"{prefix}.position_objectives",
+                 f"{self.position_objectives} needs temporal_merge concat, not {self.temporal_merge}")
+        _require(self.position_objectives == 1 or self.attention_heads is None, f"{prefix}.position_objectives",
+                 f"{self.position_objectives} needs attention_heads null, got {self.attention_heads}")
         if self.attention_heads is not None:
             self._validate_heads(f"{prefix}.attention_heads")
 

@@ -112,7 +112,8 @@ class _Checkpoint:
                                   prefetch_batches=self.cfg.data.prefetch_batches,
                                   side_fields=self.cfg.model.read_side_fields,
                                   gap_buckets=self.cfg.model.gap_buckets,
-                                  hard_fields=self.cfg.model.hard_side_fields)
+                                  hard_fields=self.cfg.model.hard_side_fields,
+                                  objectives=self.cfg.model.position_objectives)
 
 
 def _load_all(checkpoints: Sequence[str], data: Optional[str], batch_size: Optional[int]) -> List[_Checkpoint]:
@@ -229,7 +230,8 @@ def analyze_gradients(cfg: Config, record_every: int = 1, output: Optional[str] 
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
                                     prefetch_batches=cfg.data.prefetch_batches,
                                     side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
-                                    hard_fields=cfg.model.hard_side_fields)
+                                    hard_fields=cfg.model.hard_side_fields,
+                                    objectives=cfg.model.position_objectives)
         total = reader.num_batches() * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)

@@ -49,7 +49,8 @@ def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Distrib
     cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, env.device.type)
     # ... and the tables' step size chosen from the dataset when the config leaves it null
     resolve_sparse_lr(cfg.train, meta.counts["train"], meta.num_items)
-    check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields, cfg.model.hard_side_fields)
+    check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields, cfg.model.hard_side_fields,
+                      cfg.model.position_objectives)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device,
                         num_behavior_types(meta, cfg.data.path), semantic_vocabulary(meta, cfg.data.path))

@@ -351,7 +351,8 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
     reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
                        prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda",
                        verify_hashes=cfg.data.verify_hashes, side_fields=cfg.model.read_side_fields,
-                       gap_buckets=cfg.model.gap_buckets, hard_fields=cfg.model.hard_side_fields)
+                       gap_buckets=cfg.model.gap_buckets, hard_fields=cfg.model.hard_side_fields,
+                       objectives=cfg.model.position_objectives)
     train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                       seed=cfg.train.seed, **reader_args)
     val_reader = ParquetBatchReader(split="val", batch_size=cfg.data.eval_batch_size, **reader_args)
@@ -494,7 +495,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = load_config(args.config, overrides)
     meta = DatasetMeta.read(cfg.data.path)  # fails here, before any process group, if the data is missing
     check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields,  # ... or lacks a side field asked for
-                      cfg.model.hard_side_fields)
+                      cfg.model.hard_side_fields, cfg.model.position_objectives)
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
         with errors_shared_across_ranks(env, CLEAR_ERRORS):

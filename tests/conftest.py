@@ -33,6 +33,19 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# Two target objectives planted in the tiny world (docs/side-info.md §3.4): target_objective 1 or 2 per sample.
+OBJECTIVES = ("--synthetic.num_objectives", "2", "--synthetic.objective_decays", "[2, 50]")
+
+
+@pytest.fixture(scope="session")
+def tiny_objective_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset's dataset with two target objectives (``OBJECTIVES``): the same world as ``tiny_data``
+    plus a ``target_objective`` column, each objective with its own position decay."""
+    root = tmp_path_factory.mktemp("tiny_objective_data")
+    generate(tiny_config(*OBJECTIVES).synthetic, root, progress=False)
+    return root
+
+
 # The tiny run: 2 steps, a checkpoint after each (step-00000001, and step-00000002, which is also the best).
 TINY_RUN_ARGS = ("--train.max_steps", "2", "--train.checkpoint_every", "1", "--train.dist_timeout_s", "60")
 

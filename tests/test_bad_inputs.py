@@ -46,6 +46,10 @@ class Context:
         return self.request.getfixturevalue("tiny_side_data")
 
     @property
+    def objective_data(self) -> Path:
+        return self.request.getfixturevalue("tiny_objective_data")
+
+    @property
     def run(self) -> Path:
         return self.request.getfixturevalue("tiny_run")
 
@@ -107,6 +111,9 @@ CONFIG_CASES = [
     Case("override-unknown-variant", "prepare", overrides("--model.variant", "sim", expected="model.variant")),
     Case("override-missing-value", "prepare", overrides("--model.d_att", expected="model.d_att: missing value")),
     Case("override-not-dotted", "prepare", overrides("d_att", "3", expected="'d_att'")),
+    Case("override-objectives-without-positions", "prepare", overrides(
+        "--model.variant", "din", "--model.position_objectives", "2",
+        expected="model.position_objectives: 2 needs positions")),
     Case("override-max_len-over-the-limit", "prepare", overrides("--data.max_len", "20000",
                                                                  expected="data.max_len: must be <= 10,000")),
     Case("override-logs-max_len-over-the-limit", "prepare", overrides(
@@ -298,6 +305,7 @@ def side_dataset(change: Callable[[Path], List[str]], *extra: str) -> Callable[[
 # The reader checks the side columns the model reads (dare_rec/data/parquet.py).
 BTYPE = ("--model.side_fields", "[btype]")
 GAP = ("--model.time_gap", "true")
+OBJECTIVES = ("--model.position_objectives", "2")
 
 
 def drop_param(name: str) -> Callable[[Path], List[str]]:
@@ -541,6 +549,19 @@ DATASET_CASES = [
         "val", drop_last_in_list("hist_btype", 300), *VALUE_AT_300,
         "column 'hist_btype' has 29 values but hist_item has 30 behaviors"), *BTYPE)),
     Case("meta-behavior-types-missing", "train", side_dataset(drop_param("behavior_types"))),
+    Case("val-objective-past-position-objectives", "train", dataset(rewrite(
+        "val", set_value("target_objective", 300, 3), *VALUE_AT_300,
+        "column 'target_objective' holds objective 3 outside [1, 2] (model.position_objectives 2)"),
+        *OBJECTIVES, source="objective_data")),
+    Case("val-objective-0", "train", dataset(rewrite(
+        "val", set_value("target_objective", 7, 0), "row group 0", "row 7",
+        "column 'target_objective' holds objective 0"), *OBJECTIVES, source="objective_data")),
+    Case("val-null-objective", "train", dataset(rewrite(
+        "val", set_value("target_objective", 300, None), *VALUE_AT_300, "column 'target_objective' is null"),
+        *OBJECTIVES, source="objective_data")),
+    Case("objectives-on-a-dataset-without-them", "train", dataset(
+        lambda root: [str(root), "model.position_objectives 2 needs column(s) ['target_objective']"],
+        *OBJECTIVES)),
     Case("test-label-2", "train", dataset(rewrite("test", set_value("label", 600, 2), "row group 2", "row 600",
                                                   "column 'label' is 2"))),
     Case("test-target-past-vocabulary", "train", dataset(rewrite("test", set_value("target_item", 5, 10**6),

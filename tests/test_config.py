@@ -209,3 +209,22 @@ def test_attention_heads_are_validated():
         with pytest.raises(ConfigError, match=re.escape(message)) as e:
             tiny_config(*overrides)
         assert "\n" not in str(e.value)
+
+
+def test_position_objectives_are_validated():
+    assert tiny_config().model.position_objectives == 1
+    assert tiny_config("--model.position_objectives", "3").model.position_objectives == 3
+    for overrides, message in [(("--model.position_objectives", "0"), "model.position_objectives: must be >= 1"),
+                               (("--model.variant", "din", "--model.position_objectives", "2"),
+                                "model.position_objectives: 2 needs positions, which variant din has off"),
+                               # a per-sample slice is built neither for keys with the positions added nor for heads
+                               (("--model.position_objectives", "2", "--model.temporal_merge", "add"),
+                                "model.position_objectives: 2 needs temporal_merge concat, not add"),
+                               (("--model.position_objectives", "2", "--model.attention_heads", "[[item], [pos]]"),
+                                "model.position_objectives: 2 needs attention_heads null, got [['item'], ['pos']]")]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            tiny_config(*overrides)
+        assert "\n" not in str(e.value)
+    # DIN with its positions switched on may split them
+    assert tiny_config("--model.variant", "din", "--model.positions", "true", "--model.position_objectives",
+                       "2").model.position_objectives == 2

@@ -55,6 +55,7 @@ class Batch(Pipelineable):
             hist_seller  [s, s, s, s]    [s, s]          with hard level seller: seller ids, as hist_item
             target_brand [r]             [r]             with hard level brand: length 1
             target_seller [s]            [s]             with hard level seller: length 1
+            target_objective [o]         [o]             with model.position_objectives > 1: ids 1..O, length 1
 
         labels: ``[B]`` float32, 1 = clicked.
         user_ids: ``[B]`` int64 (for GAUC by user).

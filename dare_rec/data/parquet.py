@@ -17,7 +17,7 @@ skipped row groups: a resumed run sees exactly the batches an uninterrupted one 
 Every row group is checked against the contract when read (nulls, ids outside the vocabulary or 0 in a
 history, labels other than 0/1, non-finite floats, history columns of different lengths, undecodable pages;
 and, for the side fields the model reads, behavior types outside meta.json's list, side lists not as long as
-the history, and negative time gaps);
+the history, negative time gaps, and target objectives outside 1..``model.position_objectives``);
 the error names the file, row group, row and column. :meth:`ParquetBatchReader.check_rows` runs the same
 checks over a whole shard up front (the training job does so for the val and test splits). Conversion is vectorised: Arrow list offsets become KJT
 lengths directly, histories longer than ``max_len`` keep their most recent ``max_len`` behaviors. A
@@ -114,6 +114,9 @@ class ParquetBatchReader:
         hard_fields: hard-search levels read from side columns (``ModelConfig.hard_side_fields``: ``brand``,
             ``seller``), each added as a jagged history key aligned with ``hist_item`` and a length-1 target key
             (``dare_rec.data.batch.HARD_KEYS``); a field the dataset cannot give is a DataError here.
+        objectives: O, the target objectives the model tells apart (``model.position_objectives``); above 1 the
+            ``target_objective`` column is read, checked to hold ids 1..O, and added as the last length-1 target
+            key; a dataset without it is a DataError here.
     """
 
     def __init__(
@@ -133,13 +136,17 @@ class ParquetBatchReader:
         side_fields: Sequence[str] = (),
         gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS,
         hard_fields: Sequence[str] = (),
+        objectives: int = 1,
     ) -> None:
         self.meta = schema.DatasetMeta.read(root)
-        check_side_fields(self.meta, root, side_fields, hard_fields)
+        check_side_fields(self.meta, root, side_fields, hard_fields, objectives)
         self.side_fields = tuple(f for f in side_fields if f in SIDE_KEYS)
         # seller / brand columns, history and target, read once for side fields and hard levels alike
         self.hard_fields = tuple(dict.fromkeys([f for f in side_fields if f in HARD_KEYS] + list(hard_fields)))
+        self.objectives = objectives
         hard_hist_keys, self.target_side_keys = hard_keys(self.hard_fields)
+        if objectives > 1:  # the column's name is its key
+            self.target_side_keys += (schema.TARGET_OBJECTIVE,)
         # the jagged keys after SPARSE_KEYS (then the length-1 target_side_keys)
         self.side_keys = side_keys(self.side_fields) + hard_hist_keys
         self.gap_buckets = gap_buckets
@@ -174,6 +181,8 @@ class ParquetBatchReader:
         self._side_vocabulary.update({column: vocabulary[column] for field in self.hard_fields
                                       for column in HARD_KEYS[field]})
         self._columns += list(self._side_vocabulary)
+        if objectives > 1:
+            self._columns.append(schema.TARGET_OBJECTIVE)
         self._time_gaps = "gap" in self.side_fields
         if self._time_gaps:
             self._columns += [schema.HIST_TS, schema.TARGET_TS]
@@ -335,6 +344,13 @@ class ParquetBatchReader:
                         if column == schema.HIST_BTYPE else
                         f"outside [1, {vocab - 1}] (vocabulary size {vocab} from meta.json)")
                 fail(_row_of(col, bad) if listed else bad, f"column {column!r} holds id {values[bad]}, {what}")
+        if self.objectives > 1:
+            objective = table.column(schema.TARGET_OBJECTIVE).to_numpy()
+            outside = (objective < 1) | (objective > self.objectives)
+            if outside.any():
+                bad = int(np.argmax(outside))
+                fail(bad, f"column {schema.TARGET_OBJECTIVE!r} holds objective {objective[bad]} outside [1, "
+                          f"{self.objectives}] (model.position_objectives {self.objectives})")
         if self._time_gaps:
             hist_ts = table.column(schema.HIST_TS)
             ts = pc.list_flatten(hist_ts).to_numpy(zero_copy_only=False)
@@ -414,12 +430,15 @@ class ParquetBatchReader:
 
 
 def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: Sequence[str],
-                      hard_fields: Sequence[str] = ()) -> None:
-    """Refuses side fields (``ModelConfig.read_side_fields``) and hard-search levels
-    (``ModelConfig.hard_side_fields``) whose columns the dataset at ``root`` lacks."""
+                      hard_fields: Sequence[str] = (), objectives: int = 1) -> None:
+    """Refuses side fields (``ModelConfig.read_side_fields``), hard-search levels
+    (``ModelConfig.hard_side_fields``) and target objectives (``model.position_objectives`` > 1) whose columns
+    the dataset at ``root`` lacks."""
     asked = [("model.time_gap" if f == "gap" else f"model.side_fields {f}", _SIDE_FIELD_COLUMNS[f])
              for f in side_fields]
     asked += [(f"model.hard_levels {f}", HARD_KEYS[f]) for f in hard_fields]
+    if objectives > 1:
+        asked.append((f"model.position_objectives {objectives}", (schema.TARGET_OBJECTIVE,)))
     for option, columns in asked:
         missing = [c for c in columns if c not in meta.columns]
         if missing:

@@ -51,6 +51,9 @@ HIST_SELLER = "hist_seller"
 HIST_BRAND = "hist_brand"
 TARGET_SELLER = "target_seller"
 TARGET_BRAND = "target_brand"
+# The target's objective (docs/side-info.md §2.4), ids 1..O: which position-table slice a model with
+# ``model.position_objectives`` O > 1 reads for the sample. A dataset without the column has one objective (1).
+TARGET_OBJECTIVE = "target_objective"
 # Id of an unknown seller or brand (an empty field in the log); known ones are 2..n+1.
 UNKNOWN_SIDE_ID = 1
 
@@ -73,6 +76,7 @@ OPTIONAL_COLUMNS: Dict[str, pa.DataType] = {
     HIST_BRAND: pa.list_(pa.int64()),
     TARGET_SELLER: pa.int64(),
     TARGET_BRAND: pa.int64(),
+    TARGET_OBJECTIVE: pa.int64(),
 }
 # Side columns with an id per history behavior (each as long as hist_item), and per side id column the
 # meta.json params entry holding its vocabulary size (the behavior type's is len(behavior_types) + 1).

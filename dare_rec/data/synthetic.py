@@ -16,7 +16,7 @@ The world:
 
 The click model (what a perfect model would know)::
 
-    relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / relevance_decay)    pos_i: 1 = most recent
+    relevance_i = [cate_i == cate_target] * exp(-(pos_i - 1) / decay)    pos_i: 1 = most recent
                   * weight[btype_i]                  (with behavior_types; else 1)
                   * exp(-gap_i / time_decay_s)       (with time_decay_s; gap_i = target_ts - hist_ts_i, seconds)
                   * (rho + (1 - rho) * [brand_i == brand_target])    (with brands_per_category; rho:
@@ -25,18 +25,22 @@ The click model (what a perfect model would know)::
                   + intent_weight * log(1 + #{last intent_window behaviors with type in intent_types})
                   + pair_weight * [last pair_window behaviors hold cate_target and pi(cate_target)]
     click_prob  = sigmoid(logit),   label ~ Bernoulli(click_prob)
+    decay       = relevance_decay, or objective_decays[o - 1] (with num_objectives; o the target objective)
 
 Planted side information (docs/side-info.md §3, all off by default): with ``behavior_types`` every behavior
 draws a type (``hist_btype``, independent of everything else) whose weight scales its relevance; with
 ``timestamps: sessions`` behaviors come in bursts, so the time gap to the target is not a function of the
 position, and ``time_decay_s`` makes interest fade with that gap. With ``brands_per_category`` every item
 has a brand of its category (``hist_brand``/``target_brand``) and behaviors of another brand than the
-target's count less. These three enter through ``relevance_i``, so ``hist_relevance`` and ``click_prob``
-carry them. The intent and pair terms depend on several behaviors together: ``click_prob`` carries them,
-and the pair term is also written per sample as ``pair_bonus`` (pi, a random cycle over the categories, is
-not stored). Their random draws (types, session gaps, brands, pi) come from a seed stream of their own per
-effect, so switching an effect on or off leaves every other draw (items, categories, targets, the uniforms
-behind the labels) as it was: an effects-on dataset and its effects-off twin are the
+target's count less. With ``num_objectives`` O >= 2 every sample draws a target objective o uniformly from
+1..O (``target_objective``) and interest fades over positions at that objective's rate,
+``objective_decays[o - 1]`` behaviors (docs/side-info.md §3.4). These four enter through ``relevance_i``, so
+``hist_relevance`` and ``click_prob`` carry them. The intent and pair terms depend on several behaviors
+together: ``click_prob`` carries them, and the pair term is also written per sample as ``pair_bonus`` (pi, a
+random cycle over the categories, is not stored). Their random draws (types, session gaps, objectives, brands,
+pi) come from a seed stream of their own per effect, so switching an effect on or off leaves every other draw
+(items, categories, targets, the uniforms behind the labels) as it was: an effects-on dataset and its
+effects-off twin are the
 same world, and with everything off the files are today's, byte for byte.
 
 so the oracle AUC (``click_prob`` as the score) is known, and the truly relevant behaviors of every sample are
@@ -220,10 +224,10 @@ def _simulate_users(cfg: SyntheticConfig, catalog: ItemCatalog, num_users: int, 
 
 
 def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, num_users: int,
-                rng: np.random.Generator, btype_rng: np.random.Generator,
-                time_rng: np.random.Generator) -> Dict[str, Dict[str, pa.Array]]:
+                rng: np.random.Generator, btype_rng: np.random.Generator, time_rng: np.random.Generator,
+                objective_rng: np.random.Generator) -> Dict[str, Dict[str, pa.Array]]:
     """All samples of a chunk of users as Arrow columns per split (train rows shuffled); the side generators
-    as in :func:`_simulate_users`."""
+    as in :func:`_simulate_users`, and ``objective_rng`` for the samples' target objectives only."""
     items, cates, ts, btype, slot_index, slot_interests, cum_weights = _simulate_users(
         cfg, catalog, num_users, rng, btype_rng, time_rng)
     num_slots = slot_index.shape[1]
@@ -253,7 +257,11 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     tgt_item, tgt_cate = target_item.ravel(), target_cate.ravel()
     tgt_ts = ts[row_user, end]
     recency = end[row_of_value] - seq_pos  # 1 = most recent behavior
-    relevance = (hist_cate == tgt_cate[row_of_value]) * np.exp(-(recency - 1) / cfg.relevance_decay)
+    decay = cfg.relevance_decay
+    if cfg.objectives_on:  # each sample's objective sets how fast interest fades with position
+        objective = objective_rng.integers(1, cfg.num_objectives + 1, size=len(lengths))
+        decay = np.asarray(cfg.objective_decays, dtype=np.float64)[objective - 1][row_of_value]
+    relevance = (hist_cate == tgt_cate[row_of_value]) * np.exp(-(recency - 1) / decay)
     # The planted side effects scale each behavior's relevance, so hist_relevance and the oracle carry them.
     if btype is not None:
         hist_btype = btype.ravel()[flat]
@@ -297,6 +305,8 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
         columns[schema.TARGET_BRAND] = pa.array(tgt_brand.astype(np.int64))
     if catalog.pair_map is not None:
         columns[schema.PAIR_BONUS] = pa.array(pair_bonus.astype(np.float32))
+    if cfg.objectives_on:
+        columns[schema.TARGET_OBJECTIVE] = pa.array(objective.astype(np.int64))
     split_of_slot = np.array(["train"] * (num_slots - 2) + ["val", "test"])
     row_split = split_of_slot[row_slot]
     out: Dict[str, Dict[str, pa.Array]] = {}
@@ -336,6 +346,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
             optional += [schema.HIST_BRAND, schema.TARGET_BRAND]
         if cfg.pair_weight:
             optional.append(schema.PAIR_BONUS)
+        if cfg.objectives_on:
+            optional.append(schema.TARGET_OBJECTIVE)
         writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size,
                                cfg.row_group_mb << 20)
         num_chunks = -(-cfg.num_users // cfg.users_per_chunk)
@@ -344,10 +356,11 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
         for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
             offset = chunk * cfg.users_per_chunk
             n = min(cfg.users_per_chunk, cfg.num_users - offset)
-            # One stream per side effect, so either can be switched without moving the other's draws.
-            btype_rng, time_rng = (np.random.default_rng(s) for s in side_seeds[chunk].spawn(2))
+            # One stream per side effect, so any can be switched without moving the others' draws (spawn(3)'s
+            # first two children are spawn(2)'s: adding the objectives' stream moved nothing).
+            btype_rng, time_rng, objective_rng = (np.random.default_rng(s) for s in side_seeds[chunk].spawn(3))
             rows = _chunk_rows(cfg, catalog, offset, n, np.random.default_rng(chunk_seeds[chunk]), btype_rng,
-                               time_rng)
+                               time_rng, objective_rng)
             writer.write("train", rows["train"], file_index=chunk % cfg.train_files)
             writer.write("val", rows["val"])
             writer.write("test", rows["test"])

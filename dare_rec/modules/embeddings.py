@@ -50,16 +50,19 @@ class SequenceEmbeddings(NamedTuple):
             only the selected behaviors are looked up (:meth:`SparseArch.lookup_selected`).
         rep_target: ``[B, n * d_r]`` representation vectors of the targets (None likewise).
         offsets: ``[B + 1]`` int64 row offsets of the history.
-        att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions).
-        att_target_position: ``[d_pa]`` attention position vector of the target (position 0).
-        rep_positions: ``[P, d_p]`` representation position vectors.
-        rep_target_position: ``[d_p]``.
+        att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions); with
+            O > 1 target objectives (``model.position_objectives``) ``[O, P, d_pa]``, one slice per objective.
+        att_target_position: ``[d_pa]`` attention position vector of the target (position 0); ``[O, d_pa]``.
+        rep_positions: ``[P, d_p]`` representation position vectors; ``[O, P, d_p]``.
+        rep_target_position: ``[d_p]``; ``[O, d_p]``.
         side_ids: ``[L, S]`` int64 row of every behavior's dense side field f (``ModelConfig.dense_side_fields``,
             S of them) in the stacked side tables below (field f's id plus its first row); None without side fields.
         att_side: ``[R, d_pa]`` the attention rows of every side field, stacked (R = their rows together).
         att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
         rep_side: ``[R, d_p]`` the representation rows, stacked likewise.
         rep_target_side: ``[S, d_p]``.
+        objectives: ``[B]`` int64 each sample's objective slice, 0..O-1 (``target_objective`` - 1); None when
+            O = 1.
 
     Under ``model.temporal_merge add`` the attention side's dense rows are already added: ``att_hist`` is
     ``e_i^A + P^A[pos_i] + sum_f X_f^A[x_{f,i}]`` and ``att_target`` ``v_t^A + P^A[0] + sum_f X_f^A[0]`` (same
@@ -82,6 +85,7 @@ class SequenceEmbeddings(NamedTuple):
     att_target_side: Optional[torch.Tensor] = None
     rep_side: Optional[torch.Tensor] = None
     rep_target_side: Optional[torch.Tensor] = None
+    objectives: Optional[torch.Tensor] = None
 
 
 class FieldProjections(nn.Module):
@@ -183,8 +187,9 @@ class SparseArch(nn.Module):
         if self.bags:
             for name, keys in bag_keys.items():
                 self.add_module(f"{name}_bag_inputs", kjt.SingletonBags(keys))
+        self.objectives = model.position_objectives
         self.positions = nn.ModuleDict({
-            group.name: PositionTable(max_len + 1, group.position_dim, dense_device)
+            group.name: PositionTable(max_len + 1, group.position_dim, dense_device, model.position_objectives)
             for group in self.groups.values()
         }) if spec.positions else None
         # Side fields: like positions, one small dense table per group and field (dim: the group's position dim)
@@ -256,6 +261,7 @@ class SparseArch(nn.Module):
             att_target_side=self._side(ATTENTION, TARGET) if separate else None,
             rep_side=self._side(REPRESENTATION, HIST),
             rep_target_side=self._side(REPRESENTATION, TARGET),
+            objectives=features[schema.TARGET_OBJECTIVE].values() - 1 if self.objectives > 1 else None,
         )
 
     def lookup_selected(self, features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
@@ -307,13 +313,14 @@ class SparseArch(nn.Module):
                          dim=1)
 
     def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
-        """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``."""
+        """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``; with O objectives
+        ``[O, P, d]`` and ``[O, d]`` (each slice's row 0)."""
         if self.positions is None:
             return None
         table = self.positions[serving_group(self.layout, role, side)].weight
         if self.projections is not None:
             table = self.projections[f"{role}_{side}"].position(table)
-        return table if side == HIST else table[0]
+        return table if side == HIST else table[..., 0, :]
 
     def _temporal_rows(self, role: str, side: str, positions: Optional[torch.Tensor] = None,
                        side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -367,17 +374,21 @@ class PositionTable(nn.Module):
     """Dense table of target-relative position vectors, row p = p behaviors before the target (0 = target);
     also the table of a side field (row = the field's id, 0 = the target's).
 
-    Tiny, so it is replicated (trained by the dense optimizer) rather than sharded.
+    ``weight`` is ``[num_positions, dim]``, or with ``slices`` > 1 (one per target objective, docs/side-info.md
+    §2.4) ``[slices, num_positions, dim]``. Tiny, so it is replicated (trained by the dense optimizer) rather
+    than sharded.
     """
 
-    def __init__(self, num_positions: int, dim: int, device: torch.device) -> None:
+    def __init__(self, num_positions: int, dim: int, device: torch.device, slices: int = 1) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_positions, dim, device=device))
+        shape = (num_positions, dim) if slices == 1 else (slices, num_positions, dim)
+        self.weight = nn.Parameter(torch.empty(shape, device=device))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # The same rule TorchRec uses for its tables (the reference code's N(0, 0.01) comes from init_std).
-        bound = math.sqrt(1.0 / self.weight.size(0))
+        # The same rule TorchRec uses for its tables (the reference code's N(0, 0.01) comes from init_std); each
+        # slice is initialised as a table of its own.
+        bound = math.sqrt(1.0 / self.weight.size(-2))
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,9 @@ def keyed(keys: List[str], values: torch.Tensor, lengths: torch.Tensor, length_p
                              offset_per_key=list(itertools.accumulate([0] + length_per_key)))
 
 
-# The batch keys with one id per sample (the targets'); every other key is jagged like the history.
-_TARGET_KEYS = frozenset(by_side[TARGET] for by_side in FIELDS.values())
+# The batch keys with one id per sample (the targets' and, with several objectives, the target objective); every
+# other key is jagged like the history.
+_TARGET_KEYS = frozenset([*(by_side[TARGET] for by_side in FIELDS.values()), schema.TARGET_OBJECTIVE])
 
 
 @torch.fx.wrap

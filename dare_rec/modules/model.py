@@ -38,7 +38,9 @@ class DareModel(nn.Module):
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
     v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
-    likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K behaviors it selected. The aux head
+    likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K behaviors it selected. With
+    ``model.position_objectives`` O > 1 every position vector (search, ESU, the target's p_0^R) comes from the
+    slice of the sample's ``target_objective`` (docs/side-info.md §2.4). The aux head
     (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
     behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
     in training.
@@ -188,7 +190,7 @@ class DareModel(nn.Module):
                          hist_side: Optional[Dict[str, torch.Tensor]] = None,
                          hist_levels: Optional[Dict[str, torch.Tensor]] = None,
                          cand_levels: Optional[Dict[str, torch.Tensor]] = None,
-                         cand_side: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                         cand_side: Optional[Dict[str, torch.Tensor]] = None, objective: int = 1) -> torch.Tensor:
         """Click logits of C candidate items for one user, reading the user's side once (serving).
 
         The history's attention keys are looked up once (not once per candidate), the candidates are scored
@@ -208,6 +210,9 @@ class DareModel(nn.Module):
             cand_side: with side fields seller or brand, the candidates' ``[C]`` ids per field name.
             hist_levels, cand_levels: with hard levels beyond ``cate`` (``model.hard_levels`` brand, seller),
                 their ``[n]`` ids of the history and ``[C]`` ids of the candidates per level name.
+            objective: the target objective (1..O, ``model.position_objectives``) of every candidate of the call:
+                all of them read its position slice (one search key column serves them all). Score candidates
+                of different objectives in one call each.
 
         Returns:
             logits ``[C]``.
@@ -227,6 +232,10 @@ class DareModel(nn.Module):
         if sorted(cand_side) != sorted(semantic) or any(cand_side[f].shape != cand_item.shape for f in semantic):
             raise ValueError(f"score_candidates: cand_side must give the side fields {list(semantic)} one id per "
                              f"candidate, got {({f: tuple(v.shape) for f, v in cand_side.items()})}")
+        objectives = self.sparse_arch.objectives
+        if not 1 <= objective <= objectives:
+            raise ValueError(f"score_candidates: objective must be in [1, {objectives}] (model.position_objectives), "
+                             f"got {objective}")
         extra_levels = tuple(level for level in self.hard_levels if level != "cate")
         hist_levels, cand_levels = hist_levels or {}, cand_levels or {}
         if sorted(hist_levels) != sorted(extra_levels) or sorted(cand_levels) != sorted(extra_levels) \
@@ -240,13 +249,16 @@ class DareModel(nn.Module):
         lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
         lengths[0] = length
         ones = torch.ones(num, dtype=torch.int32, device=hist_item.device)
+        # with O > 1 objectives, the candidates' objective as the reader's last target key
+        objective_keys = [schema.TARGET_OBJECTIVE] if objectives > 1 else []
         features = KeyedJaggedTensor(
             keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE, *side_keys(fields),
-                  *(FIELDS[f][side] for side in SIDES for f in semantic)],
+                  *(FIELDS[f][side] for side in SIDES for f in semantic), *objective_keys],
             values=torch.cat([hist_item, hist_cate, cand_item, cand_cate, *(hist_side[f] for f in fields + semantic),
-                              *(cand_side[f] for f in semantic)]).long(),
+                              *(cand_side[f] for f in semantic),
+                              *(torch.full_like(cand_item, objective) for _ in objective_keys)]).long(),
             lengths=torch.cat([lengths, lengths, ones, ones] + [lengths] * len(fields + semantic)
-                              + [ones] * len(semantic)))
+                              + [ones] * (len(semantic) + len(objective_keys))))
         emb = self.sparse_arch(features, representation=not self.sparse_arch.selects_representation_lookups)
         ids = {"cate": (hist_cate, cand_cate), **{f: (hist_levels[f], cand_levels[f]) for f in extra_levels}}
         top_scores, top_slots = self.gsu.search_one_history(

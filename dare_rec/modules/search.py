@@ -73,7 +73,9 @@ class GeneralSearchUnit(nn.Module):
     ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and side fields concatenated).
     ``soft`` search keeps the top-K scores of the valid behaviors. Under ``temporal_merge add`` the keys and
     queries already carry their dense rows (:class:`SequenceEmbeddings`), so the score is the one dot product
-    ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no position or side term.
+    ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no position or side term. With O target
+    objectives (``model.position_objectives``, §2.4; concat and one head only) p_i^A and p_0^A come from the
+    slice of the sample's objective.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
@@ -144,12 +146,21 @@ class GeneralSearchUnit(nn.Module):
             self.register_buffer("head_query", query.to(device), persistent=False)
             self.register_buffer("head_dense", dense.to(device), persistent=False)
 
-    def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
+    def position_bias_table(self, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[N + 1]`` the dot score's position term per target-relative position, ``<p_i^A, p_0^A> /
-        sqrt(d_pos_att)`` (zeros without positions)."""
+        sqrt(d_pos_att)`` (zeros without positions); with O objectives ``[O, N + 1]``, each slice's terms
+        (its rows against its own row 0)."""
         if emb.att_positions is None:
             return emb.att_hist.new_zeros(self.max_len + 1)
-        return (emb.att_positions @ emb.att_target_position) * self.position_scale
+        if emb.objectives is None:
+            return (emb.att_positions @ emb.att_target_position) * self.position_scale
+        return (emb.att_positions @ emb.att_target_position.unsqueeze(-1)).squeeze(-1) * self.position_scale
+
+    def position_bias(self, emb: SequenceEmbeddings) -> torch.Tensor:
+        """The position term :func:`gsu_topk` adds: ``[N + 1]`` shared by every sample, or with O objectives
+        ``[B, N + 1]``, each sample's row of :meth:`position_bias_table` (a gather on the device)."""
+        table = self.position_bias_table(emb)
+        return table if emb.objectives is None else table[emb.objectives]
 
     def side_bias(self, emb: SequenceEmbeddings) -> Optional[torch.Tensor]:
         """``[L]`` the dot score's side-field term of every behavior, ``sum_f <x_{f,i}^A, x_{f,0}^A> /
@@ -193,8 +204,10 @@ class GeneralSearchUnit(nn.Module):
             rows, slots, lengths = jagged_layout(emb.offsets, emb.att_hist.size(0))
             keys, queries = emb.att_hist, emb.att_target[rows]
             if emb.att_positions is not None:
-                keys = torch.cat([keys, emb.att_positions[lengths[rows] - slots]], dim=1)
-                queries = torch.cat([queries, emb.att_target_position.expand(keys.size(0), -1)], dim=1)
+                objectives = None if emb.objectives is None else emb.objectives[rows]
+                keys = torch.cat([keys, position_vectors(emb.att_positions, lengths[rows] - slots, objectives)], dim=1)
+                queries = torch.cat([queries, target_positions(emb.att_target_position, objectives, keys.size(0))],
+                                    dim=1)
             if emb.att_side is not None:
                 keys = torch.cat([keys, emb.att_side[emb.side_ids].flatten(1)], dim=1)
                 queries = torch.cat([queries, emb.att_target_side.reshape(1, -1).expand(keys.size(0), -1)], dim=1)
@@ -307,7 +320,10 @@ class GeneralSearchUnit(nn.Module):
         length, num = emb.att_hist.size(0), emb.att_target.size(0)
         device = emb.att_hist.device
         positions = torch.arange(length, 0, -1, device=device)  # slot j sits at position n - j
-        bias = self.position_bias(emb)[positions]
+        bias = self.position_bias_table(emb)
+        if emb.objectives is not None:  # every candidate has the same objective (score_candidates): one row
+            bias = bias[emb.objectives[0]]
+        bias = bias[positions]
         side_bias = self.side_bias(emb)
         if side_bias is not None:
             bias = bias + side_bias
@@ -464,7 +480,8 @@ class ExactSearchUnit(nn.Module):
         selected_pos, selected_side = None, None
         if emb.rep_positions is not None:
             lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
-            selected_pos = emb.rep_positions[(lengths - gsu.top_indices).clamp(min=0)]
+            selected_pos = position_vectors(emb.rep_positions, (lengths - gsu.top_indices).clamp(min=0),
+                                            None if emb.objectives is None else emb.objectives.unsqueeze(1))
         if emb.side_ids is not None:
             if selected_side_ids is None:
                 selected_side_ids = selected_rows(emb.side_ids, emb.offsets, gsu.top_indices, gsu.top_mask)
@@ -565,11 +582,17 @@ class FullSequenceAttention(nn.Module):
         """``[B, d_pos]`` the weighted sum of the behaviors' representation position vectors."""
         # Slot j of a history of n behaviors sits at position n - j, so the weighted sum of position vectors
         # is (weight of each position) @ table: a [B, P] gather of weights, not a [B, N, d_pos] gather of rows.
-        positions = torch.arange(emb.rep_positions.size(0), device=weights.device).unsqueeze(0)
+        positions = torch.arange(emb.rep_positions.size(-2), device=weights.device).unsqueeze(0)
         source_slots = (lengths - positions).clamp(0, weights.size(1) - 1)
         occupied = (positions >= 1) & (positions <= lengths)
         position_weights = weights.gather(1, source_slots) * occupied
-        return position_weights @ emb.rep_positions
+        if emb.objectives is None:
+            return position_weights @ emb.rep_positions
+        # with O objectives each sample weighs its own slice: its weights in that slice's block of [B, O * P]
+        # (a comparison, not one_hot, which checks the ids' range on the host)
+        slices = (emb.objectives.unsqueeze(1) == torch.arange(emb.rep_positions.size(0), device=weights.device))
+        slices = slices.to(position_weights.dtype)
+        return (slices.unsqueeze(2) * position_weights.unsqueeze(1)).flatten(1) @ emb.rep_positions.flatten(0, 1)
 
 
 class StratifiedBehaviorSample(nn.Module):
@@ -638,13 +661,28 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
     return masked_softmax(scores, mask)
 
 
+def position_vectors(table: torch.Tensor, positions: torch.Tensor,
+                     objectives: Optional[torch.Tensor]) -> torch.Tensor:
+    """Rows of a position table: ``table [P, d]`` at ``positions`` (int, any shape) -> ``positions.shape + [d]``;
+    with O objectives ``table [O, P, d]`` and ``objectives`` (int, broadcastable to ``positions``) the slice of
+    each position's sample."""
+    return table[positions] if objectives is None else table[objectives, positions]
+
+
+def target_positions(vector: torch.Tensor, objectives: Optional[torch.Tensor], num: int) -> torch.Tensor:
+    """``[num, d]`` the target's position vector of ``num`` samples: ``vector [d]`` repeated, or with O
+    objectives ``vector [O, d]`` (each slice's row 0) read at ``objectives [num]``."""
+    return vector.expand(num, -1) if objectives is None else vector[objectives]
+
+
 def target_vector(emb: SequenceEmbeddings, add: bool = False) -> torch.Tensor:
-    """``v_t^R``: ``[B, n * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 and
-    row 0 of each side field when used (the target has no behavior type or gap: row 0 is a learned vector);
-    ``add`` (``temporal_merge add``): ``[B, n * d_rep]``, those rows added to ``[item; cate; ...]``."""
+    """``v_t^R``: ``[B, n * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 (of
+    the sample's objective slice) and row 0 of each side field when used (the target has no behavior type or
+    gap: row 0 is a learned vector); ``add`` (``temporal_merge add``): ``[B, n * d_rep]``, those rows added to
+    ``[item; cate; ...]``."""
     parts = [emb.rep_target]
     if emb.rep_target_position is not None:
-        parts.append(emb.rep_target_position.expand(emb.rep_target.size(0), -1))
+        parts.append(target_positions(emb.rep_target_position, emb.objectives, emb.rep_target.size(0)))
     if emb.rep_target_side is not None:
         side = emb.rep_target_side.sum(0, keepdim=True) if add else emb.rep_target_side.reshape(1, -1)
         parts.append(side.expand(emb.rep_target.size(0), -1))

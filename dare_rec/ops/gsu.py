@@ -2,7 +2,7 @@
 
 For every sample b with history keys ``e_1 .. e_L`` (attention space) and target query ``v``::
 
-    s_j = <e_j, v> * scale + position_bias[pos_j] (+ key_bias_j)     pos_j = L - j (1 = most recent)
+    s_j = <e_j, v> * scale + position_bias[(b,) pos_j] (+ key_bias_j)     pos_j = L - j (1 = most recent)
     idx = TopK(s, K)                                     over valid behaviors only
 
 Cost is O(L * D) for scoring plus a top-K over ``[B, N]``: everything on the N axis is cheap in D = d_att,
@@ -59,7 +59,8 @@ def gsu_topk(
             row length must be <= ``max_len`` (the reader truncates histories; not re-checked here, because
             checking values would synchronise the device with the host every step).
         query: ``[B, D]`` attention vector of each sample's target.
-        position_bias: ``[P]`` additive score per target-relative position, P > ``max_len``.
+        position_bias: ``[P]`` additive score per target-relative position, P > ``max_len``, shared by every
+            sample; or ``[B, P]``, one row per sample (target-decoupled positions: each sample's objective slice).
         k: behaviors to select per sample (fewer are valid when a history is shorter).
         max_len: N, the padded width of ``scores``.
         scale: multiplies the dot product (e.g. 1 / sqrt(D)).
@@ -74,7 +75,10 @@ def gsu_topk(
         torch._assert(keys.dim() == 2 and query.dim() == 2, "gsu_topk: keys [L, D] and query [B, D] expected")
         torch._assert(keys.size(1) == query.size(1), "gsu_topk: keys and query must have the same width D")
         torch._assert(offsets.numel() == query.size(0) + 1, "gsu_topk: offsets must have B + 1 entries")
-        torch._assert(position_bias.numel() > max_len, "gsu_topk: position_bias needs max_len + 1 entries")
+        torch._assert(position_bias.size(-1) > max_len, "gsu_topk: position_bias needs max_len + 1 entries")
+        torch._assert(position_bias.dim() == 1 or (position_bias.dim() == 2
+                                                    and position_bias.size(0) == query.size(0)),
+                      "gsu_topk: position_bias must be [P] or [B, P]")
         torch._assert(k > 0, "gsu_topk: k must be positive")
         torch._assert(keys.size(0) <= query.size(0) * max_len, "gsu_topk: more keys than B * max_len")
         torch._assert(key_bias is None or key_bias.shape == keys.shape[:1], "gsu_topk: key_bias must be [L]")

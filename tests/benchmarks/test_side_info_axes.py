@@ -20,7 +20,7 @@ def test_pairs_by_seed_and_judges_each_kind(tmp_path):
     click = _experiment(tmp_path / "click", {"off": {1: 0.90, 2: 0.91}, "on": {1: 0.897, 2: 0.908}})
     out = tmp_path / "out" / "axes.json"
     side_info_axes.main(["--output", str(out), "--compare", "x", "planted", str(planted), "on", "off",
-                         "--compare", "x", "click_only", str(click), "on", "off"])
+                         "--compare", "x", "twin", str(click), "on", "off"])
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["difference"]["mean"] == pytest.approx((0.01 + 0.0 + 0.01) / 3)
     assert rows[0]["wins"] == 2 and rows[0]["seeds"] == [1, 2, 3]

@@ -1,6 +1,6 @@
-"""The reader's side keys (model.side_fields, model.time_gap): added only when asked, aligned with hist_item,
-truncated to the most recent max_len like the history, per-key sizes passed; a field the dataset lacks is
-refused naming it and the dataset."""
+"""The reader's side keys (model.side_fields, model.time_gap, model.hard_levels, model.position_objectives):
+added only when asked, aligned with hist_item, truncated to the most recent max_len like the history, per-key
+sizes passed; a field the dataset lacks is refused naming it and the dataset."""
 
 from __future__ import annotations
 
@@ -107,3 +107,29 @@ def test_a_seller_or_brand_side_field_the_dataset_lacks_is_refused(tiny_data):
                                                r"'target_seller'\] but the dataset") as e:
         ParquetBatchReader(tiny_data, "val", 64, max_len=MAX_LEN, side_fields=("seller",))
     assert str(tiny_data) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_objective_key_is_read_only_for_several_objectives(tiny_objective_data):
+    """model.position_objectives 2: target_objective as the last length-1 target key, the column's values; with
+    one objective the column is not read; the padding batch has the same keys (objective 1)."""
+    reader = ParquetBatchReader(tiny_objective_data, "val", 1_000, max_len=MAX_LEN, objectives=2)
+    batch = next(iter(reader))
+    kjt = batch.sparse_features
+    assert kjt.keys() == list(SPARSE_KEYS) + [schema.TARGET_OBJECTIVE]
+    assert kjt._length_per_key is not None and kjt._offset_per_key is not None
+    table = pq.read_table(schema.split_files(tiny_objective_data, "val")[0])
+    assert kjt[schema.TARGET_OBJECTIVE].lengths().tolist() == [1] * batch.batch_size
+    assert kjt[schema.TARGET_OBJECTIVE].values().tolist() == \
+        [table[schema.TARGET_OBJECTIVE][s].as_py() for s in batch.sample_ids.tolist()]
+    assert set(kjt[schema.TARGET_OBJECTIVE].values().tolist()) == {1, 2}
+    padding = padding_batch(reader.side_keys, reader.target_side_keys).sparse_features
+    assert padding.keys() == kjt.keys() and padding[schema.TARGET_OBJECTIVE].values().tolist() == [1]
+    one = next(iter(ParquetBatchReader(tiny_objective_data, "val", 64, max_len=MAX_LEN)))
+    assert one.sparse_features.keys() == list(SPARSE_KEYS)
+
+
+def test_several_objectives_on_a_dataset_without_them_are_refused(tiny_data):
+    with pytest.raises(schema.DataError, match=r"^model.position_objectives 2 needs column\(s\) "
+                                               r"\['target_objective'\] but the dataset") as e:
+        ParquetBatchReader(tiny_data, "val", 64, max_len=MAX_LEN, objectives=2)
+    assert str(tiny_data) in str(e.value)

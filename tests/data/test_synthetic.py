@@ -12,7 +12,7 @@ from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.data.synthetic import generate
 from dare_rec.metrics.offline import auc
-from tests.conftest import tiny_config
+from tests.conftest import OBJECTIVES, tiny_config
 
 
 def file_hashes(root):
@@ -143,7 +143,8 @@ def test_side_options_off_keep_todays_columns_and_values(tmp_path, tiny_data):
     """With the side effects off, the session knobs are inert: the files equal the default generation's, and
     the columns are today's (no hist_btype)."""
     cfg = tiny_config("--synthetic.behavior_types", "null", "--synthetic.timestamps", "regular",
-                      "--synthetic.time_decay_s", "null", "--synthetic.session_behaviors", "3",
+                      "--synthetic.time_decay_s", "null", "--synthetic.num_objectives", "1",
+                      "--synthetic.session_behaviors", "3",
                       "--synthetic.session_gap_s", "5", "--synthetic.session_break_s", "7").synthetic
     meta = generate(cfg, tmp_path, progress=False)
     assert file_hashes(tmp_path) == file_hashes(tiny_data)
@@ -201,6 +202,23 @@ def test_session_timestamps_and_time_decay(tmp_path, tiny_data):
     assert pq.read_table(tmp_path / "train", columns=list(WORLD)).equals(default)
 
 
+def test_each_objective_has_its_own_position_decay_in_the_same_world(tiny_objective_data, tiny_data):
+    """num_objectives 2: every sample draws objective 1 or 2 (about half each, from a stream of its own) and its
+    relevance decays over positions at that objective's rate; the oracle click model holds."""
+    cfg = tiny_config(*OBJECTIVES).synthetic
+    meta = schema.DatasetMeta.read(tiny_objective_data)
+    assert meta.columns[-1] == schema.TARGET_OBJECTIVE
+    t = pq.read_table(tiny_objective_data / "train").to_pydict()
+    for i in range(len(t["label"])):
+        decay = cfg.objective_decays[t["target_objective"][i] - 1]
+        np.testing.assert_allclose(t["hist_relevance"][i], position_relevance(t, i, decay), rtol=1e-6)
+    counts = np.bincount(t["target_objective"], minlength=3)
+    assert counts[0] == 0 and abs(counts[1] - counts[2]) < 0.1 * len(t["label"])
+    assert_click_model(t, cfg)
+    default = pq.read_table(tiny_data / "train", columns=list(WORLD))
+    assert pq.read_table(tiny_objective_data / "train", columns=list(WORLD)).equals(default)
+
+
 def test_reader_reads_a_dataset_with_both_effects(tmp_path):
     cfg = tiny_config(*TYPES, *SESSIONS, "--synthetic.time_decay_s", "3600")
     meta = generate(cfg.synthetic, tmp_path, progress=False)
@@ -216,6 +234,10 @@ def test_reader_reads_a_dataset_with_both_effects(tmp_path):
     (("--synthetic.behavior_types", "[pv, pv]"), "behavior_types"),
     (("--synthetic.timestamps", "bursty"), "timestamps"),
     (("--synthetic.time_decay_s", "0"), "time_decay_s"),
+    (("--synthetic.num_objectives", "0"), "num_objectives"),
+    (("--synthetic.num_objectives", "2"), "objective_decays"),
+    (("--synthetic.num_objectives", "2", "--synthetic.objective_decays", "[5, 0]"), "objective_decays"),
+    (("--synthetic.objective_decays", "[5]"), "objective_decays"),
 ])
 def test_bad_side_effect_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=f"^synthetic.{field}"):

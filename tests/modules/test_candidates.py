@@ -65,14 +65,22 @@ def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_categor
     the time gap and behavior type; the history's seller and brand, some 0 (padding), and the candidates'; hard
     levels brand and seller read the same ids), by ``score_candidates`` and by the batch forward on the history
     replicated; asserts they agree. With ``same_category`` the first 10 candidates take the category of the
-    history's first behavior (hard search).
+    history's first behavior (hard search). With O > 1 target objectives (``model.position_objectives``) the
+    position tables are drawn far apart and every objective is scored in turn (the forward's samples all carrying
+    it as ``target_objective``), and an objective outside 1..O is refused.
 
     Returns:
-        the model, the four id tensors of ``score_candidates`` and its side arguments (``hist_side``,
-        ``cand_side``, ``hist_levels``, ``cand_levels``).
+        the model, the four id tensors of ``score_candidates``, its side arguments (``hist_side``, ``cand_side``,
+        ``hist_levels``, ``cand_levels``) and the ``[40]`` logits of each objective.
     """
     torch.manual_seed(0)
     model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model.eval()
+    objectives = cfg.model.position_objectives
+    if objectives > 1:
+        with torch.no_grad():  # slices far apart, so that the objective decides something
+            for name, p in model.named_parameters():
+                if ".positions." in name:
+                    p.normal_()
     g = torch.Generator().manual_seed(length)
     hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
     rows = {"gap": cfg.model.gap_buckets + 1, "btype": 5, **SIDE_VOCABULARY}
@@ -89,13 +97,24 @@ def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_categor
                               values=torch.cat([batch.values(), *(ids.repeat(40) for ids in side.values()),
                                                 *cand_side.values()]),
                               lengths=torch.cat([batch.lengths()] + [lengths] * len(side) + [ones] * len(cand_side)))
-    expected = model(batch).logits
     levels = cfg.model.hard_side_fields
     inputs = {"hist_side": side, "cand_side": cand_side, "hist_levels": {f: side[f] for f in levels},
               "cand_levels": {f: cand_side[f] for f in levels}}
     ids = (hist_item, hist_cate, cand_item, cand_cate)
-    torch.testing.assert_close(model.score_candidates(*ids, chunk=chunk, **inputs), expected)
-    return model, ids, inputs
+    logits = []
+    for objective in range(1, objectives + 1):
+        if objectives > 1:  # the reader's last target key
+            features = KeyedJaggedTensor(keys=batch.keys() + [schema.TARGET_OBJECTIVE],
+                                         values=torch.cat([batch.values(), torch.full((40,), objective)]),
+                                         lengths=torch.cat([batch.lengths(), ones]))
+        else:
+            features = batch
+        logits.append(model.score_candidates(*ids, chunk=chunk, objective=objective, **inputs))
+        torch.testing.assert_close(logits[-1], model(features).logits)
+    if objectives > 1:
+        with pytest.raises(ValueError, match=rf"objective must be in \[1, {objectives}\]"):
+            model.score_candidates(*ids, objective=objectives + 1, **inputs)
+    return model, ids, inputs, logits
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -106,7 +125,7 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
     column and the representation as in the forward."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
                       "--model.time_gap", "true")
-    model, ids, _ = side_candidates_match_the_forward(cfg, length, chunk)
+    model, ids, _, _ = side_candidates_match_the_forward(cfg, length, chunk)
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
         model.score_candidates(*ids)
 
@@ -200,8 +219,23 @@ def test_candidate_scoring_with_seller_and_brand_equals_the_forward(variant, loo
     extra = {"twin_hard": ("--model.hard_levels", "[cate, brand]"), "dare": ("--model.esu_layers", "2")}
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields",
                       "[btype, seller, brand]", *extra.get(variant, ()))
-    model, ids, inputs = side_candidates_match_the_forward(cfg, length, chunk)
+    model, ids, inputs, _ = side_candidates_match_the_forward(cfg, length, chunk)
     with pytest.raises(ValueError, match=r"cand_side must give the side fields \['seller', 'brand'\]"):
         model.score_candidates(*ids, **{**inputs, "cand_side": None})
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['btype', 'seller', 'brand'\]"):
         model.score_candidates(*ids, **{**inputs, "hist_side": {"btype": inputs["hist_side"]["btype"]}})
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("side_fields", ["[btype]", "[btype, brand]"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_target_objectives_equals_the_forward(variant, side_fields, lookup, length, chunk):
+    """position_objectives 2 with the time gap and behavior type (and brand, a semantic field: positions do not
+    depend on the semantic fields): every candidate of a call has the call's objective and reads its position
+    slice, as the forward does for samples of that objective (the gap, type and brand rows stay shared); the two
+    objectives give different logits."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.position_objectives", "2",
+                      "--model.side_fields", side_fields, "--model.time_gap", "true")
+    _, _, _, logits = side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
+    assert (logits[0] - logits[1]).abs().max() > 1e-3

@@ -76,15 +76,16 @@ def step_and_evaluate(guard, train, batch) -> None:
     assert not guard.seen, sorted(set(guard.seen))
 
 
-def side_step(tiny_side_data, guard, cfg) -> Batch:
+def side_step(data, guard, cfg) -> Batch:
     """:func:`step_and_evaluate` of ``cfg``'s model (4 behavior types, 8 sellers, 6 brands) on the first batch of
-    the side-column data, read with the config's side fields and hard levels; returns that batch."""
+    ``data``, read with the config's side fields, hard levels and target objectives; returns that batch."""
     torch.manual_seed(0)
     train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4,
                         side_vocabulary={"seller": 8, "brand": 6})
-    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+    batch = next(iter(ParquetBatchReader(data, "train", 64, max_len=cfg.data.max_len,
                                          side_fields=cfg.model.read_side_fields,
-                                         hard_fields=cfg.model.hard_side_fields)))
+                                         hard_fields=cfg.model.hard_side_fields,
+                                         objectives=cfg.model.position_objectives)))
     step_and_evaluate(guard, train, batch)
     return batch
 
@@ -193,3 +194,18 @@ def test_seller_and_brand_never_wait_for_the_host(tiny_side_data, guard, variant
     batch = side_step(tiny_side_data, guard, cfg)
     assert batch.sparse_features.keys()[4:] == ["hist_btype", "hist_seller", "hist_brand", "target_seller",
                                                 "target_brand"]
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "false", "bounded"])
+@pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
+def test_target_decoupled_positions_never_wait_for_the_host(tiny_objective_data, guard, variant, aux, lookup):
+    """position_objectives 2: every sample's position slice is gathered on the device (the search's [B, N + 1]
+    bias, the ESU's and the full aux head's position vectors, the target's), the objectives read from the reader's
+    target_objective key."""
+    aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
+        ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
+    cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup,
+                      "--model.position_objectives", "2")
+    batch = side_step(tiny_objective_data, guard, cfg)
+    assert batch.sparse_features.keys()[-1] == "target_objective"

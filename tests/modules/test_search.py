@@ -246,3 +246,41 @@ def test_hierarchical_hard_search_of_one_history_selects_the_same():
                                                     TARGET_LEVELS[sample:sample + 1, columns], chunk=2)
             assert sorted(slots[0].tolist()) == sorted(selected(out)[sample])  # the order is the ESU's sum's only
             torch.testing.assert_close(scores[0], torch.tensor(LEVEL_SCORES[begin:end])[slots[0]])
+
+
+def test_target_decoupled_positions_by_hand():
+    """docs/side-info.md §4 item 6: O = 2, N = 2, d_pos_att = 1, semantic scores 0, K = 1; slices P_1 = [1], [1],
+    [0] and P_2 = [1], [0], [1] (positions 0, 1, 2). Objective 1 scores the most recent behavior (slot 1,
+    position 1) <[1], [1]> = 1 and slot 0 (position 2) 0: it selects slot 1; objective 2 the reverse: slot 0."""
+    att_positions = torch.tensor([[[1.0], [1.0], [0.0]], [[1.0], [0.0], [1.0]]])
+    emb = SequenceEmbeddings(
+        att_hist=torch.zeros(4, 2), att_target=torch.zeros(2, 2), rep_hist=None, rep_target=None,
+        offsets=torch.tensor([0, 2, 4]), att_positions=att_positions, att_target_position=att_positions[:, 0],
+        rep_positions=None, rep_target_position=None, objectives=torch.tensor([0, 1]))  # objectives 1 and 2
+    out = gsu()(emb)
+    torch.testing.assert_close(out.scores, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert out.top_indices.tolist() == [[1], [0]]
+    torch.testing.assert_close(gsu().position_bias_table(emb), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+
+
+def test_target_decoupled_representation_positions_by_hand():
+    """The ESU, the full-sequence aux aggregation and the target vector read each sample's own slice of the
+    representation positions: R_1 = [5], [1], [2] and R_2 = [7], [10], [20] (positions 0, 1, 2)."""
+    from dare_rec.modules.search import target_vector
+
+    rep_positions = torch.tensor([[[5.0], [1.0], [2.0]], [[7.0], [10.0], [20.0]]])
+    emb = SequenceEmbeddings(
+        att_hist=None, att_target=None, rep_hist=torch.tensor([[10.0], [20.0], [30.0], [40.0]]),
+        rep_target=torch.tensor([[1.0], [2.0]]), offsets=torch.tensor([0, 2, 4]), att_positions=None,
+        att_target_position=None, rep_positions=rep_positions, rep_target_position=rep_positions[:, 0],
+        objectives=torch.tensor([0, 1]))
+    scores = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+    # K = 1: sample 0 (objective 1) selected slot 1 (position 1), sample 1 (objective 2) slot 0 (position 2)
+    selected = GsuOutput(scores, torch.tensor([[1], [0]]), torch.tensor([[True], [True]]))
+    torch.testing.assert_close(ExactSearchUnit(Kernel.PYTORCH)(selected, emb), torch.tensor([[20.0, 1.0],
+                                                                                          [30.0, 20.0]]))
+    # every behavior: weights (1/4, 3/4) on slots 0, 1 of sample 0 and (3/4, 1/4) of sample 1
+    h_all = FullSequenceAttention(Kernel.PYTORCH)(scores, emb)
+    torch.testing.assert_close(h_all, torch.tensor([[0.25 * 10 + 0.75 * 20, 0.25 * 2 + 0.75 * 1],
+                                                    [0.75 * 30 + 0.25 * 40, 0.75 * 20 + 0.25 * 10]]))
+    torch.testing.assert_close(target_vector(emb), torch.tensor([[1.0, 5.0], [2.0, 7.0]]))

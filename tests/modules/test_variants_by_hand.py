@@ -17,6 +17,8 @@ and the semantic dot product is scaled by sqrt(n * d_att), n = 4. Under ``model.
 and side vectors (as wide as [item; cate; ...]) are added to the behavior's and the target's vectors instead, on
 both roles: one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ, ṽ), layer 2 over ẽ^A, and ẽ^R,
 ṽ^R of width n * d_rep.
+With target-decoupled positions (``model.position_objectives 2``) every position vector, the target's included,
+comes from the slice of the sample's objective.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from dare_rec.data import schema
 from dare_rec.data.batch import HARD_KEYS, SIDE_KEYS, SPARSE_KEYS, side_keys
 from dare_rec.modules.model import build_model
 from dare_rec.modules.variants import VARIANTS
@@ -50,21 +53,27 @@ SIDE_VOCABULARY = {"seller": 4, "brand": 6}
 SEMANTIC_ARGS = ("--model.side_fields", "[seller, brand]")
 # every side field: the dense time gap and behavior type next to the semantic seller and brand (n = 4)
 ALL_SIDE_ARGS = (*SIDE_ARGS, "--model.side_fields", "[btype, seller, brand]")
+# the samples' target objectives (model.position_objectives 2)
+TARGET_OBJECTIVES = [2, 1]
 
 
-def features(side_fields=(), hard_fields=(), semantic=(), brands=HISTORY_BRANDS) -> KeyedJaggedTensor:
+def features(side_fields=(), hard_fields=(), semantic=(), brands=HISTORY_BRANDS,
+             objectives=False) -> KeyedJaggedTensor:
     """The batch with the dense side fields' keys, and the history and target keys of the hard levels and the
-    semantic side fields (one key per field); ``brands``: the behaviors' brands."""
+    semantic side fields (one key per field); ``brands``: the behaviors' brands; ``objectives``: the samples'
+    target objectives as the last key."""
     id_fields = list(dict.fromkeys(list(hard_fields) + list(semantic)))
     keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in id_fields] \
-        + [HARD_KEYS[f][1] for f in id_fields]
+        + [HARD_KEYS[f][1] for f in id_fields] + ([schema.TARGET_OBJECTIVE] if objectives else [])
     values = {"hist_item": sum(HISTORY_ITEMS, []), "hist_cate": sum(HISTORY_CATES, []),
               "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES,
               "hist_brand": sum(brands, []), "target_brand": TARGET_BRANDS,
-              "hist_seller": sum(HISTORY_SELLERS, []), "target_seller": TARGET_SELLERS}
+              "hist_seller": sum(HISTORY_SELLERS, []), "target_seller": TARGET_SELLERS,
+              schema.TARGET_OBJECTIVE: TARGET_OBJECTIVES}
     values.update({SIDE_KEYS[f]: sum(HISTORY_SIDE[f], []) for f in side_fields})
     lengths = {k: [len(h) for h in HISTORY_ITEMS] for k in keys}
-    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1], target_seller=[1, 1])
+    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1], target_seller=[1, 1],
+                   target_objective=[1, 1])
     return KeyedJaggedTensor(keys=keys, values=torch.tensor(sum((values[k] for k in keys), [])),
                              lengths=torch.tensor(sum((lengths[k] for k in keys), []), dtype=torch.int32))
 
@@ -93,6 +102,7 @@ class ByHand:
         self.layers = cfg.esu_layers
         self.add = cfg.temporal_merge == "add"
         self.k, self.hard_levels, self.hard_fill = cfg.top_k, cfg.hard_levels, cfg.hard_fill
+        self.objectives, self.objective = cfg.position_objectives, 0  # the objective of the sample computed
         arch = model.sparse_arch
         self.tables = {}
         for collection in arch.collections.values():
@@ -129,7 +139,10 @@ class ByHand:
         return torch.cat(parts)
 
     def position(self, role: str, side: str, p: int) -> torch.Tensor:
-        return self.project(role, side, "position", self.positions[self.group(role, side)][p])
+        table = self.positions[self.group(role, side)]
+        if self.objectives > 1:  # [O, P, d]: the sample's objective slice
+            table = table[self.objective]
+        return self.project(role, side, "position", table[p])
 
     def side(self, role: str, side: str, sides: dict) -> list:
         """The side fields' vectors (field order: gap, btype) of ids ``sides``; the target reads row 0."""
@@ -165,6 +178,7 @@ class ByHand:
         return semantic + float(p_i @ p_0) / math.sqrt(p_i.numel()) + side_terms
 
     def logit(self, b: int) -> float:
+        self.objective = TARGET_OBJECTIVES[b] - 1
         items, cates = HISTORY_ITEMS[b], HISTORY_CATES[b]
         n = len(items)
         sides = [{f: HISTORY_SIDE[f][b][j] for f in self.side_fields} for j in range(n)]
@@ -640,3 +654,30 @@ def test_one_head_of_every_field_is_the_model_without_heads(variant, side_args, 
     with torch.no_grad():
         x = features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)
         torch.testing.assert_close(heads(x).logits, null(x).logits)
+
+
+# Every variant with positions (DIN has none: refused by the config)
+POSITION_VARIANTS = sorted(v for v, spec in VARIANTS.items() if spec.positions)
+
+
+@pytest.mark.parametrize("side_args", [(), SIDE_ARGS, ALL_SIDE_ARGS], ids=["no_side", "gap_btype", "seller_brand"])
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", POSITION_VARIANTS)
+def test_target_decoupled_position_logits_match_the_math_written_out(variant, lookup, side_args):
+    """position_objectives 2, without and with the side fields (whose tables stay shared; seller and brand, semantic
+    fields, leave the positions as they are): sample 0 reads slice 2 of every position table, sample 1 slice 1;
+    slices of shape [2, N + 1, d], no other parameter changes."""
+    model, cfg = build(variant, lookup, "--model.position_objectives", "2", *side_args)
+    one, _ = build(variant, lookup, *side_args)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes == {n: (2, *p.shape) if ".positions." in n else tuple(p.shape) for n, p in one.named_parameters()}
+    with torch.no_grad():
+        logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields, objectives=True)).logits
+        # each sample reads its own slice: swapping the objectives changes both logits
+        swapped = features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields, objectives=True)
+        values = swapped.values().clone()
+        values[-2:] = values[-2:].flip(0)
+        other = model(KeyedJaggedTensor(keys=swapped.keys(), values=values, lengths=swapped.lengths())).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+    assert (other - logits).abs().min() > 1e-3

@@ -114,6 +114,8 @@ def test_rejects_inconsistent_shapes():
     keys, offsets, query, bias = make_inputs([5, 2], 4, max_len=6, seed=0)
     with pytest.raises(AssertionError, match="position_bias"):
         gsu_topk(keys, offsets, query, bias[:6], k=2, max_len=6, scale=1.0)
+    with pytest.raises(AssertionError, match=r"position_bias must be \[P\] or \[B, P\]"):  # 3 rows for B = 2
+        gsu_topk(keys, offsets, query, bias.expand(3, -1), k=2, max_len=6, scale=1.0)
     with pytest.raises(AssertionError, match="same width"):
         gsu_topk(keys, offsets, query[:, :3], bias, k=2, max_len=6, scale=1.0)
     with pytest.raises(AssertionError, match="B \\* max_len"):
@@ -139,3 +141,22 @@ def test_key_bias_adds_a_score_per_behavior(lengths):
     out.scores.backward(upstream)
     valid = torch.arange(6).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     torch.testing.assert_close(key_bias.grad, upstream[valid])
+
+
+@pytest.mark.parametrize("lengths", [[5, 0, 2, 6], [6, 6, 6, 6]])  # ragged (with an empty row), every row full
+def test_a_position_bias_per_row_is_the_shared_one_broadcast(lengths):
+    """``position_bias [B, N + 1]`` (each sample its objective's slice): equal rows give the scores, selections
+    and summed gradient of the shared ``[N + 1]`` bias; a row of its own moves only that row's selection."""
+    keys, offsets, query, bias = make_inputs(lengths, 4, max_len=6, seed=5)
+    shared = gsu_topk(keys, offsets, query, bias, k=2, max_len=6, scale=0.5)
+    upstream = torch.randn(shared.scores.shape, generator=torch.Generator().manual_seed(2))
+    shared.scores.backward(upstream)
+    per_row = bias.detach().expand(len(lengths), -1).clone().requires_grad_()
+    out = gsu_topk(keys, offsets, query, per_row, k=2, max_len=6, scale=0.5)
+    assert torch.equal(out.scores, shared.scores) and torch.equal(out.top_indices, shared.top_indices)
+    out.scores.backward(upstream)
+    torch.testing.assert_close(per_row.grad.sum(0), bias.grad)
+    moved = per_row.detach().clone()
+    moved[-1, lengths[-1]] += 100.0  # the last row's oldest behavior (position = its length)
+    top = gsu_topk(keys, offsets, query, moved, k=2, max_len=6, scale=0.5).top_indices
+    assert top[-1, 0] == 0 and torch.equal(top[:-1], shared.top_indices[:-1])

@@ -229,6 +229,16 @@ def test_attention_heads_train_and_evaluate_through_the_jobs(tiny_side_data, tmp
                          "sequence", "--model.aux_behaviors", aux)
 
 
+@pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin_proj", "singleton_bags")])
+def test_target_decoupled_positions_train_and_evaluate_through_the_jobs(tiny_objective_data, tmp_path, variant,
+                                                                       lookup):
+    """model.position_objectives 2 on a dataset with two planted objectives (synthetic.num_objectives 2): the
+    reader's target_objective key passes TorchRec's pipeline, the loss falls, and evaluation rebuilds the [2, N + 1,
+    d] position tables and reads the key again from the checkpoint's config."""
+    trains_and_evaluates(tiny_objective_data, tmp_path, "--model.variant", variant, "--sharding.lookup", lookup,
+                         "--model.position_objectives", "2", "--model.time_gap", "true")
+
+
 @pytest.mark.parametrize("variant,lookup", [("dare", "sequence"), ("twin", "singleton_bags"),
                                             ("twin_4e", "singleton_bags")])
 def test_the_bounded_aux_head_trains_through_the_pipeline(tiny_data, tmp_path, variant, lookup):

@@ -88,7 +88,9 @@ def pt_gsu_topk(
                 key_bias.new_zeros(num_rows, max_len).index_put((rows, jagged_slots), key_bias)
     valid = slots < lengths.unsqueeze(1)
     positions = (lengths.unsqueeze(1) - slots).clamp(min=0)
-    scores = dots * scale + position_bias[positions]
+    # [P]: one bias for every row; [B, P]: each row its own
+    per_position = position_bias[positions] if position_bias.dim() == 1 else position_bias.gather(1, positions)
+    scores = dots * scale + per_position
     if padded_key_bias is not None:
         scores = scores + padded_key_bias
     scores = scores.masked_fill(~valid, mask_value)

@@ -1,4 +1,5 @@
-"""Triton GSU: one fused pass per history row scores every behavior, adds the position bias (and the optional
+"""Triton GSU: one fused pass per history row scores every behavior, adds the position bias (shared, or the row's
+own when it is ``[B, P]``; and the optional
 per-behavior key bias), writes the ``[B, N]`` scores and keeps a running top-K; the backward pass is one Triton
 kernel per row as well. The same running top-K serves ``jagged_topk`` (scores computed elsewhere: DIN's MLP,
 hard search).
@@ -72,7 +73,7 @@ def _store_top_slots(best, lanes, k, top_ptr):
 @triton.jit
 def _gsu_forward_kernel(
     keys_ptr, offsets_ptr, query_ptr, bias_ptr, key_bias_ptr, scores_ptr, top_ptr,
-    dim, max_len, k, scale, mask_value,
+    dim, max_len, k, scale, mask_value, bias_stride,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_KEY_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -87,7 +88,7 @@ def _gsu_forward_kernel(
         valid = slots < length
         keys = tl.load(keys_ptr + (start + slots)[:, None] * dim + cols[None, :],
                        mask=valid[:, None] & (cols[None, :] < dim), other=0.0).to(tl.float32)
-        bias = tl.load(bias_ptr + (length - slots), mask=valid, other=0.0).to(tl.float32)
+        bias = tl.load(bias_ptr + row * bias_stride + (length - slots), mask=valid, other=0.0).to(tl.float32)
         if HAS_KEY_BIAS:
             bias += tl.load(key_bias_ptr + start + slots, mask=valid, other=0.0).to(tl.float32)
         scores = tl.where(valid, tl.sum(keys * query[None, :], axis=1) * scale + bias, mask_value)
@@ -133,7 +134,7 @@ def _jagged_topk_backward_kernel(grad_scores_ptr, offsets_ptr, grad_jagged_ptr, 
 @triton.jit
 def _gsu_backward_kernel(
     grad_scores_ptr, keys_ptr, offsets_ptr, query_ptr, grad_keys_ptr, grad_query_ptr, grad_bias_ptr,
-    grad_key_bias_ptr, dim, max_len, scale,
+    grad_key_bias_ptr, dim, max_len, scale, bias_stride,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KEY_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -153,12 +154,17 @@ def _gsu_backward_kernel(
         grad_query += tl.sum(grad[:, None] * keys, axis=0)
         grad_keys = grad[:, None] * (query[None, :] * scale)
         tl.store(grad_keys_ptr + key_offsets, grad_keys.to(grad_keys_ptr.dtype.element_ty), mask=tile)
-        # positions length - slot of different rows coincide: accumulate atomically
-        tl.atomic_add(grad_bias_ptr + (length - slots), grad, mask=valid)
+        # positions length - slot of different rows coincide in a shared bias: accumulate atomically
+        tl.atomic_add(grad_bias_ptr + row * bias_stride + (length - slots), grad, mask=valid)
         if HAS_KEY_BIAS:  # one score per behavior: its gradient is the score's
             tl.store(grad_key_bias_ptr + start + slots, grad.to(grad_key_bias_ptr.dtype.element_ty), mask=valid)
     tl.store(grad_query_ptr + row * dim + cols, (grad_query * scale).to(grad_query_ptr.dtype.element_ty),
              mask=col_ok)
+
+
+def _row_stride(position_bias: torch.Tensor) -> int:
+    """Elements between two rows' position biases: 0 for a shared ``[P]`` bias, P for a contiguous ``[B, P]``."""
+    return 0 if position_bias.dim() == 1 else position_bias.size(1)
 
 
 class _TritonGsu(torch.autograd.Function):
@@ -178,7 +184,7 @@ class _TritonGsu(torch.autograd.Function):
             block_k = block_size(k)
             _gsu_forward_kernel[(num_rows,)](
                 keys, offsets, query, position_bias, position_bias if key_bias is None else key_bias, scores,
-                top_indices, dim, max_len, k, scale, mask_value,
+                top_indices, dim, max_len, k, scale, mask_value, _row_stride(position_bias),
                 BLOCK_D=block_d, BLOCK_N=num_slots_block(block_d, max_len), BLOCK_K=block_k,
                 HAS_KEY_BIAS=key_bias is not None,
             )
@@ -206,7 +212,7 @@ class _TritonGsu(torch.autograd.Function):
             block_d = block_size(dim)
             _gsu_backward_kernel[(num_rows,)](
                 grad_scores.contiguous(), keys, offsets, query, grad_keys, grad_query, grad_bias,
-                grad_key_bias if has_key_bias else grad_bias, dim, ctx.max_len, ctx.scale,
+                grad_key_bias if has_key_bias else grad_bias, dim, ctx.max_len, ctx.scale, _row_stride(grad_bias),
                 BLOCK_D=block_d, BLOCK_N=num_slots_block(block_d, ctx.max_len), HAS_KEY_BIAS=has_key_bias,
             )
         return grad_keys, None, grad_query, grad_bias.to(bias_dtype), None, None, None, None, grad_key_bias
