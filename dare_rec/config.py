@@ -68,8 +68,12 @@ TRAIN_PIPELINES = ("sparse_dist", "prefetch")
 # Longest history (behaviors per sample) a dataset may store and the model may search: the regime the memory
 # bounds (aux_behaviors, the chunked GSU) and the long-history benchmarks cover (docs/performance.md).
 MAX_HISTORY_LIMIT = 10_000
-# Legal values of model.side_fields (docs/side-info.md proposes seller and brand as well: not built yet).
-SIDE_FIELDS = ("btype",)
+# Legal values of model.side_fields (docs/side-info.md §2.0): btype, a small dense table per table group, and the
+# semantic fields seller and brand (SEMANTIC_SIDE_FIELDS), sharded tables next to item and category.
+SIDE_FIELDS = ("btype", "seller", "brand")
+# The side fields with tables like item's and category's, in the order their blocks follow [item; cate] in e^A and
+# e^R (docs/side-info.md §2.0).
+SEMANTIC_SIDE_FIELDS = ("seller", "brand")
 # Legal values of model.esu_layers: one TIN layer, or stacked TIN's two (docs/side-info.md §2.6).
 ESU_LAYERS = (1, 2)
 # Legal levels of model.hard_levels (docs/side-info.md §2.3): each compares one id of a behavior with the target's.
@@ -431,9 +435,12 @@ class ModelConfig:
     # otherwise (same math, parity-tested); pytorch or triton force one.
     op_kernel: str = "auto"
     # Side fields of every behavior (docs/side-info.md §2.0, §2.2): SIDE_FIELDS; btype reads the dataset's
-    # hist_btype. Each field is a small dense table per table group (dims d_pos_att / d_pos, row 0 the target's
+    # hist_btype. btype is a small dense table per table group (dims d_pos_att / d_pos, row 0 the target's
     # query): a per-behavior score bias on the attention side, a block of the behavior vector on the
-    # representation side. Empty: today's model, bit for bit.
+    # representation side. seller and brand read hist_/target_seller and _brand (meta.json num_sellers /
+    # num_brands rows; id 1, unknown, is a learned row): a table per table group like item's, whose block joins
+    # [item; cate] in the attention and representation vectors of behaviors and targets (the semantic score is
+    # scaled by sqrt(n * d_att), n the semantic fields). Empty: today's model, bit for bit.
     side_fields: List[str] = field(default_factory=list)
     # The time gap to the target (target_ts - hist_ts, log2 buckets of dare_rec/data/side.py) as a side field
     # like btype (TIN's TTE-T); needs hist_ts and target_ts in the dataset.
@@ -453,19 +460,21 @@ class ModelConfig:
     # Hard search's fill when fewer than K behaviors match any level: recent, the most recent others (today's);
     # soft, the others of highest score (the soft top-K's order). Soft search: recent only.
     hard_fill: str = "recent"
-    # How the dense tables (positions, the time gap, btype) meet the semantic [item; cate] vector
+    # How the dense tables (positions, the time gap, btype) meet the semantic [item; cate; ...] vector
     # (docs/side-info.md §2.1): concat, per-field dot products next to the semantic one and blocks of their own
     # in the representation (today's model, bit for bit); add (TIN's sum), rows as wide as the semantic vector
-    # (n * d_att on the attention side, n * d_rep on the representation side; d_pos and d_pos_att do not apply)
-    # added to the behavior's and the target's vectors, so one dot product holds the semantic x temporal terms.
+    # (n * d_att on the attention side, n * d_rep on the representation side, n counting seller / brand when
+    # used; d_pos and d_pos_att do not apply) added to the behavior's and the target's vectors, so one dot
+    # product holds the semantic x temporal terms.
     temporal_merge: str = "concat"
     # Decoupled side-information TIN (DI-TIN, docs/side-info.md §2.5): null, one attention head over every field in
     # use (today's model, bit for bit); else a list of heads, each a list of distinct fields in use
-    # (ModelConfig.head_fields: the semantic fields item, cate; pos with positions, gap with time_gap, btype with
-    # side_fields [btype]). Each head scores the behaviors with its fields only (semantic dot products scaled by
-    # its own semantic width, the dense fields' biases), selects its own top_k (equal scores: the more recent
-    # behavior first) and weights the fused representation of every field; the over-arch input gains one h and
-    # one v_t * h per head. Needs soft search, the dot score and esu_layers 1.
+    # (ModelConfig.head_fields: the semantic fields item, cate, and seller / brand with side_fields; pos with
+    # positions, gap with time_gap, btype with side_fields [btype]). Each head scores the behaviors with its
+    # fields only (semantic dot products scaled by its own semantic width, the dense fields' biases), selects its
+    # own top_k (equal scores: the more recent behavior first) and weights the fused representation of every
+    # field; the over-arch input gains one h and one v_t * h per head. Needs soft search, the dot score and
+    # esu_layers 1.
     attention_heads: Optional[List[List[str]]] = None
     # Target-decoupled positions (docs/side-info.md §2.4): O position tables per table group, attention and
     # representation, one per target objective; a sample reads the slice of its target_objective (ids 1..O, a
@@ -537,7 +546,7 @@ class ModelConfig:
                                             f"{fields}")
         spec = self.spec()
         # Hard search ranks by level codes, not by a score per head; DIN's MLP has no per-field terms to split;
-        # stacked TIN's layer 2 re-scores in the [item; cate] space, which a head without them does not have.
+        # stacked TIN's layer 2 re-scores in the [item; cate; ...] space, which a head without them does not have.
         _require(spec.search == "soft", name, f"needs search soft, not {spec.search}")
         _require(spec.score == "dot", name, f"needs score dot, not {spec.score}")
         _require(self.esu_layers == 1, name, f"needs esu_layers 1, not {self.esu_layers}")
@@ -565,13 +574,26 @@ class ModelConfig:
     def dense_side_fields(self) -> Tuple[str, ...]:
         """The side fields in use, in the order their blocks follow the position block of a behavior vector:
         ``gap`` (when ``time_gap``), then ``btype``."""
-        return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS if f in self.side_fields)
+        return (("gap",) if self.time_gap else ()) + tuple(f for f in SIDE_FIELDS
+                                                            if f in self.side_fields and f not in SEMANTIC_SIDE_FIELDS)
+
+    @property
+    def semantic_side_fields(self) -> Tuple[str, ...]:
+        """The side fields with tables like item's (``seller``, ``brand``) in use, in SEMANTIC_SIDE_FIELDS order."""
+        return tuple(f for f in SEMANTIC_SIDE_FIELDS if f in self.side_fields)
 
     @property
     def semantic_fields(self) -> Tuple[str, ...]:
-        """The fields whose attention vectors are concatenated in ``e^A``, in their column order (each
-        ``attention_dim`` wide)."""
-        return ("item", "cate")
+        """The fields with sharded tables, in the order of their blocks in ``[item; cate; ...]`` vectors (``e^A``
+        columns, each ``attention_dim`` wide; ``e^R`` blocks, each ``d_rep``): item, category, then the semantic
+        side fields (n of them together: D_att = n * attention_dim)."""
+        return ("item", "cate") + self.semantic_side_fields
+
+    @property
+    def read_side_fields(self) -> Tuple[str, ...]:
+        """The side fields the data reader adds to the batches (its ``side_fields``): ``dense_side_fields``, then
+        ``semantic_side_fields`` (their history and target keys, ``dare_rec.data.batch.HARD_KEYS``)."""
+        return self.dense_side_fields + self.semantic_side_fields
 
     @property
     def head_fields(self) -> Tuple[str, ...]:

@@ -110,7 +110,7 @@ class _Checkpoint:
         return ParquetBatchReader(self.cfg.data.path, split, self.cfg.data.eval_batch_size, self.cfg.data.max_len,
                                   rank=env.rank, world_size=env.world_size,
                                   prefetch_batches=self.cfg.data.prefetch_batches,
-                                  side_fields=self.cfg.model.dense_side_fields,
+                                  side_fields=self.cfg.model.read_side_fields,
                                   gap_buckets=self.cfg.model.gap_buckets,
                                   hard_fields=self.cfg.model.hard_side_fields,
                                   objectives=self.cfg.model.position_objectives)
@@ -229,7 +229,7 @@ def analyze_gradients(cfg: Config, record_every: int = 1, output: Optional[str] 
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
                                     prefetch_batches=cfg.data.prefetch_batches,
-                                    side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets,
+                                    side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
                                     hard_fields=cfg.model.hard_side_fields,
                                     objectives=cfg.model.position_objectives)
         total = reader.num_batches() * cfg.train.epochs

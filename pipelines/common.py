@@ -11,7 +11,7 @@ import torch.utils.deterministic
 from torchrec.distributed.model_parallel import DistributedModelParallel
 
 from dare_rec.config import Config, resolve_lookup
-from dare_rec.data.parquet import ParquetBatchReader, check_side_fields, num_behavior_types
+from dare_rec.data.parquet import ParquetBatchReader, check_side_fields, num_behavior_types, semantic_vocabulary
 from dare_rec.data.schema import DataError, DatasetMeta
 from dare_rec.distributed import DistEnv, broadcast_object, gather_arrays
 from dare_rec.eval_loop import lockstep_batches
@@ -49,11 +49,11 @@ def build_sharded_model(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Distrib
     cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, env.device.type)
     # ... and the tables' step size chosen from the dataset when the config leaves it null
     resolve_sparse_lr(cfg.train, meta.counts["train"], meta.num_items)
-    check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields, cfg.model.hard_side_fields,
+    check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields, cfg.model.hard_side_fields,
                       cfg.model.position_objectives)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), env.device,
-                        num_behavior_types(meta, cfg.data.path))
+                        num_behavior_types(meta, cfg.data.path), semantic_vocabulary(meta, cfg.data.path))
     apply_sparse_optimizer(model, cfg.train, env.device)
     return shard_model(model, cfg, env.device, env.world_size, env.local_world_size)
 

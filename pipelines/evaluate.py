@@ -69,7 +69,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
         cfg.data.eval_batch_size = batch_size
     meta = DatasetMeta.read(cfg.data.path)
     check_vocabulary(meta, state, cfg.data.path, path)
-    check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields, cfg.model.hard_side_fields,
+    check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields, cfg.model.hard_side_fields,
                       cfg.model.position_objectives)
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
@@ -84,7 +84,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
                                         rank=env.rank, world_size=env.world_size,
                                         prefetch_batches=cfg.data.prefetch_batches,
                                         verify_hashes=cfg.data.verify_hashes,
-                                        side_fields=cfg.model.dense_side_fields, gap_buckets=cfg.model.gap_buckets,
+                                        side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
                                         hard_fields=cfg.model.hard_side_fields,
                                         objectives=cfg.model.position_objectives)
             metrics = evaluate_split(model, reader, env, desc=f"evaluate {split}", progress=progress)

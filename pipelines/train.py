@@ -350,7 +350,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         _, state = ckpt.read_checkpoint_info(Path(resume_from))
     reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
                        prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda",
-                       verify_hashes=cfg.data.verify_hashes, side_fields=cfg.model.dense_side_fields,
+                       verify_hashes=cfg.data.verify_hashes, side_fields=cfg.model.read_side_fields,
                        gap_buckets=cfg.model.gap_buckets, hard_fields=cfg.model.hard_side_fields,
                        objectives=cfg.model.position_objectives)
     train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
@@ -494,7 +494,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parse_args(argv)
     cfg = load_config(args.config, overrides)
     meta = DatasetMeta.read(cfg.data.path)  # fails here, before any process group, if the data is missing
-    check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields,  # ... or lacks a side field asked for
+    check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields,  # ... or lacks a side field asked for
                       cfg.model.hard_side_fields, cfg.model.position_objectives)
     env = init_distributed(cfg.train.dist_timeout_s)
     try:

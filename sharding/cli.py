@@ -14,7 +14,7 @@ from typing import List, Optional
 import torch
 
 from dare_rec.config import ConfigError, config_help, load_config, resolve_lookup
-from dare_rec.data.parquet import check_side_fields, num_behavior_types
+from dare_rec.data.parquet import check_side_fields, num_behavior_types, semantic_vocabulary
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
 from dare_rec.optim import apply_sparse_optimizer, is_table
@@ -48,13 +48,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         num_items, num_categories = meta.num_items, meta.num_categories
     else:
         num_items, num_categories = args.num_items, args.num_categories
-    behavior_types = None  # the btype side field's table has a row per behavior type of the dataset
-    if "btype" in cfg.model.side_fields:
+    # the btype side field's table has a row per behavior type of the dataset, a seller / brand table a row per id
+    behavior_types, side_vocabulary = None, None
+    if cfg.model.side_fields:
         meta = DatasetMeta.read(cfg.data.path)
-        check_side_fields(meta, cfg.data.path, cfg.model.dense_side_fields)
+        check_side_fields(meta, cfg.data.path, cfg.model.read_side_fields)
         behavior_types = num_behavior_types(meta, cfg.data.path)
+        side_vocabulary = semantic_vocabulary(meta, cfg.data.path)
     cfg.sharding.lookup = resolve_lookup(cfg.sharding.lookup, args.device)
-    model = build_model(cfg, num_items, num_categories, torch.device("meta"), torch.device("meta"), behavior_types)
+    model = build_model(cfg, num_items, num_categories, torch.device("meta"), torch.device("meta"), behavior_types,
+                        side_vocabulary)
     apply_sparse_optimizer(model, cfg.train, torch.device(args.device))
     plan = build_plan(model, cfg, args.world_size, local, args.device)
     dense_params = sum(p.numel() for n, p in model.named_parameters() if not is_table(n))

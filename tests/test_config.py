@@ -93,8 +93,15 @@ def test_side_fields_are_validated_and_ordered():
     assert tiny_config().model.dense_side_fields == ()
     assert tiny_config("--model.side_fields", "[btype]", "--model.time_gap", "true").model.dense_side_fields == \
         ("gap", "btype")
+    # seller and brand are semantic fields: tables like item's, not dense side tables (in SEMANTIC_SIDE_FIELDS order)
+    both = tiny_config("--model.side_fields", "[brand, btype, seller]", "--model.time_gap", "true").model
+    assert both.dense_side_fields == ("gap", "btype") and both.semantic_side_fields == ("seller", "brand")
+    assert both.semantic_fields == ("item", "cate", "seller", "brand")
+    assert both.read_side_fields == ("gap", "btype", "seller", "brand")
+    assert tiny_config().model.semantic_fields == ("item", "cate")
     for overrides, message in [(("--model.side_fields", "[btype, btype]"), "model.side_fields: must be a list of"),
-                               (("--model.side_fields", "[brand]"), "model.side_fields: must be a list of"),
+                               (("--model.side_fields", "[brand, brand]"), "model.side_fields: must be a list of"),
+                               (("--model.side_fields", "[gap]"), "model.side_fields: must be a list of"),
                                (("--model.gap_buckets", "1"), "model.gap_buckets: must be in [2, 54], got 1")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(*overrides)
@@ -130,6 +137,9 @@ def test_temporal_merge_is_validated():
     add = tiny_config("--model.temporal_merge", "add", "--model.d_att", "4", "--model.d_rep", "12",
                       "--model.d_pos_att", "6").model
     assert (add.num_semantic_fields, add.attention_position_dim, add.representation_position_dim) == (2, 8, 24)
+    brand = tiny_config("--model.temporal_merge", "add", "--model.d_att", "4", "--model.d_rep", "12",
+                        "--model.side_fields", "[brand]").model  # a semantic field: n = 3
+    assert (brand.num_semantic_fields, brand.attention_position_dim, brand.representation_position_dim) == (3, 12, 36)
     shared = tiny_config("--model.temporal_merge", "add", "--model.variant", "twin", "--model.d_rep", "12").model
     assert (shared.attention_position_dim, shared.representation_position_dim) == (24, 24)
     # DIN has no positions: add needs the time gap or the behavior type
@@ -168,6 +178,12 @@ def test_attention_heads_are_validated():
     assert tiny_config().model.head_fields == ("item", "cate", "pos")
     side = ("--model.side_fields", "[btype]", "--model.time_gap", "true")
     assert tiny_config(*side).model.head_fields == ("item", "cate", "pos", "gap", "btype")
+    # seller and brand are semantic fields: after item and cate, in that order whatever side_fields' order
+    all_side = ("--model.side_fields", "[brand, btype, seller]")
+    assert tiny_config(*all_side).model.semantic_fields == ("item", "cate", "seller", "brand")
+    assert tiny_config(*all_side).model.head_fields == ("item", "cate", "seller", "brand", "pos", "btype")
+    assert tiny_config(*all_side, "--model.attention_heads", "[[item, cate], [brand], [seller, btype]]").model \
+        .attention_heads == [["item", "cate"], ["brand"], ["seller", "btype"]]
     heads = tiny_config(*side, "--model.attention_heads", "[[item, cate], [btype, pos, gap]]").model.attention_heads
     assert heads == [["item", "cate"], ["btype", "pos", "gap"]]
     for overrides, message in [

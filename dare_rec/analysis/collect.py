@@ -67,23 +67,24 @@ def search_rankings(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
     """Rankings ``[B, K]`` as target-relative positions, best first (0 = no behavior):
 
     * ``ranking_gsu``: what the model's GSU selects (its scores, or hard search);
-    * ``ranking_category_position`` (dot score only): the same score restricted to the category half of the
+    * ``ranking_category_position`` (dot score only): the same score restricted to the category block of the
       attention vectors plus the position term, as the official analysis ranks (item ids ignored).
     """
     features = batch.sparse_features
     gsu = model.search(emb, features)
     out = {"ranking_gsu": _positions(gsu.top_indices, gsu.top_mask, emb.offsets)}
     if model.gsu.din is None:
-        half = emb.att_hist.size(1) // 2  # [item; cate] -> cate
+        dim = emb.att_hist.size(1) // len(model.sparse_arch.fields)  # [item; cate; ...] -> cate
         bias = model.gsu.position_bias(emb)
-        cp = gsu_topk(emb.att_hist[:, half:], emb.offsets, emb.att_target[:, half:], bias, model.gsu.top_k,
+        cate = slice(dim, 2 * dim)
+        cp = gsu_topk(emb.att_hist[:, cate], emb.offsets, emb.att_target[:, cate], bias, model.gsu.top_k,
                       model.gsu.max_len, model.gsu.scale, model.gsu.kernel)
         out["ranking_category_position"] = _positions(cp.top_indices, cp.top_mask, emb.offsets)
     return out
 
 
 def representations(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> Dict[str, np.ndarray]:
-    """Per sample: ``esu`` = h, the ESU output ``[B, esu_layers * (2 * d_rep (+ d_pos))]`` (one block per layer),
+    """Per sample: ``esu`` = h, the ESU output ``[B, esu_layers * (n * d_rep (+ d_pos))]`` (one block per layer),
     and ``target_aware`` = v_t * h (v_t times each block), TIN's target-aware product (computed for every variant,
     whether its over-arch reads it or not)."""
     features = batch.sparse_features

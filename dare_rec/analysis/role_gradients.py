@@ -51,9 +51,9 @@ StepGradients = Dict[str, Dict[str, RowGradients]]
 
 
 def lookup_tables(model: ModelConfig) -> Dict[Tuple[str, str], List[Tuple[str, str]]]:
-    """(group, side) -> its (table name, feature) per field in ``[item; cate]`` column order, for every lookup
-    the sparse arch makes."""
-    return {(g.name, side): [(f"{field}_{g.name}", features[side]) for field, features in FIELDS.items()]
+    """(group, side) -> its (table name, feature) per field in ``[item; cate; ...]`` column order, for every
+    lookup the sparse arch makes."""
+    return {(g.name, side): [(f"{field}_{g.name}", FIELDS[field][side]) for field in g.fields]
             for g in table_groups(model) for side in g.sides}
 
 
@@ -97,9 +97,9 @@ class RoleGradientProbe:
             self.dense_tables.update({side_table_name(field, name): table.weight
                                       for field, tables in arch.side_tables.items() for name, table in tables.items()})
         self._lookups: Dict[Tuple[str, str], torch.Tensor] = {}
-        # SparseArch._lookup returns each collection's [item; cate] vectors per (group, side) ([L, 2d] history,
-        # [B, 2d] target) whichever way the tables are read (sharding.lookup); record them for the per-row
-        # gradients.
+        # SparseArch._lookup returns each collection's [item; cate; ...] vectors per (group, side) ([L, n * d]
+        # history, [B, n * d] target) whichever way the tables are read (sharding.lookup); record them for the
+        # per-row gradients.
         self._arch = arch
         original = arch._lookup
 

@@ -45,7 +45,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.data import schema
-from dare_rec.data.batch import HARD_KEYS, SPARSE_KEYS, Batch, hard_keys, side_keys
+from dare_rec.data.batch import HARD_KEYS, SIDE_KEYS, SPARSE_KEYS, Batch, hard_keys, side_keys
 from dare_rec.data.side import DEFAULT_TIME_GAP_BUCKETS, time_gap_buckets
 
 # Column the reader appends to each row group: every row's sample id (its row number within the split).
@@ -106,9 +106,10 @@ class ParquetBatchReader:
         seed: shuffle seed.
         pin_memory: pin batches (for asynchronous host-to-GPU copies).
         verify_hashes: compare every file of the split with its sha256 in meta.json (reads every byte).
-        side_fields: side fields the model reads (``ModelConfig.dense_side_fields``: ``gap``, ``btype``), each
-            added to the batches as a jagged key aligned with ``hist_item`` (``dare_rec.data.batch.SIDE_KEYS``);
-            a field the dataset cannot give is a DataError here.
+        side_fields: side fields the model reads (``ModelConfig.read_side_fields``): ``gap`` and ``btype`` each
+            added to the batches as a jagged key aligned with ``hist_item`` (``dare_rec.data.batch.SIDE_KEYS``),
+            ``seller`` and ``brand`` as a jagged history key and a length-1 target key, like a hard level of the
+            same name (``dare_rec.data.batch.HARD_KEYS``); a field the dataset cannot give is a DataError here.
         gap_buckets: bucket ids of the time gap (``model.gap_buckets``).
         hard_fields: hard-search levels read from side columns (``ModelConfig.hard_side_fields``: ``brand``,
             ``seller``), each added as a jagged history key aligned with ``hist_item`` and a length-1 target key
@@ -139,14 +140,15 @@ class ParquetBatchReader:
     ) -> None:
         self.meta = schema.DatasetMeta.read(root)
         check_side_fields(self.meta, root, side_fields, hard_fields, objectives)
-        self.side_fields = tuple(side_fields)
-        self.hard_fields = tuple(hard_fields)
+        self.side_fields = tuple(f for f in side_fields if f in SIDE_KEYS)
+        # seller / brand columns, history and target, read once for side fields and hard levels alike
+        self.hard_fields = tuple(dict.fromkeys([f for f in side_fields if f in HARD_KEYS] + list(hard_fields)))
         self.objectives = objectives
-        hard_hist_keys, self.target_side_keys = hard_keys(hard_fields)
+        hard_hist_keys, self.target_side_keys = hard_keys(self.hard_fields)
         if objectives > 1:  # the column's name is its key
             self.target_side_keys += (schema.TARGET_OBJECTIVE,)
         # the jagged keys after SPARSE_KEYS (then the length-1 target_side_keys)
-        self.side_keys = side_keys(side_fields) + hard_hist_keys
+        self.side_keys = side_keys(self.side_fields) + hard_hist_keys
         self.gap_buckets = gap_buckets
         self.root = Path(root)
         self.split = split
@@ -429,7 +431,7 @@ class ParquetBatchReader:
 
 def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: Sequence[str],
                       hard_fields: Sequence[str] = (), objectives: int = 1) -> None:
-    """Refuses side fields (``ModelConfig.dense_side_fields``), hard-search levels
+    """Refuses side fields (``ModelConfig.read_side_fields``), hard-search levels
     (``ModelConfig.hard_side_fields``) and target objectives (``model.position_objectives`` > 1) whose columns
     the dataset at ``root`` lacks."""
     asked = [("model.time_gap" if f == "gap" else f"model.side_fields {f}", _SIDE_FIELD_COLUMNS[f])
@@ -445,12 +447,19 @@ def check_side_fields(meta: schema.DatasetMeta, root: str | Path, side_fields: S
 
 
 # The dataset columns each side field is read from.
-_SIDE_FIELD_COLUMNS = {"btype": (schema.HIST_BTYPE,), "gap": (schema.HIST_TS, schema.TARGET_TS)}
+_SIDE_FIELD_COLUMNS = {"btype": (schema.HIST_BTYPE,), "gap": (schema.HIST_TS, schema.TARGET_TS), **HARD_KEYS}
 
 
 def num_behavior_types(meta: schema.DatasetMeta, root: str | Path) -> Optional[int]:
     """T, the behavior types of a dataset with ``hist_btype`` (meta.json ``behavior_types``), else None."""
     return side_vocabulary(meta, Path(root) / "meta.json").get(schema.HIST_BTYPE, 1) - 1 or None
+
+
+def semantic_vocabulary(meta: schema.DatasetMeta, root: str | Path) -> Dict[str, int]:
+    """``seller`` / ``brand`` -> the rows of its table (meta.json ``num_sellers`` / ``num_brands``, counting ids 0
+    and 1), for the ones the dataset carries (the side fields seller and brand)."""
+    sizes = side_vocabulary(meta, Path(root) / "meta.json")
+    return {field: sizes[hist] for field, (hist, _) in HARD_KEYS.items() if hist in sizes}
 
 
 def side_vocabulary(meta: schema.DatasetMeta, meta_path: Path) -> Dict[str, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from functools import partial
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, Emb
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dare_rec.config import SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
+from dare_rec.config import SEMANTIC_SIDE_FIELDS, SINGLETON_BAGS, ModelConfig, ShardingConfig, resolve_lookup
 from dare_rec.data import schema
 from dare_rec.data.batch import SIDE_KEYS
 # Called as kjt.<name>: torch.fx.wrap patches the names in kjt's namespace while TorchRec's pipeline traces the
@@ -40,22 +40,23 @@ _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
 
 class SequenceEmbeddings(NamedTuple):
-    """Role vectors of a batch (B samples, L = total history behaviors, P = max_len + 1 positions).
+    """Role vectors of a batch (B samples, L = total history behaviors, P = max_len + 1 positions, n semantic
+    fields: item, cate and the seller / brand of ``model.side_fields``).
 
     Attributes:
-        att_hist: ``[L, 2 * d_a]`` [item; cate] attention vectors of every behavior (keys).
-        att_target: ``[B, 2 * d_a]`` attention vectors of the targets (queries).
-        rep_hist: ``[L, 2 * d_r]`` [item; cate] representation vectors of every behavior (values); None when
+        att_hist: ``[L, n * d_a]`` [item; cate; ...] attention vectors of every behavior (keys).
+        att_target: ``[B, n * d_a]`` attention vectors of the targets (queries).
+        rep_hist: ``[L, n * d_r]`` [item; cate; ...] representation vectors of every behavior (values); None when
             only the selected behaviors are looked up (:meth:`SparseArch.lookup_selected`).
-        rep_target: ``[B, 2 * d_r]`` representation vectors of the targets (None likewise).
+        rep_target: ``[B, n * d_r]`` representation vectors of the targets (None likewise).
         offsets: ``[B + 1]`` int64 row offsets of the history.
         att_positions: ``[P, d_pa]`` attention position vector of every position (None without positions); with
             O > 1 target objectives (``model.position_objectives``) ``[O, P, d_pa]``, one slice per objective.
         att_target_position: ``[d_pa]`` attention position vector of the target (position 0); ``[O, d_pa]``.
         rep_positions: ``[P, d_p]`` representation position vectors; ``[O, P, d_p]``.
         rep_target_position: ``[d_p]``; ``[O, d_p]``.
-        side_ids: ``[L, S]`` int64 row of every behavior's side field f (``ModelConfig.dense_side_fields``, S of
-            them) in the stacked side tables below (field f's id plus its first row); None without side fields.
+        side_ids: ``[L, S]`` int64 row of every behavior's dense side field f (``ModelConfig.dense_side_fields``,
+            S of them) in the stacked side tables below (field f's id plus its first row); None without side fields.
         att_side: ``[R, d_pa]`` the attention rows of every side field, stacked (R = their rows together).
         att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
         rep_side: ``[R, d_p]`` the representation rows, stacked likewise.
@@ -66,7 +67,7 @@ class SequenceEmbeddings(NamedTuple):
     Under ``model.temporal_merge add`` the attention side's dense rows are already added: ``att_hist`` is
     ``e_i^A + P^A[pos_i] + sum_f X_f^A[x_{f,i}]`` and ``att_target`` ``v_t^A + P^A[0] + sum_f X_f^A[0]`` (same
     widths), and ``att_positions``, ``att_target_position``, ``att_side``, ``att_target_side`` are None. The
-    representation side keeps its tables apart (``d_p = 2 * d_r``, the semantic width): the ESU adds them after
+    representation side keeps its tables apart (``d_p = n * d_r``, the semantic width): the ESU adds them after
     weighting.
     """
 
@@ -88,13 +89,13 @@ class SequenceEmbeddings(NamedTuple):
 
 
 class FieldProjections(nn.Module):
-    """Square linear maps without bias, one per field (item, category, position, each side field), for one
-    (role, side)."""
+    """Square linear maps without bias, one per field (each semantic field of ``fields``, position, each dense
+    side field), for one (role, side)."""
 
-    def __init__(self, dim: int, position_dim: Optional[int], device: torch.device,
+    def __init__(self, fields: Tuple[str, ...], dim: int, position_dim: Optional[int], device: torch.device,
                  side_fields: Tuple[str, ...] = (), side_dim: int = 0) -> None:
         super().__init__()
-        self.fields = nn.ModuleDict({f: nn.Linear(dim, dim, bias=False, device=device) for f in FIELDS})
+        self.fields = nn.ModuleDict({f: nn.Linear(dim, dim, bias=False, device=device) for f in fields})
         self.position = nn.Linear(position_dim, position_dim, bias=False, device=device) if position_dim else None
         self.side = nn.ModuleDict({f: nn.Linear(side_dim, side_dim, bias=False, device=device)
                                    for f in side_fields}) if side_fields else None
@@ -112,6 +113,8 @@ class SparseArch(nn.Module):
             materialises them sharded).
         dense_device: device of the position tables and projections.
         num_behavior_types: T, the dataset's behavior types (ids 1..T); needed with side field ``btype``.
+        side_vocabulary: rows of the table of each semantic side field in use (``seller``, ``brand``: meta.json
+            ``num_sellers`` / ``num_brands``, counting padding id 0 and unknown id 1).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class SparseArch(nn.Module):
         embedding_device: torch.device,
         dense_device: torch.device,
         num_behavior_types: Optional[int] = None,
+        side_vocabulary: Optional[Mapping[str, int]] = None,
     ) -> None:
         super().__init__()
         spec = model.spec()
@@ -131,13 +135,21 @@ class SparseArch(nn.Module):
         if "btype" in self.side_fields and not num_behavior_types:
             raise ValueError("model.side_fields btype needs the dataset's number of behavior types "
                              "(meta.json params behavior_types)")
+        side_vocabulary = side_vocabulary or {}
+        missing = [f for f in model.semantic_side_fields if f not in side_vocabulary]
+        if missing:
+            raise ValueError(f"model.side_fields {missing} need the dataset's vocabulary sizes (meta.json params "
+                             f"num_sellers / num_brands), got {dict(side_vocabulary)}")
+        # item, cate, then the seller / brand in use: each a table per group, a block of the role vectors
+        self.fields = model.semantic_fields
+        self.semantic_side_fields = model.semantic_side_fields
         # rows of each side field's table: its ids 1..n and row 0, the target's (a learned query)
         self.side_rows = {"btype": (num_behavior_types or 0) + 1, "gap": model.gap_buckets + 1}
         self.layout = spec.layout
-        # temporal_merge add: the attention side's dense rows are added to the [item; cate] vectors here
+        # temporal_merge add: the attention side's dense rows are added to the [item; cate; ...] vectors here
         self.add_temporal = model.temporal_merge == "add"
         self.groups = {group.name: group for group in table_groups(model)}
-        vocab = {"item": num_items, "cate": num_categories}
+        vocab = {"item": num_items, "cate": num_categories, **side_vocabulary}
         init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
         self.bags = resolve_lookup(sharding.lookup, dense_device.type) == SINGLETON_BAGS
         config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
@@ -149,18 +161,19 @@ class SparseArch(nn.Module):
             self._group_sides[group.collection] = self._group_sides.get(group.collection, ()) + tuple(
                 (group.name, side) for side in group.sides)
             bag_keys[group.collection] = bag_keys.get(group.collection, ()) + tuple(
-                BagKey(f"{field}_{group.name}", field, group.sides) for field in FIELDS)
+                BagKey(f"{field}_{group.name}", field, group.sides) for field in group.fields)
             tables.setdefault(group.collection, []).extend(
                 config_class(
                     name=f"{field}_{group.name}",
                     num_embeddings=vocab[field],
                     embedding_dim=group.dim,
-                    feature_names=[f"{field}_{group.name}"] if self.bags else [features[side] for side in group.sides],
+                    feature_names=[f"{field}_{group.name}"] if self.bags else [FIELDS[field][side]
+                                                                               for side in group.sides],
                     data_type=_DATA_TYPES[sharding.for_table(f"{field}_{group.name}").data_type],
                     init_fn=init_fn,
                     **extra,
                 )
-                for field, features in FIELDS.items()
+                for field in group.fields
             )
         self._features = {name: [f for config in configs for f in config.feature_names]
                           for name, configs in tables.items()}
@@ -187,7 +200,7 @@ class SparseArch(nn.Module):
         }) if self.side_fields else None
         self.projections = nn.ModuleDict({
             f"{role}_{side}": FieldProjections(
-                self.groups[serving_group(self.layout, role, side)].dim,
+                self.fields, self.groups[serving_group(self.layout, role, side)].dim,
                 self.groups[serving_group(self.layout, role, side)].position_dim if spec.positions else None,
                 dense_device, self.side_fields, self.groups[serving_group(self.layout, role, side)].position_dim)
             for role in ROLES for side in SIDES
@@ -195,8 +208,8 @@ class SparseArch(nn.Module):
 
     def table_inputs(self) -> Dict[str, List[str]]:
         """Table name -> the batch features (``hist_item``, ``target_item``, ...) whose ids it looks up."""
-        return {f"{field}_{group.name}": [features[side] for side in group.sides]
-                for group in self.groups.values() for field, features in FIELDS.items()}
+        return {f"{field}_{group.name}": [FIELDS[field][side] for side in group.sides]
+                for group in self.groups.values() for field in group.fields}
 
     @property
     def selects_representation_lookups(self) -> bool:
@@ -221,7 +234,8 @@ class SparseArch(nn.Module):
                 return None
             key = (f"{role}_{side}" if self.projections is not None else group.name, side)
             if key not in built:
-                built[key] = self._role_vectors(looked_up[group.collection][(group.name, side)], role, side)
+                built[key] = self._role_vectors(looked_up[group.collection][(group.name, side)], role, side,
+                                                features)
             return built[key]
 
         offsets = features[schema.HIST_ITEM].offsets().long()
@@ -260,36 +274,43 @@ class SparseArch(nn.Module):
             top_indices, top_mask: ``[B, K']`` the search's selection (slots within each history).
 
         Returns:
-            selected ``[B, K', 2 * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, 2 * d_rep]``.
+            selected ``[B, K', n * d_rep]`` (zeros where ``top_mask`` is False) and rep_target ``[B, n * d_rep]``.
         """
         hist_group = serving_group(self.layout, REPRESENTATION, HIST)
         target_group = serving_group(self.layout, REPRESENTATION, TARGET)
-        looked_up = self._lookup(self.groups[hist_group].collection,
-                                 kjt.selected_features(features, offsets, top_indices, top_mask))
-        selected = self._role_vectors(looked_up[(hist_group, HIST)], REPRESENTATION, HIST)
+        picked = kjt.selected_features(features, offsets, top_indices, top_mask)
+        looked_up = self._lookup(self.groups[hist_group].collection, picked)
+        selected = self._role_vectors(looked_up[(hist_group, HIST)], REPRESENTATION, HIST, picked)
         return (kjt.pad_selected(selected, top_mask),
-                self._role_vectors(looked_up[(target_group, TARGET)], REPRESENTATION, TARGET))
+                self._role_vectors(looked_up[(target_group, TARGET)], REPRESENTATION, TARGET, picked))
 
     def _lookup(self, collection: str, features: KeyedJaggedTensor) -> Dict[Tuple[str, str], torch.Tensor]:
-        """One collection's ``[item; cate]`` vectors per (group, side) it serves: ``[L, 2 * d]`` for the
-        history side, ``[B, 2 * d]`` for the targets."""
+        """One collection's ``[item; cate; ...]`` vectors per (group, side) it serves: ``[L, n * d]`` for the
+        history side, ``[B, n * d]`` for the targets."""
         module = self.collections[collection]
         if not self.bags:
             looked_up = module(features)  # indexed by name: the train pipeline fx-traces this code
             return kjt.sequence_set_vectors({key: looked_up[key].values() for key in self._features[collection]},
-                                        self._group_sides[collection])
+                                            self._group_sides[collection], self.fields)
         bag_inputs = getattr(self, f"{collection}_bag_inputs")
-        return kjt.split_bags(module(bag_inputs(features)), features, self._group_sides[collection])
+        return kjt.split_bags(module(bag_inputs(features)), features, self._group_sides[collection], self.fields)
 
-    def _role_vectors(self, vectors: torch.Tensor, role: str, side: str) -> torch.Tensor:
-        """``[rows, 2 * d]`` ``[item; cate]`` vectors of ``role`` on ``side``: a group's lookup, each field
-        projected when the spec has projections."""
+    def _role_vectors(self, vectors: torch.Tensor, role: str, side: str,
+                      features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[rows, n * d]`` ``[item; cate; ...]`` vectors of ``role`` on ``side``: a group's lookup of
+        ``features``, each field projected when the spec has projections. With seller or brand in use, a field's
+        block is zero where its id is 0 (padding; the data's ids start at 1)."""
+        dim = self.groups[serving_group(self.layout, role, side)].dim
+        if any(field in SEMANTIC_SIDE_FIELDS for field in self.fields):
+            ids = torch.stack([features[FIELDS[field][side]].values() for field in self.fields], dim=1)
+            vectors = (vectors.unflatten(1, (len(self.fields), dim)) * (ids != 0).unsqueeze(-1).to(vectors.dtype)
+                       ).flatten(1)
         if self.projections is None:
             return vectors
         maps = self.projections[f"{role}_{side}"].fields
         # field i's columns by their known width (a chunk() would be a proxy under the train pipeline's trace)
-        dim = self.groups[serving_group(self.layout, role, side)].dim
-        return torch.cat([maps[field](vectors.narrow(1, i * dim, dim)) for i, field in enumerate(FIELDS)], dim=1)
+        return torch.cat([maps[field](vectors.narrow(1, i * dim, dim)) for i, field in enumerate(self.fields)],
+                         dim=1)
 
     def _positions(self, role: str, side: str) -> Optional[torch.Tensor]:
         """``[P, d]`` position vectors of ``role`` (history side), or the target's ``[d]``; with O objectives

@@ -28,30 +28,41 @@ def keyed(keys: List[str], values: torch.Tensor, lengths: torch.Tensor, length_p
                              offset_per_key=list(itertools.accumulate([0] + length_per_key)))
 
 
+# The batch keys with one id per sample (the targets' and, with several objectives, the target objective); every
+# other key is jagged like the history.
+_TARGET_KEYS = frozenset([*(by_side[TARGET] for by_side in FIELDS.values()), schema.TARGET_OBJECTIVE])
+
+
 @torch.fx.wrap
 def selected_features(features: KeyedJaggedTensor, offsets: torch.Tensor, top_indices: torch.Tensor,
                       top_mask: torch.Tensor) -> KeyedJaggedTensor:
-    """The batch KJT reduced to the selected behaviors, with fixed shapes: every history is the ``K'`` slots of
-    ``top_indices`` (in selection order), a masked slot reading id 0 (the padding row; :func:`pad_selected`
-    zeroes its vector), targets unchanged. No shape depends on the data, so nothing is read on the host.
+    """The batch KJT reduced to the selected behaviors, with fixed shapes: every history key (``hist_item``,
+    ``hist_cate``, the side keys) holds the ``K'`` slots of ``top_indices`` (in selection order), a masked slot
+    reading id 0 (the padding row; :func:`pad_selected` zeroes its vector), target keys unchanged. The keys keep
+    the batch's order: a sharded collection maps its features to positions among the keys of its first input
+    once, and reads the batch itself in training with the full aux head. No shape depends on the data, so nothing
+    is read on the host.
     fx-wrapped: it depends on the search's output, so the module reading it runs without input-distribution
     overlap in TorchRec's train pipeline."""
     batch, width = top_indices.shape
-    hist_items, hist_cates = features[schema.HIST_ITEM].values(), features[schema.HIST_CATE].values()
-    if hist_items.numel() == 0:  # every history empty (a shape, not a value)
-        picked_items = picked_cates = hist_items.new_zeros(batch * width)
-    else:
-        flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
-        keep = top_mask.reshape(-1)
-        picked_items = torch.where(keep, hist_items[flat], 0)
-        picked_cates = torch.where(keep, hist_cates[flat], 0)
+    empty = features[schema.HIST_ITEM].values().numel() == 0  # every history empty (a shape, not a value)
+    flat = torch.where(top_mask, offsets[:-1].unsqueeze(1) + top_indices, 0).reshape(-1)
+    keep = top_mask.reshape(-1)
     targets = features[schema.TARGET_ITEM].values().numel()
-    lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
+    hist_lengths = torch.full((batch,), width, dtype=torch.int32, device=top_indices.device)
     ones = torch.ones(targets, dtype=torch.int32, device=top_indices.device)
-    return keyed([schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE],
-                 torch.cat([picked_items, picked_cates, features[schema.TARGET_ITEM].values(),
-                            features[schema.TARGET_CATE].values()]),
-                 torch.cat([lengths, lengths, ones, ones]), [batch * width, batch * width, targets, targets])
+    values, lengths, sizes = [], [], []
+    for key in features.keys():
+        ids = features[key].values()
+        if key in _TARGET_KEYS:
+            values.append(ids)
+            lengths.append(ones)
+            sizes.append(targets)
+        else:
+            values.append(ids.new_zeros(batch * width) if empty else torch.where(keep, ids[flat], 0))
+            lengths.append(hist_lengths)
+            sizes.append(batch * width)
+    return keyed(features.keys(), torch.cat(values), torch.cat(lengths), sizes)
 
 
 @torch.fx.wrap
@@ -102,11 +113,11 @@ class SingletonBags(nn.Module):
 
 
 @torch.fx.wrap
-def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
-               group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
-    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate]`` vectors of each
-    (group, side) in ``group_sides``: the set's columns of rows 0..L-1 for the history, of the last B rows for
-    the targets.
+def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor, group_sides: Tuple[Tuple[str, str], ...],
+               fields: Tuple[str, ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingBagCollection's output over :func:`singleton_bags` -> the ``[item; cate; ...]`` vectors (one
+    block per field of ``fields``) of each (group, side) in ``group_sides``: the set's columns of rows 0..L-1 for
+    the history, of the last B rows for the targets.
 
     The pooled values are ``[L + B, sum of dims]``, each key's columns in the order of ``pooled.keys()``. When a
     set's item and category keys are adjacent in that order, its vectors are a view: no copy forward, and the
@@ -120,7 +131,7 @@ def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
     starts = list(itertools.accumulate([0] + dims))
     out: Dict[Tuple[str, str], torch.Tensor] = {}
     for name, side in group_sides:
-        positions = [keys.index(f"{field}_{name}") for field in FIELDS]
+        positions = [keys.index(f"{field}_{name}") for field in fields]
         block = rows[side]
         if positions == list(range(positions[0], positions[0] + len(positions))):
             first, width = starts[positions[0]], starts[positions[-1] + 1] - starts[positions[0]]
@@ -132,10 +143,11 @@ def split_bags(pooled: KeyedTensor, features: KeyedJaggedTensor,
     return out
 
 
-def sequence_set_vectors(per_feature: Dict[str, torch.Tensor],
-                         group_sides: Tuple[Tuple[str, str], ...]) -> Dict[Tuple[str, str], torch.Tensor]:
-    """An EmbeddingCollection's per-feature values -> the ``[item; cate]`` vectors of each (group, side)."""
-    return {(name, side): torch.cat([per_feature[by_side[side]] for by_side in FIELDS.values()], dim=1)
+def sequence_set_vectors(per_feature: Dict[str, torch.Tensor], group_sides: Tuple[Tuple[str, str], ...],
+                         fields: Tuple[str, ...]) -> Dict[Tuple[str, str], torch.Tensor]:
+    """An EmbeddingCollection's per-feature values -> the ``[item; cate; ...]`` vectors (one block per field of
+    ``fields``) of each (group, side)."""
+    return {(name, side): torch.cat([per_feature[FIELDS[field][side]] for field in fields], dim=1)
             for name, side in group_sides}
 
 

@@ -3,7 +3,7 @@ wrapper."""
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dare_rec.config import Config, ModelConfig, ShardingConfig
 from dare_rec.data import schema
 from dare_rec.data.batch import HARD_KEYS, Batch, side_keys
+from dare_rec.modules.tables import FIELDS, SIDES
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
 from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit,
@@ -30,9 +31,10 @@ class ModelOutput(NamedTuple):
 class DareModel(nn.Module):
     """Long-sequence CTR model: embeddings -> GSU top-K -> ESU (TIN) -> over-arch.
 
-    With the target representation ``v_t^R = [item; cate; p_0^R]`` (then row 0 of each side field's table, when
-    ``model.side_fields`` / ``model.time_gap`` add them; under ``model.temporal_merge add`` those rows are added to
-    ``[item; cate]`` instead, on both roles) and the ESU output ``h``, the over-arch
+    With the target representation ``v_t^R = [item; cate; p_0^R]`` (seller and brand after cate, row 0 of each
+    dense side field's table after p_0^R, when ``model.side_fields`` / ``model.time_gap`` add them; under
+    ``model.temporal_merge add`` the dense rows are added to ``[item; cate; ...]`` instead, on both roles) and the
+    ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
     v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
@@ -52,6 +54,8 @@ class DareModel(nn.Module):
         embedding_device: "meta" when DistributedModelParallel will shard the tables.
         dense_device: device of everything that is not sharded.
         num_behavior_types: T, the dataset's behavior types (needed with side field ``btype``).
+        side_vocabulary: rows of each seller / brand table (needed with those side fields; meta.json
+            ``num_sellers`` / ``num_brands``).
     """
 
     def __init__(
@@ -65,17 +69,21 @@ class DareModel(nn.Module):
         embedding_device: torch.device,
         dense_device: torch.device,
         num_behavior_types: Optional[int] = None,
+        side_vocabulary: Optional[Mapping[str, int]] = None,
     ) -> None:
         super().__init__()
         spec = model.spec()
         kernel = Kernel(model.op_kernel)
         self.sparse_arch = SparseArch(model, sharding, num_items, num_categories, max_len, embedding_device,
-                                      dense_device, num_behavior_types)
+                                      dense_device, num_behavior_types, side_vocabulary)
         num_side = len(model.dense_side_fields)
-        self.gsu = GeneralSearchUnit(spec, 2 * model.attention_dim, model.attention_position_dim, model.top_k,
+        # n semantic fields (item, cate, seller / brand): [item; cate; ...] vectors of n * dim, one dot product
+        # scaled by sqrt(D_att), D_att = n * d_att (docs/side-info.md §2.0)
+        att_width = model.num_semantic_fields * model.attention_dim
+        self.gsu = GeneralSearchUnit(spec, att_width, model.attention_position_dim, model.top_k,
                                      max_len, kernel, dense_device, num_side, model.hard_levels, model.hard_fill,
                                      model.temporal_merge, model.attention_heads, model.semantic_fields,
-                                     model.head_fields[len(model.semantic_fields):])  # the dense fields follow
+                                     model.head_fields[model.num_semantic_fields:])  # the dense fields follow
         # DI-TIN's heads (model.attention_heads): each selects K, so the ESU reads H * K behaviors
         self.heads = self.gsu.num_heads
         # hard search's levels and their KJT keys, history and target (brand, seller: dare_rec.data.batch.HARD_KEYS)
@@ -84,16 +92,15 @@ class DareModel(nn.Module):
         self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
         # temporal_merge add: the dense rows are added to the semantic vectors, not concatenated to them
         self.add_temporal = model.temporal_merge == "add"
-        self.esu = ExactSearchUnit(kernel, model.esu_layers, 2 * model.attention_dim, self.add_temporal,
-                                   self.heads)
+        self.esu = ExactSearchUnit(kernel, model.esu_layers, att_width, self.add_temporal, self.heads)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
-        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, 2 * model.attention_dim,
+        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, att_width,
                                                              self.add_temporal, self.heads) \
             if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
-        rep_width = model.num_semantic_fields * model.d_rep if self.add_temporal else \
-            2 * model.d_rep + (model.d_pos if spec.positions else 0) + num_side * model.d_pos
+        rep_width = model.num_semantic_fields * model.d_rep + (
+            0 if self.add_temporal else (model.d_pos if spec.positions else 0) + num_side * model.d_pos)
         self.target_aware = spec.target_aware
         self.esu_layers = model.esu_layers
         self.blocks = model.esu_layers * self.heads  # h's blocks: one per layer or head (never both above 1)
@@ -182,7 +189,8 @@ class DareModel(nn.Module):
                          cand_cate: torch.Tensor, chunk: int = 16_384,
                          hist_side: Optional[Dict[str, torch.Tensor]] = None,
                          hist_levels: Optional[Dict[str, torch.Tensor]] = None,
-                         cand_levels: Optional[Dict[str, torch.Tensor]] = None, objective: int = 1) -> torch.Tensor:
+                         cand_levels: Optional[Dict[str, torch.Tensor]] = None,
+                         cand_side: Optional[Dict[str, torch.Tensor]] = None, objective: int = 1) -> torch.Tensor:
         """Click logits of C candidate items for one user, reading the user's side once (serving).
 
         The history's attention keys are looked up once (not once per candidate), the candidates are scored
@@ -197,7 +205,9 @@ class DareModel(nn.Module):
             cand_item, cand_cate: ``[C]`` the candidates.
             chunk: history slots scored at once (see :meth:`GeneralSearchUnit.search_one_history`).
             hist_side: with side fields, their ``[n]`` ids per field name (``gap``: bucket ids of the gaps to
-                the time the candidates are scored at; ``btype``: behavior types), the same for every candidate.
+                the time the candidates are scored at; ``btype``: behavior types; ``seller``, ``brand``: the
+                behaviors' ids), the same for every candidate.
+            cand_side: with side fields seller or brand, the candidates' ``[C]`` ids per field name.
             hist_levels, cand_levels: with hard levels beyond ``cate`` (``model.hard_levels`` brand, seller),
                 their ``[n]`` ids of the history and ``[C]`` ids of the candidates per level name.
             objective: the target objective (1..O, ``model.position_objectives``) of every candidate of the call:
@@ -213,10 +223,15 @@ class DareModel(nn.Module):
             raise ValueError(f"score_candidates: needs at least one candidate and a history of at most max_len "
                              f"({self.gsu.max_len}) behaviors; got {num} candidates and {length} behaviors")
         fields = self.sparse_arch.side_fields
-        hist_side = hist_side or {}
-        if sorted(hist_side) != sorted(fields) or any(hist_side[f].shape != hist_item.shape for f in fields):
-            raise ValueError(f"score_candidates: hist_side must give the side fields {list(fields)} one id per "
-                             f"behavior, got {({f: tuple(v.shape) for f, v in hist_side.items()})}")
+        semantic = self.sparse_arch.semantic_side_fields
+        hist_side, cand_side = hist_side or {}, cand_side or {}
+        if sorted(hist_side) != sorted(fields + semantic) \
+                or any(hist_side[f].shape != hist_item.shape for f in fields + semantic):
+            raise ValueError(f"score_candidates: hist_side must give the side fields {list(fields + semantic)} one "
+                             f"id per behavior, got {({f: tuple(v.shape) for f, v in hist_side.items()})}")
+        if sorted(cand_side) != sorted(semantic) or any(cand_side[f].shape != cand_item.shape for f in semantic):
+            raise ValueError(f"score_candidates: cand_side must give the side fields {list(semantic)} one id per "
+                             f"candidate, got {({f: tuple(v.shape) for f, v in cand_side.items()})}")
         objectives = self.sparse_arch.objectives
         if not 1 <= objective <= objectives:
             raise ValueError(f"score_candidates: objective must be in [1, {objectives}] (model.position_objectives), "
@@ -238,10 +253,12 @@ class DareModel(nn.Module):
         objective_keys = [schema.TARGET_OBJECTIVE] if objectives > 1 else []
         features = KeyedJaggedTensor(
             keys=[schema.HIST_ITEM, schema.HIST_CATE, schema.TARGET_ITEM, schema.TARGET_CATE, *side_keys(fields),
-                  *objective_keys],
-            values=torch.cat([hist_item, hist_cate, cand_item, cand_cate, *(hist_side[f] for f in fields),
+                  *(FIELDS[f][side] for side in SIDES for f in semantic), *objective_keys],
+            values=torch.cat([hist_item, hist_cate, cand_item, cand_cate, *(hist_side[f] for f in fields + semantic),
+                              *(cand_side[f] for f in semantic),
                               *(torch.full_like(cand_item, objective) for _ in objective_keys)]).long(),
-            lengths=torch.cat([lengths, lengths, ones, ones] + [lengths] * len(fields) + [ones] * len(objective_keys)))
+            lengths=torch.cat([lengths, lengths, ones, ones] + [lengths] * len(fields + semantic)
+                              + [ones] * (len(semantic) + len(objective_keys))))
         emb = self.sparse_arch(features, representation=not self.sparse_arch.selects_representation_lookups)
         ids = {"cate": (hist_cate, cand_cate), **{f: (hist_levels[f], cand_levels[f]) for f in extra_levels}}
         top_scores, top_slots = self.gsu.search_one_history(
@@ -286,9 +303,11 @@ class DareTrain(nn.Module):
 
 
 def build_model(cfg: Config, num_items: int, num_categories: int, embedding_device: torch.device,
-                dense_device: torch.device, num_behavior_types: Optional[int] = None) -> DareTrain:
+                dense_device: torch.device, num_behavior_types: Optional[int] = None,
+                side_vocabulary: Optional[Mapping[str, int]] = None) -> DareTrain:
     """The train wrapper around the model described by ``cfg`` (model, sharding precision, max_len, bf16);
-    ``num_behavior_types``: the dataset's T (side field ``btype``)."""
+    ``num_behavior_types``: the dataset's T (side field ``btype``); ``side_vocabulary``: rows of each seller /
+    brand table (side fields seller, brand; ``dare_rec.data.parquet.semantic_vocabulary``)."""
     return DareTrain(DareModel(cfg.model, cfg.sharding, num_items, num_categories, cfg.data.max_len,
                                bf16=cfg.train.bf16, embedding_device=embedding_device, dense_device=dense_device,
-                               num_behavior_types=num_behavior_types))
+                               num_behavior_types=num_behavior_types, side_vocabulary=side_vocabulary))

@@ -48,7 +48,7 @@ class DinAttention(nn.Module):
     reference code's ``learnable`` attention. Cost O(L * width * 36), so it is the expensive search.
 
     Args:
-        width: width of a query / key vector (``[item; cate]``, plus the position vector when used).
+        width: width of a query / key vector (``[item; cate; ...]``, plus the position vector when used).
     """
 
     def __init__(self, width: int, device: torch.device) -> None:
@@ -67,14 +67,15 @@ class GeneralSearchUnit(nn.Module):
     """Scores every behavior against its target in attention space and selects K of them.
 
     ``dot`` score: ``s_i = <e_i^A, v_t^A> / sqrt(D_att) + <p_i^A, p_0^A> / sqrt(d_pos_att)
-    + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate] attention vector
-    (2 * d_att) and x_f the side fields' vectors (row 0: the target's), each term scaled like the position term
-    (docs/side-info.md §2.0). ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and
-    side fields concatenated). ``soft`` search keeps the top-K scores of the valid behaviors. Under
-    ``temporal_merge add`` the keys and queries already carry their dense rows (:class:`SequenceEmbeddings`), so
-    the score is the one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no
-    position or side term. With O target objectives (``model.position_objectives``, §2.4; concat and one head
-    only) p_i^A and p_0^A come from the slice of the sample's objective.
+    + sum_f <x_{f,i}^A, x_{f,0}^A> / sqrt(d_pos_att)`` with D_att the width of the [item; cate; ...] attention
+    vector (n * d_att, n the semantic fields: item, cate and the seller / brand in use) and x_f the dense side
+    fields' vectors (row 0: the target's), each term scaled like the position term (docs/side-info.md §2.0).
+    ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and side fields concatenated).
+    ``soft`` search keeps the top-K scores of the valid behaviors. Under ``temporal_merge add`` the keys and
+    queries already carry their dense rows (:class:`SequenceEmbeddings`), so the score is the one dot product
+    ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no position or side term. With O target
+    objectives (``model.position_objectives``, §2.4; concat and one head only) p_i^A and p_0^A come from the
+    slice of the sample's objective.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
@@ -416,9 +417,9 @@ class _RunningTopK:
 class ExactSearchUnit(nn.Module):
     """TIN-style aggregation of the selected behaviors in representation space.
 
-    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; p^R; x_1^R;
-    ...; x_S^R]`` (positions and side fields when used), or under ``temporal_merge add`` ``e^R = [item; cate] + p^R
-    + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
+    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; ...; p^R;
+    x_1^R; ...; x_S^R]`` (the semantic blocks, then positions and side fields when used), or under
+    ``temporal_merge add`` ``e^R = [item; cate; ...] + p^R + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
     With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
     :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
@@ -428,7 +429,8 @@ class ExactSearchUnit(nn.Module):
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
+            one).
         add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
         heads: H, the attention heads (with two layers: 1).
     """
@@ -451,9 +453,9 @@ class ExactSearchUnit(nn.Module):
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
                 when ``selected_scores`` is given). With H > 1 heads: scores ``[B, H, N]``, top_indices / top_mask
                 ``[B, H * K]`` (head h's K at ``h * K ..``), and so are the K-wide arguments below.
-            emb: role vectors (the representation position vectors, and ``rep_hist [L, 2 * d_rep]`` when
+            emb: role vectors (the representation position vectors, and ``rep_hist [L, n * d_rep]`` when
                 ``selected`` is not given; with two layers the attention vectors).
-            selected: ``[B, K, 2 * d_rep]`` representation vectors of the selected behaviors, when they were
+            selected: ``[B, K, n * d_rep]`` representation vectors of the selected behaviors, when they were
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
             selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
                 (candidate scoring); else gathered from ``gsu.scores``.
@@ -464,7 +466,7 @@ class ExactSearchUnit(nn.Module):
                 ``emb.att_hist``.
 
         Returns:
-            h ``[B, layers * H * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            h ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep``): one block per
             layer or head.
         """
         if selected_scores is None:
@@ -501,8 +503,8 @@ class ExactSearchUnit(nn.Module):
     def _aggregate(self, weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
         """``[B, W]`` the weighted sum of the K behaviors' vectors: ``weights [B, K]``, ``selected [B, K,
-        2 * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional;
-        under add d_pos = 2 * d_rep)."""
+        n * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional;
+        under add d_pos = n * d_rep)."""
         parts = [(weights.unsqueeze(-1) * selected).sum(1)]
         if selected_pos is not None:
             parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
@@ -522,7 +524,8 @@ class FullSequenceAttention(nn.Module):
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate]`` attention vector (layer 2's scale; unused with one).
+        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
+            one).
         add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
         heads: H, the attention heads (with two layers: 1).
     """
@@ -543,7 +546,7 @@ class FullSequenceAttention(nn.Module):
             emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, layers * H * W]``, ``W = 2 * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``2 * d_rep``): one block per
+            ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep``): one block per
             layer or head.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
@@ -568,7 +571,7 @@ class FullSequenceAttention(nn.Module):
             parts.append(self._position_sum(weights, lengths, emb))
         if emb.side_ids is not None:
             # every behavior's [S * d_pos] side vector (add: the [d_pos] sum of its S rows): no larger than
-            # rep_hist [L, 2 * d_rep], which this head reads
+            # rep_hist [L, n * d_rep], which this head reads
             side = emb.rep_side[emb.side_ids]
             parts.append(jagged_weighted_sum(side.sum(1) if self.add else side.flatten(1), emb.offsets, weights,
                                              self.kernel))
@@ -639,7 +642,7 @@ def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: tor
 
     ``c = sum_k w_k e_k^A``, ``s_k = <e_k^A, v_t^A * c> * scale`` (= ``sum_j e_kj v_tj c_j``: a third-order
     interaction, and through c one between pairs of behaviors), ``w^(2) = softmax(s)`` over ``mask``. The keys
-    are the ``[item; cate]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
+    are the ``[item; cate; ...]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
     weights (the selection and c) and through the representation vectors it weights. Under ``temporal_merge add``
     the keys and queries are ẽ^A and ṽ^A, the vectors layer 1 scored, which carry the dense rows.
 
@@ -673,10 +676,10 @@ def target_positions(vector: torch.Tensor, objectives: Optional[torch.Tensor], n
 
 
 def target_vector(emb: SequenceEmbeddings, add: bool = False) -> torch.Tensor:
-    """``v_t^R``: ``[B, 2 * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 (of
+    """``v_t^R``: ``[B, n * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 (of
     the sample's objective slice) and row 0 of each side field when used (the target has no behavior type or
-    gap: row 0 is a learned vector); ``add`` (``temporal_merge add``): ``[B, 2 * d_rep]``, those rows added to
-    ``[item; cate]``."""
+    gap: row 0 is a learned vector); ``add`` (``temporal_merge add``): ``[B, n * d_rep]``, those rows added to
+    ``[item; cate; ...]``."""
     parts = [emb.rep_target]
     if emb.rep_target_position is not None:
         parts.append(target_positions(emb.rep_target_position, emb.objectives, emb.rep_target.size(0)))

@@ -86,6 +86,29 @@ def test_a_hard_level_the_dataset_lacks_is_refused(tiny_data):
     assert str(tiny_data) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_seller_and_brand_side_fields_read_their_history_and_target_keys(tiny_side_data):
+    """side_fields seller and brand add the keys of the hard levels of the same name; a field that is both a side
+    field and a hard level is read once."""
+    both = ParquetBatchReader(tiny_side_data, "val", 1_000, max_len=MAX_LEN, side_fields=("btype", "brand"),
+                              hard_fields=("seller", "brand"))
+    kjt = next(iter(both)).sparse_features
+    assert kjt.keys() == list(SPARSE_KEYS) + ["hist_btype", "hist_brand", "hist_seller", "target_brand",
+                                              "target_seller"]
+    levels = ParquetBatchReader(tiny_side_data, "val", 1_000, max_len=MAX_LEN, side_fields=("btype",),
+                                hard_fields=("brand", "seller"))
+    same = next(iter(levels)).sparse_features
+    for key in ("hist_brand", "target_brand", "hist_seller", "target_seller"):
+        assert kjt[key].values().tolist() == same[key].values().tolist()
+        assert kjt[key].lengths().tolist() == same[key].lengths().tolist()
+
+
+def test_a_seller_or_brand_side_field_the_dataset_lacks_is_refused(tiny_data):
+    with pytest.raises(schema.DataError, match=r"^model.side_fields seller needs column\(s\) \['hist_seller', "
+                                               r"'target_seller'\] but the dataset") as e:
+        ParquetBatchReader(tiny_data, "val", 64, max_len=MAX_LEN, side_fields=("seller",))
+    assert str(tiny_data) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_the_objective_key_is_read_only_for_several_objectives(tiny_objective_data):
     """model.position_objectives 2: target_objective as the last length-1 target key, the column's values; with
     one objective the column is not read; the padding batch has the same keys (objective 1)."""

@@ -12,12 +12,13 @@ train.dense_l2). Every table layout is covered.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
-from dare_rec.data.parquet import ParquetBatchReader
+from dare_rec.data.parquet import ParquetBatchReader, semantic_vocabulary
 from dare_rec.data.schema import DatasetMeta
 from dare_rec.modules.model import build_model
 from dare_rec.modules.tables import table_names
@@ -66,20 +67,25 @@ def sparse_step_(optimizer, weight, grad, lr, eps, column_splits):
         start += width
 
 
-def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_optimizer, dense_l2):
+def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_optimizer, dense_l2,
+            side_fields="[]"):
     torch.set_num_threads(1)
     # min_partition 8 splits the 16-wide representation tables into two column shards
     cfg = tiny_config("--data.path", str(data_root), "--model.variant", variant, "--sharding.lookup", lookup,
                       "--sharding.default.sharding_type", sharding_type or "null",
                       "--sharding.default.min_partition", "8", "--train.sparse_optimizer", sparse_optimizer,
-                      "--train.sparse_lr", "0.05", "--train.dense_l2", str(dense_l2))
+                      "--train.sparse_lr", "0.05", "--train.dense_l2", str(dense_l2),
+                      "--model.side_fields", side_fields)
     meta = DatasetMeta.read(data_root)
-    local = list(ParquetBatchReader(data_root, "train", LOCAL_BATCH, cfg.data.max_len))[rank]
-    whole = next(iter(ParquetBatchReader(data_root, "train", LOCAL_BATCH * world_size, cfg.data.max_len)))
+    reader = partial(ParquetBatchReader, data_root, max_len=cfg.data.max_len, side_fields=cfg.model.read_side_fields)
+    local = list(reader("train", LOCAL_BATCH))[rank]
+    whole = next(iter(reader("train", LOCAL_BATCH * world_size)))
+    vocabulary = semantic_vocabulary(meta, data_root)
 
     torch.manual_seed(0)
-    reference = build_model(cfg, meta.num_items, meta.num_categories, CPU, CPU)
-    model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), CPU)
+    reference = build_model(cfg, meta.num_items, meta.num_categories, CPU, CPU, side_vocabulary=vocabulary)
+    model = build_model(cfg, meta.num_items, meta.num_categories, torch.device("meta"), CPU,
+                        side_vocabulary=vocabulary)
     apply_sparse_optimizer(model, cfg.train, CPU)
     dmp = shard_model(model, cfg, CPU, world_size, world_size)
     ref_state = reference.state_dict()
@@ -95,7 +101,7 @@ def _parity(rank, world_size, data_root, variant, lookup, sharding_type, sparse_
     with torch.no_grad():
         torch.testing.assert_close(dmp(local)[1][1], reference(whole)[1][1][mine], atol=1e-5, rtol=1e-5)
         # ranks may evaluate batches of different sizes (a last partial batch, a padding batch)
-        uneven = next(iter(ParquetBatchReader(data_root, "val", LOCAL_BATCH - 40 * rank, cfg.data.max_len)))
+        uneven = next(iter(reader("val", LOCAL_BATCH - 40 * rank)))
         torch.testing.assert_close(dmp(uneven)[1][1], reference(uneven)[1][1], atol=1e-5, rtol=1e-5)
     dmp.train()
     reference.train()
@@ -157,3 +163,15 @@ def column_splits(shards, table):
 def test_sharded_forward_and_step_match_unsharded(tiny_data, variant, lookup, sharding_type, sparse_optimizer,
                                                   dense_l2):
     run_on_ranks(_parity, 2, tiny_data, variant, lookup, sharding_type, sparse_optimizer, dense_l2, timeout=180)
+
+
+@pytest.mark.parametrize("variant,lookup,sharding_type", [
+    ("dare", "sequence", "table_wise"),  # the collections list their features rank by rank
+    ("twin_4e", "singleton_bags", "column_wise"),
+])
+def test_sharded_seller_and_brand_tables_match_unsharded(tiny_side_data, variant, lookup, sharding_type):
+    """side_fields [seller, brand]: their tables are sharded like item's; the forward (the selected behaviors' KJT
+    keeps the batch's key order) and one step match the unsharded model."""
+    run_on_ranks(_parity, 2, tiny_side_data, variant, lookup, sharding_type, "rowwise_adagrad", 0.0,
+                 "[seller, brand]", timeout=180)
+

@@ -8,11 +8,12 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dare_rec.data import schema
-from dare_rec.data.batch import side_keys
 from dare_rec.modules.model import build_model
 from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
+# rows of the seller and brand tables (ids 0, padding, to 7 and 5)
+SIDE_VOCABULARY = {"seller": 8, "brand": 6}
 
 
 def replicated(hist_item, hist_cate, cand_item, cand_cate):
@@ -60,15 +61,20 @@ def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
 
 
 def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_category: bool = False):
-    """Scores 40 candidates against one history of ``length`` behaviors with the config's side fields (time gap,
-    behavior type: random ids), by ``score_candidates`` and by the batch forward on the history replicated; asserts
-    they agree. With ``same_category`` the first 10 candidates take the category of the history's first behavior
-    (hard search). With O > 1 target objectives (``model.position_objectives``) the position tables are drawn far
-    apart and every objective is scored in turn (the forward's samples all carrying it as ``target_objective``),
-    and an objective outside 1..O is refused. Returns the model, the ids ``(hist_item, hist_cate, cand_item,
-    cand_cate)`` and the ``[40]`` logits of each objective."""
+    """Scores 40 candidates against one history of ``length`` behaviors with the config's side fields (random ids:
+    the time gap and behavior type; the history's seller and brand, some 0 (padding), and the candidates'; hard
+    levels brand and seller read the same ids), by ``score_candidates`` and by the batch forward on the history
+    replicated; asserts they agree. With ``same_category`` the first 10 candidates take the category of the
+    history's first behavior (hard search). With O > 1 target objectives (``model.position_objectives``) the
+    position tables are drawn far apart and every objective is scored in turn (the forward's samples all carrying
+    it as ``target_objective``), and an objective outside 1..O is refused.
+
+    Returns:
+        the model, the four id tensors of ``score_candidates``, its side arguments (``hist_side``, ``cand_side``,
+        ``hist_levels``, ``cand_levels``) and the ``[40]`` logits of each objective.
+    """
     torch.manual_seed(0)
-    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4).model.eval()
+    model = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model.eval()
     objectives = cfg.model.position_objectives
     if objectives > 1:
         with torch.no_grad():  # slices far apart, so that the objective decides something
@@ -77,33 +83,38 @@ def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_categor
                     p.normal_()
     g = torch.Generator().manual_seed(length)
     hist_item, hist_cate = torch.randint(1, 501, (length,), generator=g), torch.randint(1, 21, (length,), generator=g)
-    side = {"gap": torch.randint(1, cfg.model.gap_buckets + 1, (length,), generator=g),
-            "btype": torch.randint(1, 5, (length,), generator=g)}
-    side = {f: side[f] for f in cfg.model.dense_side_fields}
+    rows = {"gap": cfg.model.gap_buckets + 1, "btype": 5, **SIDE_VOCABULARY}
+    semantic = cfg.model.semantic_side_fields
+    side = {f: torch.randint(0 if f in semantic else 1, rows[f], (length,), generator=g)
+            for f in cfg.model.read_side_fields}
     cand_item, cand_cate = torch.randint(1, 501, (40,), generator=g), torch.randint(1, 21, (40,), generator=g)
+    cand_side = {f: torch.randint(1, rows[f], (40,), generator=g) for f in semantic}
     if same_category:
         cand_cate[:10] = hist_cate[0] if length else 1
     batch = replicated(hist_item, hist_cate, cand_item, cand_cate)
-    lengths = torch.full((40,), length, dtype=torch.int32)
-    batch = KeyedJaggedTensor(keys=batch.keys() + list(side_keys(side)),
-                              values=torch.cat([batch.values(), *(column.repeat(40) for column in side.values())]),
-                              lengths=torch.cat([batch.lengths()] + [lengths] * len(side)))
+    lengths, ones = torch.full((40,), length, dtype=torch.int32), torch.ones(40, dtype=torch.int32)
+    batch = KeyedJaggedTensor(keys=batch.keys() + [f"hist_{f}" for f in side] + [f"target_{f}" for f in cand_side],
+                              values=torch.cat([batch.values(), *(ids.repeat(40) for ids in side.values()),
+                                                *cand_side.values()]),
+                              lengths=torch.cat([batch.lengths()] + [lengths] * len(side) + [ones] * len(cand_side)))
+    levels = cfg.model.hard_side_fields
+    inputs = {"hist_side": side, "cand_side": cand_side, "hist_levels": {f: side[f] for f in levels},
+              "cand_levels": {f: cand_side[f] for f in levels}}
+    ids = (hist_item, hist_cate, cand_item, cand_cate)
     logits = []
     for objective in range(1, objectives + 1):
         if objectives > 1:  # the reader's last target key
             features = KeyedJaggedTensor(keys=batch.keys() + [schema.TARGET_OBJECTIVE],
                                          values=torch.cat([batch.values(), torch.full((40,), objective)]),
-                                         lengths=torch.cat([batch.lengths(), torch.ones(40, dtype=torch.int32)]))
+                                         lengths=torch.cat([batch.lengths(), ones]))
         else:
             features = batch
-        logits.append(model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, chunk=chunk, hist_side=side,
-                                             objective=objective))
+        logits.append(model.score_candidates(*ids, chunk=chunk, objective=objective, **inputs))
         torch.testing.assert_close(logits[-1], model(features).logits)
     if objectives > 1:
         with pytest.raises(ValueError, match=rf"objective must be in \[1, {objectives}\]"):
-            model.score_candidates(hist_item, hist_cate, cand_item, cand_cate, hist_side=side,
-                                   objective=objectives + 1)
-    return model, (hist_item, hist_cate, cand_item, cand_cate), logits
+            model.score_candidates(*ids, objective=objectives + 1, **inputs)
+    return model, ids, inputs, logits
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -114,7 +125,7 @@ def test_candidate_scoring_with_side_fields_equals_the_forward(variant, lookup, 
     column and the representation as in the forward."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
                       "--model.time_gap", "true")
-    model, ids, _ = side_candidates_match_the_forward(cfg, length, chunk)
+    model, ids, _, _ = side_candidates_match_the_forward(cfg, length, chunk)
     with pytest.raises(ValueError, match=r"hist_side must give the side fields \['gap', 'btype'\]"):
         model.score_candidates(*ids)
 
@@ -168,39 +179,63 @@ def test_candidate_scoring_with_two_esu_layers_equals_the_forward(variant, looku
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("side_fields", ["[btype]", "[btype, seller, brand]"])
 @pytest.mark.parametrize("variant,extra", [("dare", ()), ("twin", ("--model.esu_layers", "2")), ("twin_4e", ()),
                                            ("twin_proj", ()), ("twin_hard", ("--model.hard_fill", "soft")),
                                            ("dare", ("--model.esu_layers", "2"))])
 @pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
-def test_candidate_scoring_with_temporal_add_equals_the_forward(variant, extra, lookup, length, chunk):
-    """temporal_merge add with the time gap and behavior type: the one history's keys carry their positions and
-    side rows (added once), every candidate's query the target rows (row 0 of each table, the same for all),
-    and the score column has no position or side term."""
+def test_candidate_scoring_with_temporal_add_equals_the_forward(variant, extra, side_fields, lookup, length, chunk):
+    """temporal_merge add with the time gap and behavior type (and seller and brand: dense rows n = 4 blocks wide):
+    the one history's keys carry their positions and side rows (added once), every candidate's query the target
+    rows (row 0 of each table, the same for all), and the score column has no position or side term."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.temporal_merge", "add",
-                      "--model.side_fields", "[btype]", "--model.time_gap", "true", *extra)
+                      "--model.side_fields", side_fields, "--model.time_gap", "true", *extra)
     side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("side_fields,heads", [
+    ("[btype]", "[[item, cate, gap], [btype], [cate, pos]]"),
+    ("[btype, seller, brand]", "[[item, brand, gap], [seller], [cate, pos]]")])
 @pytest.mark.parametrize("variant", ["dare", "twin_no_tr", "twin_4e", "twin_proj"])
 @pytest.mark.parametrize("length,chunk", [(32, 3), (32, 1024), (7, 1024), (0, 1024)])
-def test_candidate_scoring_with_attention_heads_equals_the_forward(variant, lookup, length, chunk):
-    """Three heads (DI-TIN), one of behavior types only: each candidate is searched once per head, and the
-    type head's many equal scores (four types over 32 behaviors) select the same behaviors as the forward's."""
-    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", "[btype]",
-                      "--model.time_gap", "true", "--model.attention_heads",
-                      "[[item, cate, gap], [btype], [cate, pos]]")
+def test_candidate_scoring_with_attention_heads_equals_the_forward(variant, side_fields, heads, lookup, length,
+                                                                    chunk):
+    """Three heads (DI-TIN), one of behavior types only (or of sellers only): each candidate is searched once per
+    head, and that head's many equal scores (four types, or eight sellers, over 32 behaviors) select the same
+    behaviors as the forward's."""
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields", side_fields,
+                      "--model.time_gap", "true", "--model.attention_heads", heads)
     side_candidates_match_the_forward(cfg, length, chunk)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", ["dare", "twin", "twin_4e", "twin_proj", "twin_hard"])
+@pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
+def test_candidate_scoring_with_seller_and_brand_equals_the_forward(variant, lookup, length, chunk):
+    """Side fields seller and brand (with btype; twin_hard also ranks by hard level brand; dare stacks two ESU
+    layers): the history's ids (some 0, padding) and the candidates' enter the keys, queries and representations
+    as in the forward."""
+    extra = {"twin_hard": ("--model.hard_levels", "[cate, brand]"), "dare": ("--model.esu_layers", "2")}
+    cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.side_fields",
+                      "[btype, seller, brand]", *extra.get(variant, ()))
+    model, ids, inputs, _ = side_candidates_match_the_forward(cfg, length, chunk)
+    with pytest.raises(ValueError, match=r"cand_side must give the side fields \['seller', 'brand'\]"):
+        model.score_candidates(*ids, **{**inputs, "cand_side": None})
+    with pytest.raises(ValueError, match=r"hist_side must give the side fields \['btype', 'seller', 'brand'\]"):
+        model.score_candidates(*ids, **{**inputs, "hist_side": {"btype": inputs["hist_side"]["btype"]}})
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("side_fields", ["[btype]", "[btype, brand]"])
 @pytest.mark.parametrize("variant", ["dare", "twin_4e", "twin_proj", "twin_hard"])
 @pytest.mark.parametrize("length,chunk", [(32, 3), (7, 1024), (0, 1024)])
-def test_candidate_scoring_with_target_objectives_equals_the_forward(variant, lookup, length, chunk):
-    """position_objectives 2 with the time gap and behavior type: every candidate of a call has the call's objective
-    and reads its position slice, as the forward does for samples of that objective (the gap and type rows stay
-    shared); the two objectives give different logits."""
+def test_candidate_scoring_with_target_objectives_equals_the_forward(variant, side_fields, lookup, length, chunk):
+    """position_objectives 2 with the time gap and behavior type (and brand, a semantic field: positions do not
+    depend on the semantic fields): every candidate of a call has the call's objective and reads its position
+    slice, as the forward does for samples of that objective (the gap, type and brand rows stay shared); the two
+    objectives give different logits."""
     cfg = tiny_config("--model.variant", variant, "--sharding.lookup", lookup, "--model.position_objectives", "2",
-                      "--model.side_fields", "[btype]", "--model.time_gap", "true")
-    _, _, logits = side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
+                      "--model.side_fields", side_fields, "--model.time_gap", "true")
+    _, _, _, logits = side_candidates_match_the_forward(cfg, length, chunk, same_category=True)
     assert (logits[0] - logits[1]).abs().max() > 1e-3

@@ -30,7 +30,8 @@ def test_split_bags_gives_item_then_category_whatever_the_key_order(order):
     per_key = {"item_att": torch.arange(rows * 2.0).view(rows, 2), "cate_att": -torch.arange(rows * 3.0).view(rows, 3)}
     values = torch.cat([per_key[k] for k in order], dim=1).requires_grad_()
     pooled = KeyedTensor(keys=order, length_per_key=[dims[k] for k in order], values=values)
-    out = split_bags(pooled, batch_features(hist_count, target_count), (("att", HIST), ("att", TARGET)))
+    out = split_bags(pooled, batch_features(hist_count, target_count), (("att", HIST), ("att", TARGET)),
+                     ("item", "cate"))
     expected = torch.cat([per_key["item_att"], per_key["cate_att"]], dim=1)
     torch.testing.assert_close(out[("att", HIST)], expected[:hist_count])
     torch.testing.assert_close(out[("att", TARGET)], expected[hist_count:])
@@ -51,6 +52,6 @@ def test_split_bags_four_layout_takes_each_sets_columns():
     values = torch.arange(rows * 4.0).view(rows, 4)
     pooled = KeyedTensor(keys=keys, length_per_key=[1, 1, 1, 1], values=values)
     out = split_bags(pooled, batch_features(hist_count, target_count),
-                     (("att_hist", HIST), ("att_target", TARGET)))
+                     (("att_hist", HIST), ("att_target", TARGET)), ("item", "cate"))
     torch.testing.assert_close(out[("att_hist", HIST)], values[:hist_count, :2])
     torch.testing.assert_close(out[("att_target", TARGET)], values[hist_count:, 2:])

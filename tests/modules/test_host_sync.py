@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dare_rec.data.batch import Batch
 from dare_rec.data.parquet import ParquetBatchReader
 from dare_rec.modules.model import build_model
 from dare_rec.modules.variants import VARIANTS
@@ -75,13 +76,15 @@ def step_and_evaluate(guard, train, batch) -> None:
     assert not guard.seen, sorted(set(guard.seen))
 
 
-def side_step(data, guard, cfg):
-    """:func:`step_and_evaluate` of ``cfg``'s model (4 behavior types) on the first batch of ``data``, read with the
-    config's side fields and target objectives; returns that batch."""
+def side_step(data, guard, cfg) -> Batch:
+    """:func:`step_and_evaluate` of ``cfg``'s model (4 behavior types, 8 sellers, 6 brands) on the first batch of
+    ``data``, read with the config's side fields, hard levels and target objectives; returns that batch."""
     torch.manual_seed(0)
-    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4)
+    train = build_model(cfg, 501, 21, torch.device("cpu"), torch.device("cpu"), num_behavior_types=4,
+                        side_vocabulary={"seller": 8, "brand": 6})
     batch = next(iter(ParquetBatchReader(data, "train", 64, max_len=cfg.data.max_len,
-                                         side_fields=cfg.model.dense_side_fields,
+                                         side_fields=cfg.model.read_side_fields,
+                                         hard_fields=cfg.model.hard_side_fields,
                                          objectives=cfg.model.position_objectives)))
     step_and_evaluate(guard, train, batch)
     return batch
@@ -149,28 +152,48 @@ def test_stacked_tin_never_waits_for_the_host(tiny_side_data, guard, variant, au
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("aux", ["true", "bounded"])
+@pytest.mark.parametrize("side_fields", ["[btype]", "[btype, seller, brand]"])
 @pytest.mark.parametrize("variant,layers", [(v, "1") for v in sorted(VARIANTS)] + [("dare", "2"), ("twin_hard", "2")])
-def test_temporal_add_never_waits_for_the_host(tiny_side_data, guard, variant, layers, aux, lookup):
-    """model.temporal_merge add with the time gap and behavior type: the keys' one add (every behavior's position
-    from the row offsets, its side rows) and the selected behaviors' representation rows stay on the device."""
+def test_temporal_add_never_waits_for_the_host(tiny_side_data, guard, variant, layers, side_fields, aux, lookup):
+    """model.temporal_merge add with the time gap and behavior type (and seller and brand): the keys' one add
+    (every behavior's position from the row offsets, its side rows) and the selected behaviors' representation
+    rows stay on the device."""
     aux_args = ("--model.aux_behaviors", "8") if aux == "bounded" else ("--model.aux_behaviors", "null")
     cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
-                      "--model.esu_layers", layers, "--model.temporal_merge", "add", "--model.side_fields", "[btype]",
-                      "--model.time_gap", "true")
+                      "--model.esu_layers", layers, "--model.temporal_merge", "add", "--model.side_fields",
+                      side_fields, "--model.time_gap", "true")
     side_step(tiny_side_data, guard, cfg)
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("aux", ["true", "false", "bounded"])
+@pytest.mark.parametrize("side_fields,heads", [("[btype]", "[[item, cate], [btype, pos]]"),
+                                               ("[btype, brand]", "[[item, cate], [brand, btype, pos]]")])
 @pytest.mark.parametrize("variant", ["dare", "twin"])
-def test_attention_heads_never_wait_for_the_host(tiny_side_data, guard, variant, aux, lookup):
-    """Two attention heads (DI-TIN) with the side fields on: the heads' stacked search, their one lookup of
-    B * H * K rows (with the bounded aux head's M), and the full aux head's per-head sums."""
+def test_attention_heads_never_wait_for_the_host(tiny_side_data, guard, variant, side_fields, heads, aux, lookup):
+    """Two attention heads (DI-TIN) with the side fields on (a head of brand's block with side field brand): the
+    heads' stacked search, their one lookup of B * H * K rows (with the bounded aux head's M), and the full aux
+    head's per-head sums."""
     aux_args = ("--model.aux_loss", "true", "--model.aux_behaviors", "8") if aux == "bounded" else \
         ("--model.aux_loss", aux, "--model.aux_behaviors", "null")
     cfg = tiny_config("--model.variant", variant, *aux_args, "--sharding.lookup", lookup, "--model.side_fields",
-                      "[btype]", "--model.time_gap", "true", "--model.attention_heads", "[[item, cate], [btype, pos]]")
+                      side_fields, "--model.time_gap", "true", "--model.attention_heads", heads)
     side_step(tiny_side_data, guard, cfg)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("aux", ["true", "bounded"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_seller_and_brand_never_wait_for_the_host(tiny_side_data, guard, variant, aux, lookup):
+    """Side fields seller and brand (with btype and, for twin_hard, hard level brand on the same key): their
+    tables are read like item's and their padding blocks zeroed without reading an id on the host."""
+    aux_args = ("--model.aux_behaviors", "8") if aux == "bounded" else ("--model.aux_behaviors", "null")
+    hard = ("--model.hard_levels", "[cate, brand]") if variant == "twin_hard" else ()
+    cfg = tiny_config("--model.variant", variant, "--model.aux_loss", "true", *aux_args, "--sharding.lookup", lookup,
+                      "--model.side_fields", "[btype, seller, brand]", *hard)
+    batch = side_step(tiny_side_data, guard, cfg)
+    assert batch.sparse_features.keys()[4:] == ["hist_btype", "hist_seller", "hist_brand", "target_seller",
+                                                "target_brand"]
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])

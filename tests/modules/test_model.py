@@ -94,6 +94,53 @@ def test_twin_4e_has_four_table_sets(tiny_data):
     assert not torch.allclose(emb.att_target[:, :12], table_weight(ec, "item_att_hist")[target_ids])
 
 
+# The tables each layout adds for side fields seller and brand (d_att 4, d_rep 12): one per semantic field and group
+SEMANTIC_TABLES = {
+    "dare": {f"{field}_{group}": dim for group, dim in (("att", 4), ("rep", 12))
+             for field in ("item", "cate", "seller", "brand")},
+    "twin": {f"{field}_shared": 12 for field in ("item", "cate", "seller", "brand")},
+    "twin_4e": {f"{field}_{group}": 12 for group in ("att_hist", "att_target", "rep_hist", "rep_target")
+                for field in ("item", "cate", "seller", "brand")},
+}
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(SEMANTIC_TABLES))
+def test_seller_and_brand_have_tables_like_item_in_every_layout(tiny_side_data, variant, lookup):
+    """side_fields [seller, brand]: a table per table group and field, sized from the dataset's vocabularies,
+    read by the same features as the hard levels; the attention and representation vectors have four blocks
+    (brand's block of a behavior is its table row), and the over-arch input widens by two d_rep blocks."""
+    cfg = tiny_config("--model.variant", variant, "--model.d_att", "4", "--model.d_rep", "12",
+                      "--model.side_fields", "[seller, brand]", "--sharding.lookup", lookup)
+    torch.manual_seed(0)
+    train = build_model(cfg, 501, 21, CPU, CPU, side_vocabulary={"seller": 8, "brand": 6})
+    arch = train.model.sparse_arch
+    assert table_dims(train) == SEMANTIC_TABLES[variant]
+    assert table_names(cfg.model) == list(table_dims(train))
+    assert {t.name: t.num_embeddings for t in table_configs(train)}[next(n for n in SEMANTIC_TABLES[variant]
+                                                                        if n.startswith("brand"))] == 6
+    seller_features = {tuple(f) for name, f in table_features(train).items() if name.startswith("seller")}
+    assert seller_features == ({("hist_seller",), ("target_seller",)} if variant == "twin_4e"
+                               else {("hist_seller", "target_seller")})
+    batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, max_len=cfg.data.max_len,
+                                         side_fields=cfg.model.read_side_fields)))
+    emb = arch(batch.sparse_features, representation=True)
+    rows, dim = batch.sparse_features["hist_item"].values().numel(), cfg.model.attention_dim
+    assert emb.att_hist.shape == (rows, 4 * dim) and emb.att_target.shape == (64, 4 * dim)
+    assert emb.rep_hist.shape == (rows, 4 * 12) and emb.rep_target.shape == (64, 4 * 12)
+    group = "att_hist" if variant == "twin_4e" else "shared" if variant == "twin" else "att"
+    brand_table = table_weight(arch.collections["shared" if variant == "twin" else "att"], f"brand_{group}")
+    torch.testing.assert_close(emb.att_hist[:, 3 * dim:], brand_table[batch.sparse_features["hist_brand"].values()])
+    width = 4 * 12 + cfg.model.d_pos
+    assert train.model.over_arch.mlp[0].in_features == 3 * width
+    assert train.model.gsu.scale == pytest.approx(1 / (4 * dim) ** 0.5)
+    loss, _ = train(batch)
+    loss.backward()  # the new tables train with the rest
+    assert brand_table.grad is not None and brand_table.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"model.side_fields \['seller', 'brand'\] need the dataset's vocabulary"):
+        build_model(cfg, 501, 21, CPU, CPU)
+
+
 def over_arch_inputs(train, batch):
     model = train.model
     seen = {}
@@ -337,57 +384,64 @@ def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny
 
 
 ADD_SIDE = ("--model.temporal_merge", "add", "--model.time_gap", "true", "--model.side_fields", "[btype]")
+# ADD_SIDE with the semantic side fields seller and brand too (n = 4 semantic blocks)
+ADD_ALL_SIDE = (*ADD_SIDE, "--model.side_fields", "[btype, seller, brand]")
+SIDE_VOCABULARY = {"seller": 8, "brand": 6}
 
 
 def side_batch(tiny_side_data, cfg, size=64):
     return next(iter(ParquetBatchReader(tiny_side_data, "train", size, max_len=cfg.data.max_len,
-                                        side_fields=cfg.model.dense_side_fields)))
+                                        side_fields=cfg.model.read_side_fields)))
 
 
-def test_temporal_add_sizes_the_dense_tables_to_the_semantic_vector(tiny_side_data):
-    """Under add every dense table is as wide as its group's [item; cate] vector (d_pos, d_pos_att do not
-    apply), the keys carry the attention rows, and the over-arch input is [v_t; h; v_t * h] of width 2 * d_rep."""
+@pytest.mark.parametrize("add_side,n", [(ADD_SIDE, 2), (ADD_ALL_SIDE, 4)])
+def test_temporal_add_sizes_the_dense_tables_to_the_semantic_vector(tiny_side_data, add_side, n):
+    """Under add every dense table is as wide as its group's [item; cate; ...] vector, n * d with n the semantic
+    fields (d_pos, d_pos_att do not apply), the keys carry the attention rows, and the over-arch input is
+    [v_t; h; v_t * h] of width n * d_rep."""
     cfg = tiny_config("--model.d_att", "4", "--model.d_rep", "12", "--model.d_pos", "16", "--model.d_pos_att", "6",
-                      *ADD_SIDE)
+                      *add_side)
+    assert cfg.model.num_semantic_fields == n
     torch.manual_seed(0)
-    train = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4)
+    train = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY)
     arch = train.model.sparse_arch
     rows = {"gap": cfg.model.gap_buckets + 1, "btype": 5}
     assert {name: tuple(p.weight.shape) for name, p in arch.positions.items()} == \
-        {"att": (cfg.data.max_len + 1, 8), "rep": (cfg.data.max_len + 1, 24)}
+        {"att": (cfg.data.max_len + 1, 4 * n), "rep": (cfg.data.max_len + 1, 12 * n)}
     assert {(field, name): tuple(t.weight.shape) for field, tables in arch.side_tables.items()
-            for name, t in tables.items()} == {(f, g): (rows[f], 8 if g == "att" else 24)
+            for name, t in tables.items()} == {(f, g): (rows[f], 4 * n if g == "att" else 12 * n)
                                                for f in ("gap", "btype") for g in ("att", "rep")}
-    assert train.model.over_arch.mlp[0].in_features == train.model.aux_over_arch.mlp[0].in_features == 3 * 24
+    assert train.model.over_arch.mlp[0].in_features == train.model.aux_over_arch.mlp[0].in_features == 3 * 12 * n
     emb = arch(side_batch(tiny_side_data, cfg).sparse_features, representation=False)
-    assert emb.att_hist.size(1) == emb.att_target.size(1) == 8
+    assert emb.att_hist.size(1) == emb.att_target.size(1) == 4 * n
     assert emb.att_positions is None and emb.att_side is None and emb.side_ids is not None
     # the shared layout's one set, projections (one square map per part) and DIN's MLP (over ẽ, ṽ) likewise
-    twin = build_model(tiny_config("--model.variant", "twin", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU, CPU,
-                       num_behavior_types=4).model
+    twin = build_model(tiny_config("--model.variant", "twin", "--model.d_rep", "12", *add_side), 501, 21, CPU, CPU,
+                       num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
     assert twin.sparse_arch.positions["shared"].weight.size(1) == twin.sparse_arch.side_tables["gap"]["shared"] \
-        .weight.size(1) == 24
-    proj = build_model(tiny_config("--model.variant", "twin_proj", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU,
-                       CPU, num_behavior_types=4).model
+        .weight.size(1) == 12 * n
+    proj = build_model(tiny_config("--model.variant", "twin_proj", "--model.d_rep", "12", *add_side), 501, 21, CPU,
+                       CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
     maps = proj.sparse_arch.projections["att_hist"]
-    assert maps.position.weight.shape == maps.side["gap"].weight.shape == (24, 24)
-    din = build_model(tiny_config("--model.variant", "din", "--model.d_rep", "12", *ADD_SIDE), 501, 21, CPU, CPU,
-                      num_behavior_types=4).model
-    assert din.gsu.din.mlp[0].in_features == 4 * 24
+    assert maps.position.weight.shape == maps.side["gap"].weight.shape == (12 * n, 12 * n)
+    din = build_model(tiny_config("--model.variant", "din", "--model.d_rep", "12", *add_side), 501, 21, CPU, CPU,
+                      num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
+    assert din.gsu.din.mlp[0].in_features == 4 * 12 * n
 
 
+@pytest.mark.parametrize("add_side", [ADD_SIDE, ADD_ALL_SIDE])
 @pytest.mark.parametrize("layers", ["1", "2"])
-def test_temporal_add_selected_and_sampled_lookups_match_the_full_lookup(tiny_side_data, layers):
-    """Under add the ESU adds the selected behaviors' dense representation rows after their own lookup: the
-    logits and gradients of the selected-only lookup (evaluation) and of the bounded aux head (every history
-    fits in M) equal those of the full lookup."""
+def test_temporal_add_selected_and_sampled_lookups_match_the_full_lookup(tiny_side_data, layers, add_side):
+    """Under add the ESU adds the selected behaviors' dense representation rows after their own lookup (with
+    seller and brand, to blocks zeroed where an id is 0): the logits and gradients of the selected-only lookup
+    (evaluation) and of the bounded aux head (every history fits in M) equal those of the full lookup."""
     cfg = tiny_config("--data.max_len", "48", "--model.aux_behaviors", "null", "--model.esu_layers", layers,
-                      *ADD_SIDE)
+                      *add_side)
     torch.manual_seed(0)
-    full = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4)
+    full = build_model(cfg, 501, 21, CPU, CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY)
     bounded = build_model(tiny_config("--data.max_len", "48", "--model.aux_behaviors", "40",
-                                      "--model.esu_layers", layers, *ADD_SIDE), 501, 21, CPU, CPU,
-                          num_behavior_types=4)
+                                      "--model.esu_layers", layers, *add_side), 501, 21, CPU, CPU,
+                          num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY)
     bounded.load_state_dict(full.state_dict())
     features = side_batch(tiny_side_data, cfg).sparse_features
     outs = {}

@@ -11,9 +11,12 @@ vectors extend the behavior's vector; the target reads row 0 of each side table.
 ``model.esu_layers 2``) the K selected behaviors are weighted again by a softmax of ``<e_k^A, v_t^A * c> /
 sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second sum and its target product.
 Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
-Under ``model.temporal_merge add`` the position and side vectors (as wide as [item; cate]) are added to the
-behavior's and the target's vectors instead, on both roles: one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN:
-its MLP over ẽ, ṽ), layer 2 over ẽ^A, and ẽ^R, ṽ^R of width 2 * d_rep.
+The side fields seller and brand (``model.side_fields [seller, brand]``) are semantic fields: their vectors (zero
+for id 0, padding) join [item; cate] in every attention and representation vector, of behaviors and targets alike,
+and the semantic dot product is scaled by sqrt(n * d_att), n = 4. Under ``model.temporal_merge add`` the position
+and side vectors (as wide as [item; cate; ...]) are added to the behavior's and the target's vectors instead, on
+both roles: one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ, ṽ), layer 2 over ẽ^A, and ẽ^R,
+ṽ^R of width n * d_rep.
 With target-decoupled positions (``model.position_objectives 2``) every position vector, the target's included,
 comes from the slice of the sample's objective.
 """
@@ -44,20 +47,33 @@ SIDE_ARGS = ("--model.time_gap", "true", "--model.side_fields", "[btype]", "--mo
 # brands of the same behaviors and targets (id 1: unknown). With [cate, brand] sample 0's codes are 3 0 2 0: two
 # matches, so K = 3 leaves one slot to the fill (slot 1 or 3); sample 1's target brand is unknown: code 2.
 HISTORY_BRANDS, TARGET_BRANDS = [[4, 5, 3, 2], [1]], [4, 1]
+# sellers of the same behaviors and targets; behavior 1 of sample 0 has seller 0 (padding: a zero vector)
+HISTORY_SELLERS, TARGET_SELLERS = [[2, 0, 3, 1], [3]], [3, 2]
+SIDE_VOCABULARY = {"seller": 4, "brand": 6}
+SEMANTIC_ARGS = ("--model.side_fields", "[seller, brand]")
+# every side field: the dense time gap and behavior type next to the semantic seller and brand (n = 4)
+ALL_SIDE_ARGS = (*SIDE_ARGS, "--model.side_fields", "[btype, seller, brand]")
 # the samples' target objectives (model.position_objectives 2)
 TARGET_OBJECTIVES = [2, 1]
 
 
-def features(side_fields=(), hard_fields=(), objectives=False) -> KeyedJaggedTensor:
-    keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in hard_fields] \
-        + [HARD_KEYS[f][1] for f in hard_fields] + ([schema.TARGET_OBJECTIVE] if objectives else [])
+def features(side_fields=(), hard_fields=(), semantic=(), brands=HISTORY_BRANDS,
+             objectives=False) -> KeyedJaggedTensor:
+    """The batch with the dense side fields' keys, and the history and target keys of the hard levels and the
+    semantic side fields (one key per field); ``brands``: the behaviors' brands; ``objectives``: the samples'
+    target objectives as the last key."""
+    id_fields = list(dict.fromkeys(list(hard_fields) + list(semantic)))
+    keys = list(SPARSE_KEYS) + list(side_keys(side_fields)) + [HARD_KEYS[f][0] for f in id_fields] \
+        + [HARD_KEYS[f][1] for f in id_fields] + ([schema.TARGET_OBJECTIVE] if objectives else [])
     values = {"hist_item": sum(HISTORY_ITEMS, []), "hist_cate": sum(HISTORY_CATES, []),
               "target_item": TARGET_ITEMS, "target_cate": TARGET_CATES,
-              "hist_brand": sum(HISTORY_BRANDS, []), "target_brand": TARGET_BRANDS,
+              "hist_brand": sum(brands, []), "target_brand": TARGET_BRANDS,
+              "hist_seller": sum(HISTORY_SELLERS, []), "target_seller": TARGET_SELLERS,
               schema.TARGET_OBJECTIVE: TARGET_OBJECTIVES}
     values.update({SIDE_KEYS[f]: sum(HISTORY_SIDE[f], []) for f in side_fields})
     lengths = {k: [len(h) for h in HISTORY_ITEMS] for k in keys}
-    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1], target_objective=[1, 1])
+    lengths.update(target_item=[1, 1], target_cate=[1, 1], target_brand=[1, 1], target_seller=[1, 1],
+                   target_objective=[1, 1])
     return KeyedJaggedTensor(keys=keys, values=torch.tensor(sum((values[k] for k in keys), [])),
                              lengths=torch.tensor(sum((lengths[k] for k in keys), []), dtype=torch.int32))
 
@@ -69,7 +85,8 @@ def build(variant: str, lookup: str, *extra: str):
                       "--sharding.lookup", lookup, *extra)
     torch.manual_seed(0)
     model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu"),
-                        num_behavior_types=NUM_BTYPES if "btype" in cfg.model.side_fields else None).model
+                        num_behavior_types=NUM_BTYPES if "btype" in cfg.model.side_fields else None,
+                        side_vocabulary=SIDE_VOCABULARY).model
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
@@ -81,6 +98,7 @@ class ByHand:
 
     def __init__(self, model, cfg) -> None:
         self.model, self.spec, self.side_fields = model, cfg.spec(), cfg.dense_side_fields
+        self.semantic = cfg.semantic_side_fields
         self.layers = cfg.esu_layers
         self.add = cfg.temporal_merge == "add"
         self.k, self.hard_levels, self.hard_fill = cfg.top_k, cfg.hard_levels, cfg.hard_fill
@@ -107,10 +125,18 @@ class ByHand:
             else maps.fields[part]
         return linear.weight.detach() @ vector
 
-    def vector(self, role: str, side: str, item: int, cate: int) -> torch.Tensor:
+    def vector(self, role: str, side: str, item: int, cate: int, b: int, j=None) -> torch.Tensor:
+        """[item; cate; seller; brand] (the semantic side fields in use) of behavior j of sample b, or of its
+        target (j None); a seller or brand id 0 reads a zero vector."""
         g = self.group(role, side)
-        return torch.cat([self.project(role, side, "item", self.tables[f"item_{g}"][item]),
-                          self.project(role, side, "cate", self.tables[f"cate_{g}"][cate])])
+        ids = {"seller": (HISTORY_SELLERS, TARGET_SELLERS), "brand": (HISTORY_BRANDS, TARGET_BRANDS)}
+        parts = [self.project(role, side, "item", self.tables[f"item_{g}"][item]),
+                 self.project(role, side, "cate", self.tables[f"cate_{g}"][cate])]
+        for f in self.semantic:
+            i = ids[f][1][b] if j is None else ids[f][0][b][j]
+            row = self.tables[f"{f}_{g}"][i]
+            parts.append(self.project(role, side, f, row if i else torch.zeros_like(row)))
+        return torch.cat(parts)
 
     def position(self, role: str, side: str, p: int) -> torch.Tensor:
         table = self.positions[self.group(role, side)]
@@ -156,8 +182,8 @@ class ByHand:
         items, cates = HISTORY_ITEMS[b], HISTORY_CATES[b]
         n = len(items)
         sides = [{f: HISTORY_SIDE[f][b][j] for f in self.side_fields} for j in range(n)]
-        query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b])
-        scores = [self.score(self.vector("att", "hist", items[j], cates[j]), query, n - j, sides[j])
+        query = self.vector("att", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
+        scores = [self.score(self.vector("att", "hist", items[j], cates[j], b, j), query, n - j, sides[j])
                   for j in range(n)]
         if self.spec.search == "hard":  # the best level code first, the most recent first within a code; then the fill
             ids = {"cate": (cates, TARGET_CATES[b]), "brand": (HISTORY_BRANDS[b], TARGET_BRANDS[b])}
@@ -175,7 +201,7 @@ class ByHand:
             order = sorted(range(n), key=lambda j: -scores[j])
         chosen = order[:self.k]
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
-        rep = [self.vector("rep", "hist", items[j], cates[j]) for j in chosen]
+        rep = [self.vector("rep", "hist", items[j], cates[j], b, j) for j in chosen]
         if self.add:
             rep = [self.merged("rep", "hist", r, n - j, sides[j]) for r, j in zip(rep, chosen)]
         else:
@@ -184,7 +210,7 @@ class ByHand:
             rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
         hs = [sum(w * r for w, r in zip(weights, rep))]
         if self.layers == 2:  # layer 2 re-scores the same K: query v_t^A * c, c = layer 1's sum of their e^A
-            keys = [self.vector("att", "hist", items[j], cates[j]) for j in chosen]
+            keys = [self.vector("att", "hist", items[j], cates[j], b, j) for j in chosen]
             if self.add:  # ẽ^A and ṽ^A, the vectors layer 1 scored
                 keys = [self.merged("att", "hist", k, n - j, sides[j]) for k, j in zip(keys, chosen)]
                 query = self.merged("att", "target", query, 0, {})
@@ -192,7 +218,7 @@ class ByHand:
             second = torch.softmax(torch.tensor([float(k @ (query * context)) / math.sqrt(k.numel()) for k in keys]),
                                    dim=0)
             hs.append(sum(w * r for w, r in zip(second, rep)))
-        target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b])
+        target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
         if self.add:
             target = self.merged("rep", "target", target, 0, {})
         else:
@@ -226,6 +252,40 @@ def test_side_field_logits_match_the_math_written_out(variant, lookup):
         logits = model(features(cfg.dense_side_fields)).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_seller_and_brand_logits_match_the_math_written_out(variant, lookup):
+    """Side fields seller and brand (and btype, time gap) on, every variant: four semantic blocks in every vector
+    (twin_proj: a square map each; DIN: its MLP reads them), sample 0's seller 0 a zero block."""
+    model, cfg = build(variant, lookup, *ALL_SIDE_ARGS)
+    assert cfg.semantic_fields == ("item", "cate", "seller", "brand")
+    with torch.no_grad():
+        logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+def test_two_semantic_fields_score_by_hand(lookup):
+    """docs/side-info.md §4 item 4: item and category scores 0, brand vectors a_b = [1] and a_t = [1], seller
+    vectors 0, n = 4, d_att = 1: the score is <a_b, a_t> / sqrt(4 * 1) = 0.5; a behavior of brand id 0 (padding)
+    scores 0 whatever row 0 of the table holds."""
+    model, cfg = build("dare", lookup, *SEMANTIC_ARGS, "--model.d_att", "1", "--model.d_pos_att", "1",
+                       "--model.top_k", "4")
+    arch = model.sparse_arch
+    with torch.no_grad():
+        for collection in arch.collections.values():
+            for name, module in (getattr(collection, "embedding_bags", None) or collection.embeddings).items():
+                module.weight.fill_(1.0 if name == "brand_att" else 0.0)
+        arch.positions["att"].weight.zero_()
+        table(model, "brand_att")[0] = 5.0  # padding: never read as a vector
+        kjt = features(semantic=cfg.semantic_side_fields, brands=[[4, 0, 3, 2], [1]])  # sample 0's behavior 1: none
+        scores = model.search(arch(kjt, representation=True), kjt).scores
+    # sample 0: four behaviors, the second without a brand; sample 1: one behavior, the rest of its row padding
+    torch.testing.assert_close(scores[0, :4], torch.tensor([0.5, 0.0, 0.5, 0.5]))
+    assert scores[1, 0] == 0.5
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
@@ -414,33 +474,52 @@ def test_default_hard_levels_are_the_hard_search_before_them(lookup):
     torch.testing.assert_close(logits, torch.tensor(expected), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+@pytest.mark.parametrize("variant", DOT_VARIANTS)
+def test_seller_and_brand_with_stacked_tin_and_hard_levels_match_the_math_written_out(variant, lookup):
+    """Two ESU layers (layer 2's keys are the four-block attention vectors, scaled by sqrt(4 * d_att)) and, for
+    twin_hard, hard levels [cate, brand] reading the same brand key as the brand side field."""
+    hard = ("--model.top_k", "3", "--model.hard_levels", "[cate, brand]") if variant == "twin_hard" else ()
+    model, cfg = build(variant, lookup, *SEMANTIC_ARGS, "--model.esu_layers", "2", *hard)
+    with torch.no_grad():
+        logits = model(features(hard_fields=cfg.hard_side_fields, semantic=cfg.semantic_side_fields)).logits
+    expected = ByHand(model, cfg)
+    torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
+
+
 ADD_ARGS = ("--model.temporal_merge", "add")
-# (variant, the extra overrides) of the add merge: positions only, with the side fields, with two ESU layers
-# (DIN has no positions, and its MLP score no layer 2: with the side fields only)
+# (variant, the extra overrides) of the add merge: positions only, with the dense side fields, with two ESU layers,
+# and with seller and brand too (n = 4: every dense row 4 * d wide); DIN has no positions, and its MLP score no
+# layer 2: with the side fields only
 ADD_CASES = [(variant, extra) for variant in sorted(VARIANTS)
-             for extra in ((), SIDE_ARGS, (*SIDE_ARGS, "--model.esu_layers", "2"))
-             if VARIANTS[variant].score == "dot" or extra == SIDE_ARGS]
+             for extra in ((), SIDE_ARGS, (*SIDE_ARGS, "--model.esu_layers", "2"), ALL_SIDE_ARGS,
+                           (*ALL_SIDE_ARGS, "--model.esu_layers", "2"))
+             if VARIANTS[variant].score == "dot" or extra in (SIDE_ARGS, ALL_SIDE_ARGS)]
 
 
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant,extra", ADD_CASES)
 def test_temporal_add_logits_match_the_math_written_out(variant, extra, lookup):
-    """temporal_merge add: the dense vectors are added to [item; cate] on both roles, every variant (projections:
-    each part through its own map, then the sum; DIN: its MLP over ẽ and ṽ; the shared layout: one table set)."""
+    """temporal_merge add: the dense vectors are added to [item; cate; ...] on both roles, every variant
+    (projections: each part through its own map, then the sum; DIN: its MLP over ẽ and ṽ; the shared layout: one
+    table set); with seller and brand the rows span their blocks too (sample 0's seller 0: a zero block plus the
+    dense rows)."""
     model, cfg = build(variant, lookup, *ADD_ARGS, *extra)
     with torch.no_grad():
-        logits = model(features(cfg.dense_side_fields)).logits
+        logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("side_args", [SIDE_ARGS, ALL_SIDE_ARGS])
 @pytest.mark.parametrize("fill", ["soft", "recent"])
-def test_temporal_add_with_hierarchical_hard_search_matches_the_math_written_out(fill):
-    """Hard search ranks by level code as before; the softmax weights and the fill by score read ẽ's scores."""
+def test_temporal_add_with_hierarchical_hard_search_matches_the_math_written_out(fill, side_args):
+    """Hard search ranks by level code as before; the softmax weights and the fill by score read ẽ's scores (with
+    side field brand, the level and the semantic field read one brand key)."""
     model, cfg = build("twin_hard", "sequence", "--model.top_k", "3", "--model.hard_levels", "[cate, brand]",
-                       "--model.hard_fill", fill, *ADD_ARGS, *SIDE_ARGS)
+                       "--model.hard_fill", fill, *ADD_ARGS, *side_args)
     with torch.no_grad():
-        x = features(cfg.dense_side_fields, cfg.hard_side_fields)
+        x = features(cfg.dense_side_fields, cfg.hard_side_fields, cfg.semantic_side_fields)
         logits = model(x).logits
     expected = ByHand(model, cfg)
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
@@ -476,12 +555,16 @@ def test_concat_and_add_scores_by_hand():
         == pytest.approx(1 / math.sqrt(2), abs=1e-6)
 
 
-def heads_features(items, cates, btypes, target_item, target_cate) -> KeyedJaggedTensor:
-    """One sample: a history (oldest first) with behavior types, and its target."""
+def heads_features(items, cates, target_item, target_cate, btypes=None, brands=None,
+                   target_brand=None) -> KeyedJaggedTensor:
+    """One sample: a history (oldest first) with behavior types or brands, and its target (with its brand)."""
     n = len(items)
-    return KeyedJaggedTensor(keys=[*SPARSE_KEYS, SIDE_KEYS["btype"]],
-                             values=torch.tensor([*items, *cates, target_item, target_cate, *btypes]),
-                             lengths=torch.tensor([n, n, 1, 1, n], dtype=torch.int32))
+    keys, values, lengths = [*SPARSE_KEYS], [*items, *cates, target_item, target_cate], [n, n, 1, 1]
+    if btypes is not None:
+        keys, values, lengths = keys + [SIDE_KEYS["btype"]], values + list(btypes), lengths + [n]
+    if brands is not None:
+        keys, values, lengths = keys + list(HARD_KEYS["brand"]), values + [*brands, target_brand], lengths + [n, 1]
+    return KeyedJaggedTensor(keys=keys, values=torch.tensor(values), lengths=torch.tensor(lengths, dtype=torch.int32))
 
 
 def table(model, name: str) -> torch.Tensor:
@@ -496,22 +579,33 @@ def table(model, name: str) -> torch.Tensor:
 PV, CART = 1, 2  # behavior type ids
 
 
+@pytest.mark.parametrize("second", ["btype", "brand"])
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
-def test_two_attention_heads_by_hand(lookup):
+def test_two_attention_heads_by_hand(lookup, second):
     """docs/side-info.md §4 item 7: heads [[item, cate], [btype]], N = 3, K = 1, d_att = d_pos_att = 1. Head 1's
     scores are the items' attention values 0, 2, 1 (the target's item value sqrt(2) cancels the scale
     1/sqrt(2 * 1), its cate value 0 drops the cate term): slot 1. Head 2's are the type biases <Bt[type], Bt[0]>
-    with Bt[0] = 1, Bt[pv] = 0, Bt[cart] = 2 over types [cart, pv, pv]: 2, 0, 0, slot 0. K = 1 gives each weight 1,
-    so h^(1) = e^R_1 and h^(2) = e^R_0, the full fused vectors [item; cate; position; btype], and the over-arch
-    input is [v_t; h^(1); h^(2); v_t * h^(1); v_t * h^(2)], (1 + 2 * 2) W_R wide."""
+    with Bt[0] = 1, Bt[pv] = 0, Bt[cart] = 2 over types [cart, pv, pv]: 2, 0, 0, slot 0. With heads [[item, cate],
+    [brand]] (side field brand, a semantic field: n = 3) head 1 keeps its own scale 1/sqrt(2 * 1) and head 2 scores
+    brand's column block only, <a_b, a_t> / sqrt(1 * 1) with A[5] = 2, A[3] = 0 and the target's A[4] = 1 over
+    brands [5, 3, 3]: 2, 0, 0, slot 0. K = 1 gives each weight 1, so h^(1) = e^R_1 and h^(2) = e^R_0, the full
+    fused vectors [item; cate; position; btype] or [item; cate; brand; position], and the over-arch input is
+    [v_t; h^(1); h^(2); v_t * h^(1); v_t * h^(2)], (1 + 2 * 2) W_R wide."""
     model, cfg = build("dare", lookup, "--model.d_att", "1", "--model.d_pos_att", "1", "--model.top_k", "1",
-                       "--model.side_fields", "[btype]", "--model.attention_heads", "[[item, cate], [btype]]")
+                       "--model.side_fields", f"[{second}]", "--model.attention_heads", f"[[item, cate], [{second}]]")
+    btype = second == "btype"
     with torch.no_grad():
         item_att, cate_att = table(model, "item_att"), table(model, "cate_att")
         item_att[[1, 2, 3, 4]] = torch.tensor([[0.0], [2.0], [1.0], [math.sqrt(2)]])
         cate_att[2] = 0.0  # the target's category
-        model.sparse_arch.side_tables["btype"]["att"].weight[[0, PV, CART]] = torch.tensor([[1.0], [0.0], [2.0]])
-    x = heads_features([1, 2, 3], [1, 3, 1], [CART, PV, PV], 4, 2)
+        if btype:
+            model.sparse_arch.side_tables["btype"]["att"].weight[[0, PV, CART]] = torch.tensor([[1.0], [0.0], [2.0]])
+        else:
+            table(model, "brand_att")[[4, 5, 3]] = torch.tensor([[1.0], [2.0], [0.0]])
+    # the behaviors' ids of the second head's field, and the target's (btype: row 0)
+    ids, target_id = ([CART, PV, PV], 0) if btype else ([5, 3, 3], 4)
+    x = heads_features([1, 2, 3], [1, 3, 1], 4, 2, btypes=ids) if btype else \
+        heads_features([1, 2, 3], [1, 3, 1], 4, 2, brands=ids, target_brand=target_id)
     with torch.no_grad():
         assert model.search(model.sparse_arch(x), x).top_indices.tolist() == [[1, 0]]
         over_arch_input = []
@@ -519,13 +613,17 @@ def test_two_attention_heads_by_hand(lookup):
         model(x)
     item_rep, cate_rep = table(model, "item_rep").detach(), table(model, "cate_rep").detach()
     pos_rep = model.sparse_arch.positions["rep"].weight.detach()
-    btype_rep = model.sparse_arch.side_tables["btype"]["rep"].weight.detach()
+    second_rep = model.sparse_arch.side_tables["btype"]["rep"].weight.detach() if btype else \
+        table(model, "brand_rep").detach()
 
-    def fused(item, cate, position, btype):
-        return torch.cat([item_rep[item], cate_rep[cate], pos_rep[position], btype_rep[btype]])
+    def fused(item, cate, position, field_id):
+        semantic = [item_rep[item], cate_rep[cate]]
+        return torch.cat([*semantic, pos_rep[position], second_rep[field_id]] if btype else
+                         [*semantic, second_rep[field_id], pos_rep[position]])
 
-    target, h1, h2 = fused(4, 2, 0, 0), fused(2, 3, 2, PV), fused(1, 1, 3, CART)  # slot j sits at position 3 - j
-    width = 2 * D_REP + 2 * D_POS
+    # slot j sits at position 3 - j
+    target, h1, h2 = fused(4, 2, 0, target_id), fused(2, 3, 2, ids[1]), fused(1, 1, 3, ids[0])
+    width = 2 * D_REP + D_POS + (D_POS if btype else D_REP)
     assert over_arch_input[0].shape == (1, (1 + 2 * 2) * width)
     torch.testing.assert_close(over_arch_input[0][0], torch.cat([target, h1, h2, target * h1, target * h2]))
 
@@ -539,38 +637,44 @@ def test_equal_head_scores_select_the_more_recent_behavior():
     with torch.no_grad():
         model.sparse_arch.side_tables["btype"]["att"].weight[[0, PV, CART]] = torch.tensor([[1.0], [0.0], [1.0]])
         for types, chosen in [([PV, PV, PV, PV], [3, 2]), ([PV, CART, PV, PV], [1, 3])]:
-            x = heads_features([1, 2, 3, 5], [1, 2, 1, 3], types, 6, 2)
+            x = heads_features([1, 2, 3, 5], [1, 2, 1, 3], 6, 2, btypes=types)
             selected = model.search(model.sparse_arch(x), x).top_indices
             assert selected[0, :K].tolist() == chosen
 
 
+@pytest.mark.parametrize("side_args,head", [(SIDE_ARGS, "[item, cate, pos, gap, btype]"),
+                                            (ALL_SIDE_ARGS, "[brand, item, pos, seller, gap, btype, cate]")])
 @pytest.mark.parametrize("variant", ["dare", "twin", "twin_no_tr", "twin_4e", "twin_proj"])
-def test_one_head_of_every_field_is_the_model_without_heads(variant):
-    """attention_heads [[item, cate, pos, gap, btype]]: the same score, selection and output as null (up to the
-    order of the float sums), from the same parameters."""
-    heads, _ = build(variant, "sequence", *SIDE_ARGS, "--model.attention_heads", "[[item, cate, pos, gap, btype]]")
-    null, cfg = build(variant, "sequence", *SIDE_ARGS)
+def test_one_head_of_every_field_is_the_model_without_heads(variant, side_args, head):
+    """attention_heads [[item, cate, pos, gap, btype]] (with seller and brand too, in any order: the head's query
+    weights cover all four column blocks at the scale 1/sqrt(4 * d_att)): the same score, selection and output as
+    null (up to the order of the float sums), from the same parameters."""
+    heads, _ = build(variant, "sequence", *side_args, "--model.attention_heads", f"[{head}]")
+    null, cfg = build(variant, "sequence", *side_args)
     with torch.no_grad():
-        torch.testing.assert_close(heads(features(cfg.dense_side_fields)).logits,
-                                   null(features(cfg.dense_side_fields)).logits)
+        x = features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)
+        torch.testing.assert_close(heads(x).logits, null(x).logits)
+
+
 # Every variant with positions (DIN has none: refused by the config)
 POSITION_VARIANTS = sorted(v for v, spec in VARIANTS.items() if spec.positions)
 
 
-@pytest.mark.parametrize("side", [False, True])
+@pytest.mark.parametrize("side_args", [(), SIDE_ARGS, ALL_SIDE_ARGS], ids=["no_side", "gap_btype", "seller_brand"])
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant", POSITION_VARIANTS)
-def test_target_decoupled_position_logits_match_the_math_written_out(variant, lookup, side):
-    """position_objectives 2, without and with the side fields (whose tables stay shared): sample 0 reads slice 2
-    of every position table, sample 1 slice 1; slices of shape [2, N + 1, d], no other parameter changes."""
-    model, cfg = build(variant, lookup, "--model.position_objectives", "2", *(SIDE_ARGS if side else ()))
-    one, _ = build(variant, lookup, *(SIDE_ARGS if side else ()))
+def test_target_decoupled_position_logits_match_the_math_written_out(variant, lookup, side_args):
+    """position_objectives 2, without and with the side fields (whose tables stay shared; seller and brand, semantic
+    fields, leave the positions as they are): sample 0 reads slice 2 of every position table, sample 1 slice 1;
+    slices of shape [2, N + 1, d], no other parameter changes."""
+    model, cfg = build(variant, lookup, "--model.position_objectives", "2", *side_args)
+    one, _ = build(variant, lookup, *side_args)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     assert shapes == {n: (2, *p.shape) if ".positions." in n else tuple(p.shape) for n, p in one.named_parameters()}
     with torch.no_grad():
-        logits = model(features(cfg.dense_side_fields, objectives=True)).logits
+        logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields, objectives=True)).logits
         # each sample reads its own slice: swapping the objectives changes both logits
-        swapped = features(cfg.dense_side_fields, objectives=True)
+        swapped = features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields, objectives=True)
         values = swapped.values().clone()
         values[-2:] = values[-2:].flip(0)
         other = model(KeyedJaggedTensor(keys=swapped.keys(), values=values, lengths=swapped.lengths())).logits

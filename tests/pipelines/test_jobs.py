@@ -175,6 +175,24 @@ def test_side_fields_train_and_evaluate_through_the_jobs(tiny_side_data, tmp_pat
                          "--model.side_fields", "[btype]", "--model.time_gap", "true")
 
 
+@pytest.mark.parametrize("variant,lookup,extra", [
+    ("dare", "sequence", ["--model.side_fields", "[brand]"]),
+    ("twin_4e", "singleton_bags", ["--model.side_fields", "[btype, seller, brand]", "--model.aux_behaviors", "8"]),
+    ("twin_hard", "singleton_bags", ["--model.side_fields", "[brand]", "--model.hard_levels", "[cate, brand]",
+                                     "--model.esu_layers", "2"]),
+    ("dare", "singleton_bags", ["--model.side_fields", "[seller, brand]", "--model.temporal_merge", "add",
+                                "--model.time_gap", "true"]),
+    ("twin", "sequence", ["--model.side_fields", "[btype, brand]", "--model.attention_heads",
+                          "[[item, cate], [brand, btype]]", "--model.aux_behaviors", "8"]),
+])
+def test_seller_and_brand_train_and_evaluate_through_the_jobs(tiny_side_data, tmp_path, variant, lookup, extra):
+    """Side fields seller and brand on a dataset carrying the Tmall columns: their sharded tables are planned
+    and looked up through TorchRec's pipeline (sized from meta.json num_sellers / num_brands), the loss falls,
+    and evaluation rebuilds them from the checkpoint's config; with hard level brand too, one brand key serves
+    both; under temporal_merge add the dense tables span their blocks; a DI-TIN head may score brand's block."""
+    trains_and_evaluates(tiny_side_data, tmp_path, "--model.variant", variant, "--sharding.lookup", lookup, *extra)
+
+
 @pytest.mark.parametrize("fill,lookup", [("soft", "sequence"), ("recent", "singleton_bags")])
 def test_hierarchical_hard_search_trains_and_evaluates_through_the_jobs(tiny_side_data, tmp_path, fill, lookup):
     """twin_hard over category, brand and seller on a dataset carrying the Tmall brand and seller columns: the
@@ -258,7 +276,10 @@ def test_a_successful_run_prints_no_library_warning(tiny_data, tmp_path, optimiz
     (["--model.top_k", "-1"], "model.top_k: must be > 0"),
     (["--model.variant", "sim"], "model.variant: unknown variant 'sim'"),
     (["--data.path", "/no/such/dataset"], "'/no/such/dataset' does not exist"),
-    (["--model.side_fields", "[seller]"], "model.side_fields: must be a list of distinct fields of ('btype',)"),
+    (["--model.side_fields", "[gap]"],
+     "model.side_fields: must be a list of distinct fields of ('btype', 'seller', 'brand')"),
+    (["--model.side_fields", "[brand]"],
+     "model.side_fields brand needs column(s) ['hist_brand', 'target_brand'] but the dataset"),
     (["--model.side_fields", "[btype]"], "model.side_fields btype needs column(s) ['hist_btype'] but the dataset"),
     (["--model.variant", "twin_hard", "--model.hard_levels", "[cate, brand]"],
      "model.hard_levels brand needs column(s) ['hist_brand', 'target_brand'] but the dataset"),

@@ -15,9 +15,9 @@ from tests.conftest import TINY_PRESET, tiny_config
 META = torch.device("meta")
 
 
-def plan_for(*overrides, world_size=2, num_items=501, num_categories=21, device="cpu"):
+def plan_for(*overrides, world_size=2, num_items=501, num_categories=21, device="cpu", side_vocabulary=None):
     cfg = tiny_config(*overrides)
-    model = build_model(cfg, num_items, num_categories, META, META)
+    model = build_model(cfg, num_items, num_categories, META, META, side_vocabulary=side_vocabulary)
     apply_sparse_optimizer(model, cfg.train, torch.device(device))
     return build_plan(model, cfg, world_size, world_size, device), cfg
 
@@ -120,6 +120,24 @@ def test_plan_command_prints_plan_without_a_process_group(capsys):
                      "row_wise"]) == 0
     out = capsys.readouterr().out
     assert "world size 4" in out and "rank 3:" in out and "row_wise" in out
+
+
+def test_plan_command_shards_the_seller_and_brand_tables(tiny_side_data, capsys):
+    """side_fields seller and brand: their tables are planned like item's (rows from the dataset's meta.json) and
+    take per-table constraints by name."""
+    assert cli.main(["--config", str(TINY_PRESET), "--world-size", "2", "--data.path", str(tiny_side_data),
+                     "--model.side_fields", "[seller, brand]", "--sharding.lookup", "sequence",
+                     "--sharding.default.sharding_type", "row_wise",
+                     "--sharding.tables.brand_att.sharding_type", "table_wise"]) == 0
+    out = capsys.readouterr().out
+    for table in ("seller_att", "brand_att", "seller_rep", "brand_rep"):
+        assert table in out
+    plan, cfg = plan_for("--model.side_fields", "[seller, brand]", "--sharding.lookup", "sequence",
+                         "--sharding.default.sharding_type", "row_wise",
+                         "--sharding.tables.brand_att.sharding_type", "table_wise",
+                         side_vocabulary={"seller": 8, "brand": 6})
+    assert sharding_types(plan)["brand_att"] == "table_wise" and sharding_types(plan)["seller_rep"] == "row_wise"
+    assert sum(r.rows for r in plan_rows(plan, cfg) if r.table == "brand_rep") == 6
 
 
 def test_plan_command_rejects_bad_world_size(capsys):
