@@ -82,7 +82,7 @@ def plot(rows: List[Dict[str, Any]], path: Path, min_gain: float, max_cost: floa
     import matplotlib.pyplot as plt
 
     axes = list(dict.fromkeys(row["axis"] for row in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(axes) + 1.6))
+    fig, ax = plt.subplots(figsize=(11, 0.6 * len(axes) + 1.8))
     for k, (kind, marker, color) in enumerate(zip(KINDS, ("o", "s", "D"), ("tab:blue", "tab:gray", "tab:orange"))):
         picked = [row for row in rows if row["kind"] == kind]
         if not picked:
@@ -98,9 +98,8 @@ def plot(rows: List[Dict[str, Any]], path: Path, min_gain: float, max_cost: floa
     ax.invert_yaxis()
     ax.set_xlabel("test AUC, on − off (mean ± std over seeds, paired)")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)  # below: rows stay clear
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
