@@ -414,17 +414,8 @@ class _RunningTopK:
         self.slots, self.scores = self.slots.gather(1, order), self.scores.gather(1, order)
 
 
-class ExactSearchUnit(nn.Module):
-    """TIN-style aggregation of the selected behaviors in representation space.
-
-    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; ...; p^R;
-    x_1^R; ...; x_S^R]`` (the semantic blocks, then positions and side fields when used), or under
-    ``temporal_merge add`` ``e^R = [item; cate; ...] + p^R + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
-    The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
-    With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
-    :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
-    With H attention heads (DI-TIN) the selection holds each head's K' behaviors in turn, each head's weights are
-    a softmax over its own K', and the output is ``[h^(1); ...; h^(H)]``, each the sum of the full vectors e^R.
+class TinAggregation(nn.Module):
+    """What the ESU and the full-sequence aux attention share: the kernels, the layers, the heads and the merge.
 
     Args:
         kernel: implementation of the custom ops.
@@ -443,6 +434,22 @@ class ExactSearchUnit(nn.Module):
         self.scale = 1.0 / math.sqrt(att_width)
         self.add = add
         self.heads = heads
+
+
+class ExactSearchUnit(TinAggregation):
+    """TIN-style aggregation of the selected behaviors in representation space.
+
+    ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; ...; p^R;
+    x_1^R; ...; x_S^R]`` (the semantic blocks, then positions and side fields when used), or under
+    ``temporal_merge add`` ``e^R = [item; cate; ...] + p^R + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
+    The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
+    With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
+    :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
+    With H attention heads (DI-TIN) the selection holds each head's K' behaviors in turn, each head's weights are
+    a softmax over its own K', and the output is ``[h^(1); ...; h^(H)]``, each the sum of the full vectors e^R.
+
+    Constructor arguments: :class:`TinAggregation`'s.
+    """
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
                 selected_scores: Optional[torch.Tensor] = None,
@@ -514,30 +521,15 @@ class ExactSearchUnit(nn.Module):
         return merge_parts(parts, self.add)
 
 
-class FullSequenceAttention(nn.Module):
+class FullSequenceAttention(TinAggregation):
     """The ESU aggregation with a softmax over *all* valid behaviors instead of the top K (the aux head's
     input, as in the reference code); costs O(N * d_rep) and so only runs in training. With two layers
     (stacked TIN) layer 2 re-weights all of them likewise (:func:`second_layer_weights`, O(N * D_att) more).
 
     With H attention heads each head's softmax weights every behavior in turn (H weighted sums of the history).
 
-    Args:
-        kernel: implementation of the custom ops.
-        layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
-            one).
-        add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
-        heads: H, the attention heads (with two layers: 1).
+    Constructor arguments: :class:`TinAggregation`'s.
     """
-
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False,
-                 heads: int = 1) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.layers = layers
-        self.scale = 1.0 / math.sqrt(att_width)
-        self.add = add
-        self.heads = heads
 
     def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """
