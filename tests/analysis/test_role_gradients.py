@@ -28,6 +28,21 @@ def table_weights(model):
     return weights
 
 
+def probe_step_matches_the_ordinary_step(probed, reference, cfg, batch):
+    """Steps ``reference`` (an untouched copy of ``probed``) and the role probe on ``probed`` over ``batch``;
+    asserts the same loss and that the probe leaves every parameter with the ordinary gradient (so training is
+    unchanged). Returns the probe's per-role gradients."""
+    ref_loss, _ = reference(batch)
+    ref_loss.backward()
+    probe = RoleGradientProbe(probed.model, cfg.model)
+    loss, grads = probe.step(batch.sparse_features, batch.labels)
+    probe.close()
+    torch.testing.assert_close(loss, ref_loss.detach())
+    for (name, p), (_, q) in zip(probed.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    return grads
+
+
 @pytest.mark.parametrize("variant,shared,lookup", [("twin", True, "singleton_bags"), ("twin", True, "sequence"),
                                                    ("twin_proj", True, "singleton_bags"),
                                                    ("dare", False, "singleton_bags")])
@@ -38,16 +53,7 @@ def test_role_paths_sum_to_the_table_gradient(tiny_data, variant, shared, lookup
     reference = copy.deepcopy(probed)
     batch = next(iter(ParquetBatchReader(tiny_data, "train", 64, cfg.data.max_len)))
 
-    ref_loss, _ = reference(batch)
-    ref_loss.backward()
-    probe = RoleGradientProbe(probed.model, cfg.model)
-    loss, grads = probe.step(batch.sparse_features, batch.labels)
-    probe.close()
-
-    torch.testing.assert_close(loss, ref_loss.detach())
-    # the probe's step leaves every parameter with the ordinary gradient (so training is unchanged)
-    for (name, p), (_, q) in zip(probed.named_parameters(), reference.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    grads = probe_step_matches_the_ordinary_step(probed, reference, cfg, batch)
     expected_tables = {table for fields in lookup_tables(cfg.model).values() for table, _ in fields} | {f"pos_{n}" for n in probed.model.sparse_arch.positions}
     assert set(grads) == expected_tables
     for table, weight in table_weights(reference.model).items():
@@ -74,15 +80,7 @@ def test_role_paths_keep_the_tables_decoupled_with_side_fields(tiny_side_data, v
     reference = copy.deepcopy(probed)
     batch = next(iter(ParquetBatchReader(tiny_side_data, "train", 64, cfg.data.max_len,
                                          side_fields=cfg.model.dense_side_fields)))
-    ref_loss, _ = reference(batch)
-    ref_loss.backward()
-    probe = RoleGradientProbe(probed.model, cfg.model)
-    loss, grads = probe.step(batch.sparse_features, batch.labels)
-    probe.close()
-
-    torch.testing.assert_close(loss, ref_loss.detach())
-    for (name, p), (_, q) in zip(probed.named_parameters(), reference.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    grads = probe_step_matches_the_ordinary_step(probed, reference, cfg, batch)
     weights = table_weights(reference.model)
     weights.update({side_table_name(field, name): table.weight
                     for field, tables in reference.model.sparse_arch.side_tables.items()

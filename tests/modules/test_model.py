@@ -329,6 +329,22 @@ def test_stratified_sample_keeps_short_histories_whole_and_takes_one_slot_per_st
 
 
 @pytest.mark.parametrize("layers", ["1", "2"])
+def bounded_equals_full(full, bounded, features) -> None:
+    """Forward and backward (logits and aux logits) of both train wrappers on ``features``; asserts the bounded
+    aux head's model gives the full one's logits, aux logits and gradients."""
+    outs = {}
+    for name, train in (("full", full), ("bounded", bounded)):
+        out = train.model(features)
+        (out.logits.sum() + out.aux_logits.sum()).backward()
+        outs[name] = out
+    torch.testing.assert_close(outs["bounded"].aux_logits, outs["full"].aux_logits)
+    torch.testing.assert_close(outs["bounded"].logits, outs["full"].logits)
+    grads = dict(full.named_parameters())
+    for name, p in bounded.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
+
+
 def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data, layers):
     """With M at least every history's length, the sampled head reads every behavior: the full head's aux
     logits and gradients, from lookups of the K selected plus the M sampled rows only (with two ESU layers
@@ -340,18 +356,8 @@ def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data
     assert full.model.aux_sample is None and bounded.model.full_sequence_attention is None
     seen = {}
     bounded.model.sparse_arch.register_forward_hook(lambda m, i, o: seen.update(emb=o))
-    outs = {}
-    for name, train in (("full", full), ("bounded", bounded)):
-        out = train.model(batch.sparse_features)
-        (out.logits.sum() + out.aux_logits.sum()).backward()
-        outs[name] = out
+    bounded_equals_full(full, bounded, batch.sparse_features)
     assert seen["emb"].rep_hist is None  # representation rows came from the selected/sampled lookup
-    torch.testing.assert_close(outs["bounded"].aux_logits, outs["full"].aux_logits)
-    torch.testing.assert_close(outs["bounded"].logits, outs["full"].logits)
-    grads = dict(full.named_parameters())
-    for name, p in bounded.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
 
 
 def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny_data):
@@ -444,17 +450,7 @@ def test_temporal_add_selected_and_sampled_lookups_match_the_full_lookup(tiny_si
                           num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY)
     bounded.load_state_dict(full.state_dict())
     features = side_batch(tiny_side_data, cfg).sparse_features
-    outs = {}
-    for name, train in (("full", full), ("bounded", bounded)):
-        out = train.model(features)
-        (out.logits.sum() + out.aux_logits.sum()).backward()
-        outs[name] = out
-    torch.testing.assert_close(outs["bounded"].aux_logits, outs["full"].aux_logits)
-    torch.testing.assert_close(outs["bounded"].logits, outs["full"].logits)
-    grads = dict(full.named_parameters())
-    for name, p in bounded.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
+    bounded_equals_full(full, bounded, features)
     model = bounded.model.eval()
     with torch.no_grad():
         selected_only = model(features).logits
