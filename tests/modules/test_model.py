@@ -328,7 +328,6 @@ def test_stratified_sample_keeps_short_histories_whole_and_takes_one_slot_per_st
     assert not torch.equal(out.top_indices[3], out.top_indices[4])
 
 
-@pytest.mark.parametrize("layers", ["1", "2"])
 def bounded_equals_full(full, bounded, features) -> None:
     """Forward and backward (logits and aux logits) of both train wrappers on ``features``; asserts the bounded
     aux head's model gives the full one's logits, aux logits and gradients."""
@@ -345,6 +344,7 @@ def bounded_equals_full(full, bounded, features) -> None:
             torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
 
 
+@pytest.mark.parametrize("layers", ["1", "2"])
 def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data, layers):
     """With M at least every history's length, the sampled head reads every behavior: the full head's aux
     logits and gradients, from lookups of the K selected plus the M sampled rows only (with two ESU layers
