@@ -7,7 +7,10 @@ d_rep 64 and TWIN d 64, 100k items, 10k categories, K = 20; histories of exactly
 ids; C candidates per user. Cases are interleaved over ``--rounds`` rounds of ``--repeats`` calls each; the
 JSON keeps medians and quartiles of the per-call time, and candidates/s = C / median time.
 
-    python -m benchmarks.candidates --output benchmarks/results/candidates_cpu.json
+``--topk row torch`` runs every case twice, with the search's top-K as shipped (:func:`dare_rec.ops.row_topk`)
+and with plain ``torch.topk`` in its place (the A/B of that change, interleaved in one run).
+
+    python -m benchmarks.candidates --output benchmarks/results/candidates_cpu.json --topk row torch
 """
 
 from __future__ import annotations
@@ -32,6 +35,26 @@ RESULTS = SCRATCH / "candidates_cpu.json"  # committed: benchmarks/results (--ou
 MODELS = {"DARE d_att 16": ["--model.variant", "dare", "--model.d_att", "16", "--model.d_rep", "64"],
           "TWIN d 64": ["--model.variant", "twin", "--model.d_rep", "64"]}
 NUM_ITEMS, NUM_CATEGORIES = 100_000, 10_000
+# The modules that call row_topk (their own name for it is what the "torch" arm replaces).
+TOPK_CALLERS = ("dare_rec.modules.search", "dare_rec.ops.pytorch.pt_gsu_topk", "dare_rec.ops.pytorch.pt_jagged_topk")
+
+
+def with_torch_topk(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` with ``torch.topk`` in place of ``row_topk`` for the duration of each call."""
+    import importlib
+
+    modules = [importlib.import_module(name) for name in TOPK_CALLERS]
+
+    def run():
+        saved = [m.row_topk for m in modules]
+        for m in modules:
+            m.row_topk = lambda values, k: values.topk(k, dim=1)
+        try:
+            return fn()
+        finally:
+            for m, original in zip(modules, saved):
+                m.row_topk = original
+    return run
 
 
 def build(overrides: List[str], max_len: int):
@@ -70,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="calls per case and round")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--topk", nargs="+", choices=["row", "torch"], default=["row"],
+                        help="the search's top-K: row (dare_rec.ops.row_topk, shipped), torch (torch.topk)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,10 +108,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cand_cate = random_ids(args.candidates, NUM_CATEGORIES, g)
         for name, overrides in MODELS.items():
             model = build(overrides, n)
-            cases[f"{name}, N={n}, score_candidates"] = \
-                lambda m=model, a=(hist_item, hist_cate, cand_item, cand_cate): m.score_candidates(*a)
-            cases[f"{name}, N={n}, replicated forward"] = replicated_forward(model, hist_item, hist_cate,
-                                                                             cand_item, cand_cate)
+            paths = {"score_candidates": lambda m=model, a=(hist_item, hist_cate, cand_item, cand_cate):
+                     m.score_candidates(*a),
+                     "replicated forward": replicated_forward(model, hist_item, hist_cate, cand_item, cand_cate)}
+            for path, fn in paths.items():
+                for topk in args.topk:
+                    cases[f"{name}, N={n}, {path}, {topk}"] = fn if topk == "row" else with_torch_topk(fn)
     times: Dict[str, List[float]] = {name: [] for name in cases}
     for round_index in range(args.rounds):
         for name, fn in cases.items():
@@ -99,26 +126,34 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{args.candidates / statistics.median(times[name]):,.0f} candidates/s", flush=True)
     rows = []
     for name, values in times.items():
-        model, n, path = name.split(", ")
+        model, n, path, topk = name.split(", ")
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        rows.append({"model": model, "max_len": int(n[2:]), "path": path, "candidates": args.candidates,
+        rows.append({"model": model, "max_len": int(n[2:]), "path": path, "topk": topk, "candidates": args.candidates,
                      "seconds": {"median": statistics.median(values), "q1": q[0], "q3": q[2]},
                      "candidates_per_s": args.candidates / statistics.median(values)})
-    by = {(r["model"], r["max_len"], r["path"]): r["candidates_per_s"] for r in rows}
-    ratios = {f"N={n}, {path}": by[("DARE d_att 16", n, path)] / by[("TWIN d 64", n, path)]
-              for n in args.max_len for path in ("score_candidates", "replicated forward")}
+    by = {(r["model"], r["max_len"], r["path"], r["topk"]): r["candidates_per_s"] for r in rows}
+    paths = ("score_candidates", "replicated forward")
+    ratios = {f"N={n}, {path}, {topk}": by[("DARE d_att 16", n, path, topk)] / by[("TWIN d 64", n, path, topk)]
+              for n in args.max_len for path in paths for topk in args.topk}
+    # the A/B: candidates/s with row_topk over candidates/s with torch.topk, per model and path
+    topk_speedups = {f"{model}, N={n}, {path}": by[(model, n, path, "row")] / by[(model, n, path, "torch")]
+                     for model in MODELS for n in args.max_len for path in paths} if len(args.topk) == 2 else {}
     result = {"benchmark": "candidates", "command": " ".join(["python -m benchmarks.candidates",
                                                               *(argv if argv is not None else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "threads": args.threads, "torch": metadata.version("torch"),
-              "torchrec": metadata.version("torchrec"), "rows": rows, "dare_over_twin": ratios}
+              "torchrec": metadata.version("torchrec"), "rows": rows, "dare_over_twin": ratios,
+              "row_topk_over_torch_topk": topk_speedups}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['model']:>14}  N={r['max_len']:>6}  {r['path']:>18}: {r['candidates_per_s']:10,.0f} candidates/s")
+        print(f"{r['model']:>14}  N={r['max_len']:>6}  {r['path']:>18}  {r['topk']:>5}: "
+              f"{r['candidates_per_s']:10,.0f} candidates/s")
     for key, ratio in ratios.items():
         print(f"DARE / TWIN at {key}: {ratio:.2f}x")
+    for key, ratio in topk_speedups.items():
+        print(f"row_topk / torch.topk at {key}: {ratio:.2f}x")
     print(f"wrote {out}")
     return 0
 

@@ -15,7 +15,8 @@ from torch import nn
 from dare_rec.data import schema
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.variants import ModelSpec
-from dare_rec.ops import GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
+from dare_rec.ops import (GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum,
+                          row_topk)
 
 
 def merge_parts(parts: List[torch.Tensor], add: bool) -> torch.Tensor:
@@ -400,7 +401,7 @@ class _RunningTopK:
 
     def merge(self, rank: torch.Tensor, scores: torch.Tensor, begin: int) -> None:
         """Merges the block of slots ``begin..begin + rank.size(1) - 1``."""
-        top_rank, top = rank.topk(min(self.k, rank.size(1)), dim=1)
+        top_rank, top = row_topk(rank, min(self.k, rank.size(1)))
         self.rank = torch.cat([self.rank, top_rank], dim=1)
         self.slots = torch.cat([self.slots, top + begin], dim=1)
         self.scores = torch.cat([self.scores, scores.gather(1, top)], dim=1)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "jagged_topk": "dare_rec.ops.jagged",
     "jagged_weighted_sum": "dare_rec.ops.jagged",
     "Kernel": "dare_rec.ops.kernel",
+    "row_topk": "dare_rec.ops.topk",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from dare_rec.ops.gsu import GsuOutput, gsu_topk
     from dare_rec.ops.jagged import jagged_gather, jagged_layout, jagged_topk, jagged_weighted_sum
     from dare_rec.ops.kernel import Kernel
+    from dare_rec.ops.topk import row_topk
 
 
 def __getattr__(name: str) -> Any:

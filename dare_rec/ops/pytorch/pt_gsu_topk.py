@@ -8,6 +8,7 @@ import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
 from dare_rec.ops.pytorch.pt_jagged import autocast_off, pt_full_rows_view, pt_jagged_layout
+from dare_rec.ops.topk import row_topk
 
 
 class _JaggedRowDots(torch.autograd.Function):
@@ -94,6 +95,6 @@ def pt_gsu_topk(
     if padded_key_bias is not None:
         scores = scores + padded_key_bias
     scores = scores.masked_fill(~valid, mask_value)
-    top_indices = scores.topk(min(k, max_len), dim=1).indices
+    top_indices = row_topk(scores, min(k, max_len))[1]
     top_mask = top_indices < lengths.unsqueeze(1)
     return scores, top_indices, top_mask

@@ -7,6 +7,7 @@ from typing import Tuple
 import torch
 
 from dare_rec.ops.pytorch.pt_jagged import pt_jagged_layout
+from dare_rec.ops.topk import row_topk
 
 
 def pt_jagged_topk(jagged_scores: torch.Tensor, offsets: torch.Tensor, k: int, max_len: int,
@@ -16,5 +17,5 @@ def pt_jagged_topk(jagged_scores: torch.Tensor, offsets: torch.Tensor, k: int, m
     rows, slots, lengths = pt_jagged_layout(offsets, jagged_scores.size(0))
     scores = jagged_scores.new_full((offsets.numel() - 1, max_len), mask_value)
     scores = scores.index_put((rows, slots), jagged_scores)
-    top_indices = scores.topk(min(k, max_len), dim=1).indices
+    top_indices = row_topk(scores, min(k, max_len))[1]
     return scores, top_indices, top_indices < lengths.unsqueeze(1)
