@@ -108,10 +108,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         cand_cate = random_ids(args.candidates, NUM_CATEGORIES, g)
         for name, overrides in MODELS.items():
             model = build(overrides, n)
-            paths = {"score_candidates": lambda m=model, a=(hist_item, hist_cate, cand_item, cand_cate):
+            calls = {"score_candidates": lambda m=model, a=(hist_item, hist_cate, cand_item, cand_cate):
                      m.score_candidates(*a),
                      "replicated forward": replicated_forward(model, hist_item, hist_cate, cand_item, cand_cate)}
-            for path, fn in paths.items():
+            for path, fn in calls.items():
                 for topk in args.topk:
                     cases[f"{name}, N={n}, {path}, {topk}"] = fn if topk == "row" else with_torch_topk(fn)
     times: Dict[str, List[float]] = {name: [] for name in cases}
@@ -132,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "seconds": {"median": statistics.median(values), "q1": q[0], "q3": q[2]},
                      "candidates_per_s": args.candidates / statistics.median(values)})
     by = {(r["model"], r["max_len"], r["path"], r["topk"]): r["candidates_per_s"] for r in rows}
-    paths = ("score_candidates", "replicated forward")
+    paths = tuple(calls)
     ratios = {f"N={n}, {path}, {topk}": by[("DARE d_att 16", n, path, topk)] / by[("TWIN d 64", n, path, topk)]
               for n in args.max_len for path in paths for topk in args.topk}
     # the A/B: candidates/s with row_topk over candidates/s with torch.topk, per model and path
