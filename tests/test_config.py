@@ -130,82 +130,37 @@ def test_hard_levels_and_fill_are_validated():
 
 
 def test_temporal_merge_is_validated():
-    """add sizes the dense tables to the semantic width; it needs at least one dense table to add."""
+    """add sizes the dense side tables to the semantic width and leaves the position tables as they are; it needs a
+    dense side table to add."""
     default = tiny_config().model
     assert default.temporal_merge == "concat"
-    assert (default.attention_position_dim, default.representation_position_dim) == (default.d_pos, default.d_pos)
+    assert (default.attention_position_dim, default.attention_side_dim, default.representation_side_dim) == \
+        (default.d_pos, default.d_pos, default.d_pos)
+    gap = ("--model.time_gap", "true")
     add = tiny_config("--model.temporal_merge", "add", "--model.d_att", "4", "--model.d_rep", "12",
-                      "--model.d_pos_att", "6").model
-    assert (add.num_semantic_fields, add.attention_position_dim, add.representation_position_dim) == (2, 8, 24)
+                      "--model.d_pos_att", "6", *gap).model
+    assert (add.num_semantic_fields, add.attention_position_dim, add.attention_side_dim,
+            add.representation_side_dim) == (2, 6, 8, 24)
     brand = tiny_config("--model.temporal_merge", "add", "--model.d_att", "4", "--model.d_rep", "12",
-                        "--model.side_fields", "[brand]").model  # a semantic field: n = 3
-    assert (brand.num_semantic_fields, brand.attention_position_dim, brand.representation_position_dim) == (3, 12, 36)
-    shared = tiny_config("--model.temporal_merge", "add", "--model.variant", "twin", "--model.d_rep", "12").model
-    assert (shared.attention_position_dim, shared.representation_position_dim) == (24, 24)
-    # DIN has no positions: add needs the time gap or the behavior type
-    assert tiny_config("--model.temporal_merge", "add", "--model.variant", "din", "--model.time_gap", "true").model
+                        "--model.side_fields", "[brand]", *gap).model  # a semantic field: n = 3
+    assert (brand.num_semantic_fields, brand.attention_side_dim, brand.representation_side_dim) == (3, 12, 36)
+    shared = tiny_config("--model.temporal_merge", "add", "--model.variant", "twin", "--model.d_rep", "12",
+                         *gap).model
+    assert (shared.attention_position_dim, shared.attention_side_dim, shared.representation_side_dim) == \
+        (shared.d_pos, 24, 24)
+    assert tiny_config("--model.temporal_merge", "add", "--model.variant", "din", *gap).model
     assert tiny_config("--model.temporal_merge", "add", "--model.positions", "false",
                        "--model.side_fields", "[btype]").model
     for overrides, message in [
             (("--model.temporal_merge", "mul"), "model.temporal_merge: unknown merge 'mul'"),
+            # positions are never added: with positions only there is nothing to add
+            (("--model.temporal_merge", "add"),
+             "model.temporal_merge: add needs a dense side table to add: model.time_gap true or model.side_fields "
+             "[btype] (positions stay a term of their own under add)"),
             (("--model.temporal_merge", "add", "--model.variant", "din"),
-             "model.temporal_merge: add needs a dense table to add: model.positions, model.time_gap or "
-             "model.side_fields [btype] (none is on with variant din)"),
-            (("--model.temporal_merge", "add", "--model.positions", "false"),
-             "model.temporal_merge: add needs a dense table to add")]:
-        with pytest.raises(ConfigError, match=re.escape(message)) as e:
-            tiny_config(*overrides)
-        assert "\n" not in str(e.value)
-
-
-def test_esu_layers_are_validated():
-    assert tiny_config().model.esu_layers == 1
-    assert tiny_config("--model.esu_layers", "2", "--model.variant", "twin_hard").model.esu_layers == 2
-    for overrides, message in [(("--model.esu_layers", "3"), "model.esu_layers: must be one of (1, 2), got 3"),
-                               (("--model.esu_layers", "0"), "model.esu_layers: must be one of (1, 2), got 0"),
-                               (("--model.esu_layers", "2", "--model.variant", "din"),
-                                "model.esu_layers: 2 needs score dot, not din_mlp"),
-                               (("--model.esu_layers", "2", "--model.score", "din_mlp"),
-                                "model.esu_layers: 2 needs score dot")]:
-        with pytest.raises(ConfigError, match=re.escape(message)):
-            tiny_config(*overrides)
-
-
-def test_attention_heads_are_validated():
-    """Legal: null, or non-empty heads of distinct fields in use (the semantic fields, then pos with positions,
-    gap with time_gap, btype with side_fields [btype]), for soft search with the dot score and one ESU layer."""
-    assert tiny_config().model.attention_heads is None
-    assert tiny_config().model.head_fields == ("item", "cate", "pos")
-    side = ("--model.side_fields", "[btype]", "--model.time_gap", "true")
-    assert tiny_config(*side).model.head_fields == ("item", "cate", "pos", "gap", "btype")
-    # seller and brand are semantic fields: after item and cate, in that order whatever side_fields' order
-    all_side = ("--model.side_fields", "[brand, btype, seller]")
-    assert tiny_config(*all_side).model.semantic_fields == ("item", "cate", "seller", "brand")
-    assert tiny_config(*all_side).model.head_fields == ("item", "cate", "seller", "brand", "pos", "btype")
-    assert tiny_config(*all_side, "--model.attention_heads", "[[item, cate], [brand], [seller, btype]]").model \
-        .attention_heads == [["item", "cate"], ["brand"], ["seller", "btype"]]
-    heads = tiny_config(*side, "--model.attention_heads", "[[item, cate], [btype, pos, gap]]").model.attention_heads
-    assert heads == [["item", "cate"], ["btype", "pos", "gap"]]
-    for overrides, message in [
-            (("--model.attention_heads", "[]"), "model.attention_heads: must be null or a non-empty list of heads"),
-            (("--model.attention_heads", "[[item], []]"), "model.attention_heads: head 2 is empty"),
-            (("--model.attention_heads", "[[item, cate, item]]"), "model.attention_heads: head 1 ['item', 'cate', "
-                                                                  "'item'] names a field twice"),
-            (("--model.attention_heads", "[[item], [seller]]"), "model.attention_heads: head 2: 'seller' is not a "
-                                                                "field in use; the fields in use are ['item', 'cate', "
-                                                                "'pos']"),
-            (("--model.attention_heads", "[[item], [btype]]"), "head 2: 'btype' is not a field in use"),
-            (("--model.attention_heads", "[[item], [pos]]", "--model.positions", "false"),
-             "head 2: 'pos' is not a field in use"),
-            (("--model.attention_heads", "[[item], [cate]]", "--model.variant", "twin_hard"),
-             "model.attention_heads: needs search soft, not hard"),
-            (("--model.attention_heads", "[[item], [cate]]", "--model.variant", "din"),
-             "model.attention_heads: needs score dot, not din_mlp"),
-            (("--model.attention_heads", "[[item], [cate]]", "--model.esu_layers", "2"),
-             "model.attention_heads: needs esu_layers 1, not 2"),
-            (("--model.attention_heads", "[[item], [cate, pos]]", "--model.temporal_merge", "add"),
-             "model.attention_heads: needs temporal_merge concat, not add"),
-            (("--model.attention_heads", "[item, cate]",), "model.attention_heads[0]: expected a list")]:
+             "model.temporal_merge: add needs a dense side table to add"),
+            (("--model.temporal_merge", "add", "--model.side_fields", "[brand]"),
+             "model.temporal_merge: add needs a dense side table to add")]:
         with pytest.raises(ConfigError, match=re.escape(message)) as e:
             tiny_config(*overrides)
         assert "\n" not in str(e.value)
@@ -217,14 +172,15 @@ def test_position_objectives_are_validated():
     for overrides, message in [(("--model.position_objectives", "0"), "model.position_objectives: must be >= 1"),
                                (("--model.variant", "din", "--model.position_objectives", "2"),
                                 "model.position_objectives: 2 needs positions, which variant din has off"),
-                               # a per-sample slice is built neither for keys with the positions added nor for heads
-                               (("--model.position_objectives", "2", "--model.temporal_merge", "add"),
-                                "model.position_objectives: 2 needs temporal_merge concat, not add"),
+                               # a head's position term is one shared bias, not a per-sample slice
                                (("--model.position_objectives", "2", "--model.attention_heads", "[[item], [pos]]"),
                                 "model.position_objectives: 2 needs attention_heads null, got [['item'], ['pos']]")]:
         with pytest.raises(ConfigError, match=re.escape(message)) as e:
             tiny_config(*overrides)
         assert "\n" not in str(e.value)
+    # positions keep their own term under temporal_merge add, so they may be split there too
+    assert tiny_config("--model.position_objectives", "2", "--model.temporal_merge", "add", "--model.time_gap",
+                       "true").model.position_objectives == 2
     # DIN with its positions switched on may split them
     assert tiny_config("--model.variant", "din", "--model.positions", "true", "--model.position_objectives",
                        "2").model.position_objectives == 2

@@ -30,8 +30,8 @@ from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.model import DareModel
 from dare_rec.modules.tables import ATTENTION, FIELDS, REPRESENTATION, ROLES, table_groups
 
-# SequenceEmbeddings fields that carry each role's vectors (under temporal_merge add the attention side's dense
-# rows are inside att_hist / att_target, and its position and side fields are None).
+# SequenceEmbeddings fields that carry each role's vectors (under temporal_merge add the attention side's side
+# rows are inside att_hist / att_target, and its side fields are None).
 ROLE_FIELDS: Dict[str, Tuple[str, ...]] = {
     ATTENTION: ("att_hist", "att_target", "att_positions", "att_target_position", "att_side", "att_target_side"),
     REPRESENTATION: ("rep_hist", "rep_target", "rep_positions", "rep_target_position", "rep_side",

@@ -34,7 +34,6 @@ from dare_rec.data.batch import SIDE_KEYS
 from dare_rec.modules import kjt
 from dare_rec.modules.tables import (ATTENTION, FIELDS, HIST, REPRESENTATION, ROLES, SIDES, TARGET, BagKey,
                                      table_groups, serving_group)
-from dare_rec.ops import jagged_layout
 
 _DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 
@@ -57,18 +56,18 @@ class SequenceEmbeddings(NamedTuple):
         rep_target_position: ``[d_p]``; ``[O, d_p]``.
         side_ids: ``[L, S]`` int64 row of every behavior's dense side field f (``ModelConfig.dense_side_fields``,
             S of them) in the stacked side tables below (field f's id plus its first row); None without side fields.
-        att_side: ``[R, d_pa]`` the attention rows of every side field, stacked (R = their rows together).
-        att_target_side: ``[S, d_pa]`` the target's attention vector of each side field (its row 0).
-        rep_side: ``[R, d_p]`` the representation rows, stacked likewise.
-        rep_target_side: ``[S, d_p]``.
+        att_side: ``[R, d_sa]`` the attention rows of every side field, stacked (R = their rows together; d_sa =
+            d_pa, or n * d_a under ``temporal_merge add``).
+        att_target_side: ``[S, d_sa]`` the target's attention vector of each side field (its row 0).
+        rep_side: ``[R, d_s]`` the representation rows, stacked likewise (d_s = d_p, or n * d_r under add).
+        rep_target_side: ``[S, d_s]``.
         objectives: ``[B]`` int64 each sample's objective slice, 0..O-1 (``target_objective`` - 1); None when
             O = 1.
 
-    Under ``model.temporal_merge add`` the attention side's dense rows are already added: ``att_hist`` is
-    ``e_i^A + P^A[pos_i] + sum_f X_f^A[x_{f,i}]`` and ``att_target`` ``v_t^A + P^A[0] + sum_f X_f^A[0]`` (same
-    widths), and ``att_positions``, ``att_target_position``, ``att_side``, ``att_target_side`` are None. The
-    representation side keeps its tables apart (``d_p = n * d_r``, the semantic width): the ESU adds them after
-    weighting.
+    Under ``model.temporal_merge add`` the attention side's dense side rows are already added: ``att_hist`` is
+    ``e_i^A + sum_f X_f^A[x_{f,i}]`` and ``att_target`` ``v_t^A + sum_f X_f^A[0]`` (same widths), and ``att_side``,
+    ``att_target_side`` are None; the positions stay apart as under concat. The representation side keeps its
+    side tables apart (``d_s = n * d_r``, the semantic width): the ESU adds them after weighting.
     """
 
     att_hist: torch.Tensor
@@ -146,7 +145,7 @@ class SparseArch(nn.Module):
         # rows of each side field's table: its ids 1..n and row 0, the target's (a learned query)
         self.side_rows = {"btype": (num_behavior_types or 0) + 1, "gap": model.gap_buckets + 1}
         self.layout = spec.layout
-        # temporal_merge add: the attention side's dense rows are added to the [item; cate; ...] vectors here
+        # temporal_merge add: the attention side's dense side rows are added to the [item; cate; ...] vectors here
         self.add_temporal = model.temporal_merge == "add"
         self.groups = {group.name: group for group in table_groups(model)}
         vocab = {"item": num_items, "cate": num_categories, **side_vocabulary}
@@ -192,9 +191,9 @@ class SparseArch(nn.Module):
             group.name: PositionTable(max_len + 1, group.position_dim, dense_device, model.position_objectives)
             for group in self.groups.values()
         }) if spec.positions else None
-        # Side fields: like positions, one small dense table per group and field (dim: the group's position dim)
+        # Side fields: like positions, one small dense table per group and field (dim: the group's side dim)
         self.side_tables = nn.ModuleDict({
-            field: nn.ModuleDict({group.name: PositionTable(self.side_rows[field], group.position_dim, dense_device)
+            field: nn.ModuleDict({group.name: PositionTable(self.side_rows[field], group.side_dim, dense_device)
                                   for group in self.groups.values()})
             for field in self.side_fields
         }) if self.side_fields else None
@@ -202,7 +201,7 @@ class SparseArch(nn.Module):
             f"{role}_{side}": FieldProjections(
                 self.fields, self.groups[serving_group(self.layout, role, side)].dim,
                 self.groups[serving_group(self.layout, role, side)].position_dim if spec.positions else None,
-                dense_device, self.side_fields, self.groups[serving_group(self.layout, role, side)].position_dim)
+                dense_device, self.side_fields, self.groups[serving_group(self.layout, role, side)].side_dim)
             for role in ROLES for side in SIDES
         }) if spec.projection == "linear" else None
 
@@ -242,18 +241,17 @@ class SparseArch(nn.Module):
         side_ids = self._side_ids(features)
         att_hist, att_target = vectors(ATTENTION, HIST), vectors(ATTENTION, TARGET)
         if self.add_temporal:  # the keys carry time: one add before the search, [L, n * d_a]
-            att_hist = att_hist + self._temporal_rows(ATTENTION, HIST, history_positions(offsets, att_hist.size(0)),
-                                                      side_ids)
-            att_target = att_target + self._temporal_rows(ATTENTION, TARGET)
-        separate = not self.add_temporal  # the attention side's dense tables stay apart (concat)
+            att_hist = att_hist + self._side(ATTENTION, HIST)[side_ids].sum(1)
+            att_target = att_target + self._side(ATTENTION, TARGET).sum(0)
+        separate = not self.add_temporal  # the attention side's side tables stay apart (concat)
         return SequenceEmbeddings(
             att_hist=att_hist,
             att_target=att_target,
             rep_hist=vectors(REPRESENTATION, HIST),
             rep_target=vectors(REPRESENTATION, TARGET),
             offsets=offsets,
-            att_positions=self._positions(ATTENTION, HIST) if separate else None,
-            att_target_position=self._positions(ATTENTION, TARGET) if separate else None,
+            att_positions=self._positions(ATTENTION, HIST),
+            att_target_position=self._positions(ATTENTION, TARGET),
             rep_positions=self._positions(REPRESENTATION, HIST),
             rep_target_position=self._positions(REPRESENTATION, TARGET),
             side_ids=side_ids,
@@ -322,23 +320,6 @@ class SparseArch(nn.Module):
             table = self.projections[f"{role}_{side}"].position(table)
         return table if side == HIST else table[..., 0, :]
 
-    def _temporal_rows(self, role: str, side: str, positions: Optional[torch.Tensor] = None,
-                       side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``temporal_merge add``: the sum of ``role``'s dense rows (position, each side field) of every history
-        behavior ``[L, n * d]`` (``positions [L]``, ``side_ids [L, S]``), or of the target ``[n * d]`` (row 0 of
-        each table). The config refuses add without any dense table, so there is at least one row to add."""
-        rows = []
-        table = self._positions(role, side)
-        if table is not None:
-            rows.append(table[positions] if side == HIST else table)
-        side_rows = self._side(role, side)
-        if side_rows is not None:
-            rows.append(side_rows[side_ids].sum(1) if side == HIST else side_rows.sum(0))
-        total = rows[0]
-        for part in rows[1:]:
-            total = total + part
-        return total
-
     def _side_ids(self, features: KeyedJaggedTensor) -> Optional[torch.Tensor]:
         """``[L, S]`` the side fields' ids of every behavior as rows of the stacked side tables (:meth:`_side`)."""
         if self.side_tables is None:
@@ -358,16 +339,6 @@ class SparseArch(nn.Module):
             maps = self.projections[f"{role}_{side}"].side
             tables = [maps[f](t) for f, t in zip(self.side_fields, tables)]
         return torch.cat(tables) if side == HIST else torch.stack([t[0] for t in tables])
-
-
-
-@torch.fx.wrap
-def history_positions(offsets: torch.Tensor, total: int) -> torch.Tensor:
-    """``[L]`` the target-relative position of every history behavior (slot j of a history of n: n - j), from
-    the ``[B + 1]`` row offsets of ``total`` = L behaviors. fx-wrapped: TorchRec's train pipeline traces the sparse
-    arch, and the jagged layout's index arithmetic runs as one call, as the kjt helpers do."""
-    rows, slots, lengths = jagged_layout(offsets, total)
-    return lengths[rows] - slots
 
 
 class PositionTable(nn.Module):

@@ -33,8 +33,8 @@ class DareModel(nn.Module):
 
     With the target representation ``v_t^R = [item; cate; p_0^R]`` (seller and brand after cate, row 0 of each
     dense side field's table after p_0^R, when ``model.side_fields`` / ``model.time_gap`` add them; under
-    ``model.temporal_merge add`` the dense rows are added to ``[item; cate; ...]`` instead, on both roles) and the
-    ESU output ``h``, the over-arch
+    ``model.temporal_merge add`` the dense side rows are added to ``[item; cate; ...]`` instead, on both roles, and
+    p_0^R follows) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
     v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
@@ -90,7 +90,7 @@ class DareModel(nn.Module):
         self.hard_levels = tuple(model.hard_levels) if spec.search == "hard" else ()
         level_keys = {"cate": (schema.HIST_CATE, schema.TARGET_CATE), **HARD_KEYS}
         self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
-        # temporal_merge add: the dense rows are added to the semantic vectors, not concatenated to them
+        # temporal_merge add: the dense side rows are added to the semantic vectors, not concatenated to them
         self.add_temporal = model.temporal_merge == "add"
         self.esu = ExactSearchUnit(kernel, model.esu_layers, att_width, self.add_temporal, self.heads)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
@@ -99,8 +99,8 @@ class DareModel(nn.Module):
                                                              self.add_temporal, self.heads) \
             if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
-        rep_width = model.num_semantic_fields * model.d_rep + (
-            0 if self.add_temporal else (model.d_pos if spec.positions else 0) + num_side * model.d_pos)
+        rep_width = model.num_semantic_fields * model.d_rep + (model.d_pos if spec.positions else 0) + (
+            0 if self.add_temporal else num_side * model.d_pos)
         self.target_aware = spec.target_aware
         self.esu_layers = model.esu_layers
         self.blocks = model.esu_layers * self.heads  # h's blocks: one per layer or head (never both above 1)

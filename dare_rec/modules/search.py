@@ -7,7 +7,7 @@ fx-trace the model: their data-dependent code (top-K, jagged gathers) is never s
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -19,18 +19,16 @@ from dare_rec.ops import (GsuOutput, Kernel, gsu_topk, jagged_gather, jagged_lay
                           row_topk)
 
 
-def merge_parts(parts: List[torch.Tensor], add: bool) -> torch.Tensor:
-    """One vector (or weighted sum of vectors) from its blocks ``[..., w_j]``: the semantic block, then the
-    position and side-field blocks. ``temporal_merge concat``: the blocks side by side; ``add``: their sum (every
-    block is as wide as the semantic one; a weighted sum of ẽ = e + p + x is the sum of the parts' weighted sums)."""
-    if len(parts) == 1:
-        return parts[0]
-    if not add:
-        return torch.cat(parts, dim=-1)
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+def merge_parts(semantic: torch.Tensor, position: Optional[torch.Tensor], side: Optional[torch.Tensor],
+                add: bool) -> torch.Tensor:
+    """One vector (or weighted sum of vectors) from its blocks ``[..., w]``: the semantic block, the position
+    block and the side-field block (each optional but the first). ``temporal_merge concat``: the blocks side by
+    side, ``[semantic; position; side]``; ``add``: ``[semantic + side; position]`` (the side block is as wide as
+    the semantic one, and a weighted sum of e + x is the sum of the parts' weighted sums)."""
+    if side is not None and add:
+        semantic, side = semantic + side, None
+    blocks = [block for block in (semantic, position, side) if block is not None]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,10 +71,10 @@ class GeneralSearchUnit(nn.Module):
     fields' vectors (row 0: the target's), each term scaled like the position term (docs/side-info.md §2.0).
     ``din_mlp``: :class:`DinAttention` over the full attention vectors (positions and side fields concatenated).
     ``soft`` search keeps the top-K scores of the valid behaviors. Under ``temporal_merge add`` the keys and
-    queries already carry their dense rows (:class:`SequenceEmbeddings`), so the score is the one dot product
-    ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ and ṽ) with no position or side term. With O target
-    objectives (``model.position_objectives``, §2.4; concat and one head only) p_i^A and p_0^A come from the
-    slice of the sample's objective.
+    queries already carry their side rows (:class:`SequenceEmbeddings`), so the score is ``<ẽ_i^A, ṽ_t^A> /
+    sqrt(D_att)`` plus the position term (DIN: its MLP over ẽ and ṽ with the positions concatenated), with no
+    side term. With O target objectives (``model.position_objectives``, §2.4; one head only) p_i^A and p_0^A come
+    from the slice of the sample's objective.
 
     ``hard`` search (docs/side-info.md §2.3) ranks the behaviors by a code of the levels (``hard_levels``, e.g.
     category then brand) whose ids equal the target's, ``code_i = sum_l m_{l,i} 2^(H-1-l)`` (the first level
@@ -99,7 +97,7 @@ class GeneralSearchUnit(nn.Module):
         max_len: N.
         kernel: implementation of the custom ops.
         device: parameter device (DIN's MLP).
-        num_side_fields: S, the side fields in use (their attention vectors are d_pos_att wide).
+        num_side_fields: S, the side fields in use (their attention vectors are d_pos_att wide under concat).
         hard_levels: H levels of hard search, among ``cate``, ``brand``, ``seller`` (``model.hard_levels``).
         hard_fill: ``recent`` or ``soft`` (``model.hard_fill``).
         temporal_merge: ``concat`` or ``add`` (``model.temporal_merge``; DIN's MLP width).
@@ -124,9 +122,10 @@ class GeneralSearchUnit(nn.Module):
         self.top_k = top_k
         self.max_len = max_len
         self.kernel = kernel
-        # DIN's MLP reads the key with its dense vectors concatenated, or (add) the key they were added to
-        din_width = att_width if temporal_merge == "add" else \
-            att_width + (att_position_dim if spec.positions else 0) + num_side_fields * att_position_dim
+        # DIN's MLP reads the key with its dense vectors concatenated, or (add) the key its side rows were added to
+        # and its position vector
+        din_width = att_width + (att_position_dim if spec.positions else 0) + (
+            0 if temporal_merge == "add" else num_side_fields * att_position_dim)
         self.din = DinAttention(din_width, device) if spec.score == "din_mlp" else None
         self.num_heads = len(heads) if heads is not None else 1
         self.by_heads = heads is not None  # model.attention_heads set (possibly one head)
@@ -423,7 +422,7 @@ class TinAggregation(nn.Module):
         layers: 1, or 2 for stacked TIN.
         att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
             one).
-        add: ``temporal_merge add``: the dense blocks are summed into the semantic one, not concatenated.
+        add: ``temporal_merge add``: the side-field blocks are summed into the semantic one, not concatenated.
         heads: H, the attention heads (with two layers: 1).
     """
 
@@ -442,7 +441,7 @@ class ExactSearchUnit(TinAggregation):
 
     ``w = softmax(s_idx)`` over the selected K, ``h = sum_k w_k * e_k^R`` with ``e^R = [item; cate; ...; p^R;
     x_1^R; ...; x_S^R]`` (the semantic blocks, then positions and side fields when used), or under
-    ``temporal_merge add`` ``e^R = [item; cate; ...] + p^R + x_1^R + ... + x_S^R`` (:func:`merge_parts`).
+    ``temporal_merge add`` ``e^R = [[item; cate; ...] + x_1^R + ... + x_S^R; p^R]`` (:func:`merge_parts`).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
     With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
     :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
@@ -474,8 +473,8 @@ class ExactSearchUnit(TinAggregation):
                 ``emb.att_hist``.
 
         Returns:
-            h ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep``): one block per
-            layer or head.
+            h ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep (+ d_pos)``): one
+            block per layer or head.
         """
         if selected_scores is None:
             index = gsu.top_indices if self.heads == 1 else \
@@ -511,15 +510,15 @@ class ExactSearchUnit(TinAggregation):
     def _aggregate(self, weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
         """``[B, W]`` the weighted sum of the K behaviors' vectors: ``weights [B, K]``, ``selected [B, K,
-        n * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_pos]`` (the last two optional;
-        under add d_pos = n * d_rep)."""
-        parts = [(weights.unsqueeze(-1) * selected).sum(1)]
-        if selected_pos is not None:
-            parts.append((weights.unsqueeze(-1) * selected_pos).sum(1))
+        n * d_rep]``, ``selected_pos [B, K, d_pos]``, ``selected_side [B, K, S, d_side]`` (the last two optional;
+        d_side is d_pos, or n * d_rep under add)."""
+        semantic = (weights.unsqueeze(-1) * selected).sum(1)
+        position = None if selected_pos is None else (weights.unsqueeze(-1) * selected_pos).sum(1)
+        side = None
         if selected_side is not None:
-            side = (weights.unsqueeze(-1).unsqueeze(-1) * selected_side).sum(1)  # [B, S, d_pos]
-            parts.append(side.sum(1) if self.add else side.flatten(1))
-        return merge_parts(parts, self.add)
+            side = (weights.unsqueeze(-1).unsqueeze(-1) * selected_side).sum(1)  # [B, S, d_side]
+            side = side.sum(1) if self.add else side.flatten(1)
+        return merge_parts(semantic, position, side, self.add)
 
 
 class FullSequenceAttention(TinAggregation):
@@ -539,8 +538,8 @@ class FullSequenceAttention(TinAggregation):
             emb: role vectors (representation side; with two layers the attention vectors too).
 
         Returns:
-            ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep``): one block per
-            layer or head.
+            ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep (+ d_pos)``): one
+            block per layer or head.
         """
         lengths = (emb.offsets[1:] - emb.offsets[:-1]).unsqueeze(1)
         slots = torch.arange(scores.size(-1), device=scores.device).unsqueeze(0)
@@ -559,16 +558,16 @@ class FullSequenceAttention(TinAggregation):
 
     def _aggregate(self, weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[B, W]`` the weighted sum of every behavior's vector, ``weights [B, N]``, ``lengths [B, 1]``."""
-        parts = [jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)]
-        if emb.rep_positions is not None:
-            parts.append(self._position_sum(weights, lengths, emb))
+        semantic = jagged_weighted_sum(emb.rep_hist, emb.offsets, weights, self.kernel)
+        position = self._position_sum(weights, lengths, emb) if emb.rep_positions is not None else None
+        side = None
         if emb.side_ids is not None:
-            # every behavior's [S * d_pos] side vector (add: the [d_pos] sum of its S rows): no larger than
+            # every behavior's [S * d_pos] side vector (add: the [n * d_rep] sum of its S rows): no larger than
             # rep_hist [L, n * d_rep], which this head reads
-            side = emb.rep_side[emb.side_ids]
-            parts.append(jagged_weighted_sum(side.sum(1) if self.add else side.flatten(1), emb.offsets, weights,
-                                             self.kernel))
-        return merge_parts(parts, self.add)
+            rows = emb.rep_side[emb.side_ids]
+            side = jagged_weighted_sum(rows.sum(1) if self.add else rows.flatten(1), emb.offsets, weights,
+                                       self.kernel)
+        return merge_parts(semantic, position, side, self.add)
 
     @staticmethod
     def _position_sum(weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
@@ -671,15 +670,15 @@ def target_positions(vector: torch.Tensor, objectives: Optional[torch.Tensor], n
 def target_vector(emb: SequenceEmbeddings, add: bool = False) -> torch.Tensor:
     """``v_t^R``: ``[B, n * d_rep (+ d_pos) (+ S * d_pos)]`` representation of the target, with position 0 (of
     the sample's objective slice) and row 0 of each side field when used (the target has no behavior type or
-    gap: row 0 is a learned vector); ``add`` (``temporal_merge add``): ``[B, n * d_rep]``, those rows added to
-    ``[item; cate; ...]``."""
-    parts = [emb.rep_target]
-    if emb.rep_target_position is not None:
-        parts.append(target_positions(emb.rep_target_position, emb.objectives, emb.rep_target.size(0)))
+    gap: row 0 is a learned vector); ``add`` (``temporal_merge add``): ``[B, n * d_rep (+ d_pos)]``, the side rows
+    added to ``[item; cate; ...]``."""
+    position = None if emb.rep_target_position is None else \
+        target_positions(emb.rep_target_position, emb.objectives, emb.rep_target.size(0))
+    side = None
     if emb.rep_target_side is not None:
         side = emb.rep_target_side.sum(0, keepdim=True) if add else emb.rep_target_side.reshape(1, -1)
-        parts.append(side.expand(emb.rep_target.size(0), -1))
-    return merge_parts(parts, add)
+        side = side.expand(emb.rep_target.size(0), -1)
+    return merge_parts(emb.rep_target, position, side, add)
 
 
 def selected_rows(values: torch.Tensor, offsets: torch.Tensor, top_indices: torch.Tensor,

@@ -64,8 +64,10 @@ class TableGroup:
         name: group name (table-name suffix).
         collection: the EmbeddingCollection holding its tables.
         dim: embedding dim of its tables.
-        position_dim: dim of its position table (and of its side fields' tables; under ``temporal_merge add``
-            n * dim, the width of the group's [item; cate; ...] vector, to which their rows are added).
+        position_dim: dim of its position table.
+        side_dim: dim of its dense side fields' tables (time gap, btype): position_dim, or under
+            ``temporal_merge add`` n * dim, the width of the group's [item; cate; ...] vector, to which their rows
+            are added.
         sides: the sides it serves (its tables' features).
         fields: its tables' fields (``ModelConfig.semantic_fields``), in the order of their vector blocks.
     """
@@ -74,6 +76,7 @@ class TableGroup:
     collection: str
     dim: int
     position_dim: int
+    side_dim: int
     sides: Tuple[str, ...]
     fields: Tuple[str, ...]
 
@@ -82,8 +85,9 @@ def table_groups(model: ModelConfig) -> List[TableGroup]:
     """The table groups of ``model``'s layout (see the module docstring)."""
     layout = model.spec().layout
     fields = model.semantic_fields
-    att = dict(dim=model.attention_dim, position_dim=model.attention_position_dim, fields=fields)
-    rep = dict(dim=model.d_rep, position_dim=model.representation_position_dim, fields=fields)
+    att = dict(dim=model.attention_dim, position_dim=model.attention_position_dim,
+               side_dim=model.attention_side_dim, fields=fields)
+    rep = dict(dim=model.d_rep, position_dim=model.d_pos, side_dim=model.representation_side_dim, fields=fields)
     if layout == "shared":
         return [TableGroup("shared", "shared", sides=SIDES, **rep)]
     if layout == "decoupled":

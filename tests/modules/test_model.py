@@ -402,9 +402,9 @@ def side_batch(tiny_side_data, cfg, size=64):
 
 @pytest.mark.parametrize("add_side,n", [(ADD_SIDE, 2), (ADD_ALL_SIDE, 4)])
 def test_temporal_add_sizes_the_dense_tables_to_the_semantic_vector(tiny_side_data, add_side, n):
-    """Under add every dense table is as wide as its group's [item; cate; ...] vector, n * d with n the semantic
-    fields (d_pos, d_pos_att do not apply), the keys carry the attention rows, and the over-arch input is
-    [v_t; h; v_t * h] of width n * d_rep."""
+    """Under add every dense side table is as wide as its group's [item; cate; ...] vector, n * d with n the
+    semantic fields, the keys carry the attention side rows, the position tables keep d_pos / d_pos_att (their
+    term and block of their own), and the over-arch input is [v_t; h; v_t * h] of width n * d_rep + d_pos."""
     cfg = tiny_config("--model.d_att", "4", "--model.d_rep", "12", "--model.d_pos", "16", "--model.d_pos_att", "6",
                       *add_side)
     assert cfg.model.num_semantic_fields == n
@@ -413,26 +413,31 @@ def test_temporal_add_sizes_the_dense_tables_to_the_semantic_vector(tiny_side_da
     arch = train.model.sparse_arch
     rows = {"gap": cfg.model.gap_buckets + 1, "btype": 5}
     assert {name: tuple(p.weight.shape) for name, p in arch.positions.items()} == \
-        {"att": (cfg.data.max_len + 1, 4 * n), "rep": (cfg.data.max_len + 1, 12 * n)}
+        {"att": (cfg.data.max_len + 1, 6), "rep": (cfg.data.max_len + 1, 16)}
     assert {(field, name): tuple(t.weight.shape) for field, tables in arch.side_tables.items()
             for name, t in tables.items()} == {(f, g): (rows[f], 4 * n if g == "att" else 12 * n)
                                                for f in ("gap", "btype") for g in ("att", "rep")}
-    assert train.model.over_arch.mlp[0].in_features == train.model.aux_over_arch.mlp[0].in_features == 3 * 12 * n
+    assert train.model.over_arch.mlp[0].in_features == train.model.aux_over_arch.mlp[0].in_features == \
+        3 * (12 * n + 16)
     emb = arch(side_batch(tiny_side_data, cfg).sparse_features, representation=False)
     assert emb.att_hist.size(1) == emb.att_target.size(1) == 4 * n
-    assert emb.att_positions is None and emb.att_side is None and emb.side_ids is not None
+    assert emb.att_positions.shape == (cfg.data.max_len + 1, 6)
+    assert emb.att_side is None and emb.side_ids is not None
     # the shared layout's one set, projections (one square map per part) and DIN's MLP (over ẽ, ṽ) likewise
-    twin = build_model(tiny_config("--model.variant", "twin", "--model.d_rep", "12", *add_side), 501, 21, CPU, CPU,
-                       num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
-    assert twin.sparse_arch.positions["shared"].weight.size(1) == twin.sparse_arch.side_tables["gap"]["shared"] \
-        .weight.size(1) == 12 * n
-    proj = build_model(tiny_config("--model.variant", "twin_proj", "--model.d_rep", "12", *add_side), 501, 21, CPU,
-                       CPU, num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
+    twin = build_model(tiny_config("--model.variant", "twin", "--model.d_rep", "12", "--model.d_pos", "16",
+                                   *add_side), 501, 21, CPU, CPU, num_behavior_types=4,
+                       side_vocabulary=SIDE_VOCABULARY).model
+    assert twin.sparse_arch.side_tables["gap"]["shared"].weight.size(1) == 12 * n
+    assert twin.sparse_arch.positions["shared"].weight.size(1) == 16
+    proj = build_model(tiny_config("--model.variant", "twin_proj", "--model.d_rep", "12", "--model.d_pos", "16",
+                                   *add_side), 501, 21, CPU, CPU, num_behavior_types=4,
+                       side_vocabulary=SIDE_VOCABULARY).model
     maps = proj.sparse_arch.projections["att_hist"]
-    assert maps.position.weight.shape == maps.side["gap"].weight.shape == (12 * n, 12 * n)
+    assert maps.side["gap"].weight.shape == (12 * n, 12 * n)
+    assert maps.position.weight.shape == (16, 16)
     din = build_model(tiny_config("--model.variant", "din", "--model.d_rep", "12", *add_side), 501, 21, CPU, CPU,
                       num_behavior_types=4, side_vocabulary=SIDE_VOCABULARY).model
-    assert din.gsu.din.mlp[0].in_features == 4 * 12 * n
+    assert din.gsu.din.mlp[0].in_features == 4 * 12 * n  # DIN has no positions: [ṽ, ẽ, ṽ - ẽ, ṽ * ẽ]
 
 
 @pytest.mark.parametrize("add_side", [ADD_SIDE, ADD_ALL_SIDE])

@@ -13,10 +13,10 @@ sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second
 Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
 The side fields seller and brand (``model.side_fields [seller, brand]``) are semantic fields: their vectors (zero
 for id 0, padding) join [item; cate] in every attention and representation vector, of behaviors and targets alike,
-and the semantic dot product is scaled by sqrt(n * d_att), n = 4. Under ``model.temporal_merge add`` the position
-and side vectors (as wide as [item; cate; ...]) are added to the behavior's and the target's vectors instead, on
-both roles: one dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` (DIN: its MLP over ẽ, ṽ), layer 2 over ẽ^A, and ẽ^R,
-ṽ^R of width n * d_rep.
+and the semantic dot product is scaled by sqrt(n * d_att), n = 4. Under ``model.temporal_merge add`` the side
+vectors (as wide as [item; cate; ...]) are added to the behavior's and the target's vectors instead, on both
+roles: the dot product ``<ẽ_i^A, ṽ_t^A> / sqrt(D_att)`` plus the position term (DIN: its MLP over ẽ, ṽ), layer 2
+over ẽ^A, and ẽ^R, ṽ^R of width n * d_rep, with the position block after them as under concat.
 With target-decoupled positions (``model.position_objectives 2``) every position vector, the target's included,
 comes from the slice of the sample's objective.
 """
@@ -149,16 +149,13 @@ class ByHand:
         return [self.project(role, side, f, self.side_tables[f][self.group(role, side)][sides.get(f, 0)])
                 for f in self.side_fields]
 
-    def merged(self, role: str, side: str, vector: torch.Tensor, p: int, sides: dict) -> torch.Tensor:
-        """temporal_merge add: ``vector`` plus its position vector (row p) and side vectors (ids ``sides``)."""
-        dense = self.side(role, side, sides)
-        if self.spec.positions:
-            dense.append(self.position(role, side, p))
-        return vector + sum(dense)
+    def merged(self, role: str, side: str, vector: torch.Tensor, sides: dict) -> torch.Tensor:
+        """temporal_merge add: ``vector`` plus its side vectors (ids ``sides``); positions are not added."""
+        return vector + sum(self.side(role, side, sides))
 
     def score(self, key: torch.Tensor, query: torch.Tensor, p: int, sides: dict) -> float:
-        if self.add:  # the keys carry the dense rows: one dot product (or DIN's MLP) over ẽ, ṽ
-            key, query = self.merged("att", "hist", key, p, sides), self.merged("att", "target", query, 0, {})
+        if self.add:  # the keys carry the side rows: the dot product (or DIN's MLP) over ẽ, ṽ
+            key, query = self.merged("att", "hist", key, sides), self.merged("att", "target", query, {})
             sides = None
         side_keys, side_queries = (self.side("att", "hist", sides), self.side("att", "target", {})) \
             if sides is not None else ([], [])
@@ -172,7 +169,7 @@ class ByHand:
             return float((second.weight.detach() @ hidden + second.bias.detach())[0] / key.numel())
         semantic = float(key @ query) / math.sqrt(key.numel())
         side_terms = sum(float(x_i @ x_0) / math.sqrt(x_i.numel()) for x_i, x_0 in zip(side_keys, side_queries))
-        if not self.spec.positions or self.add:
+        if not self.spec.positions:
             return semantic + side_terms
         p_i, p_0 = self.position("att", "hist", p), self.position("att", "target", 0)
         return semantic + float(p_i @ p_0) / math.sqrt(p_i.numel()) + side_terms
@@ -203,27 +200,27 @@ class ByHand:
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
         rep = [self.vector("rep", "hist", items[j], cates[j], b, j) for j in chosen]
         if self.add:
-            rep = [self.merged("rep", "hist", r, n - j, sides[j]) for r, j in zip(rep, chosen)]
-        else:
-            if self.spec.positions:
-                rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
+            rep = [self.merged("rep", "hist", r, sides[j]) for r, j in zip(rep, chosen)]
+        if self.spec.positions:
+            rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
+        if not self.add:
             rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
         hs = [sum(w * r for w, r in zip(weights, rep))]
         if self.layers == 2:  # layer 2 re-scores the same K: query v_t^A * c, c = layer 1's sum of their e^A
             keys = [self.vector("att", "hist", items[j], cates[j], b, j) for j in chosen]
-            if self.add:  # ẽ^A and ṽ^A, the vectors layer 1 scored
-                keys = [self.merged("att", "hist", k, n - j, sides[j]) for k, j in zip(keys, chosen)]
-                query = self.merged("att", "target", query, 0, {})
+            if self.add:  # ẽ^A and ṽ^A, the semantic vectors layer 1 scored
+                keys = [self.merged("att", "hist", k, sides[j]) for k, j in zip(keys, chosen)]
+                query = self.merged("att", "target", query, {})
             context = sum(w * k for w, k in zip(weights, keys))
             second = torch.softmax(torch.tensor([float(k @ (query * context)) / math.sqrt(k.numel()) for k in keys]),
                                    dim=0)
             hs.append(sum(w * r for w, r in zip(second, rep)))
         target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
         if self.add:
-            target = self.merged("rep", "target", target, 0, {})
-        else:
-            if self.spec.positions:
-                target = torch.cat([target, self.position("rep", "target", 0)])
+            target = self.merged("rep", "target", target, {})
+        if self.spec.positions:
+            target = torch.cat([target, self.position("rep", "target", 0)])
+        if not self.add:
             target = torch.cat([target, *self.side("rep", "target", {})])
         x = torch.cat([target, *hs, *(target * h for h in hs)] if self.spec.target_aware else [target, *hs])
         over = self.model.over_arch
@@ -488,11 +485,10 @@ def test_seller_and_brand_with_stacked_tin_and_hard_levels_match_the_math_writte
 
 
 ADD_ARGS = ("--model.temporal_merge", "add")
-# (variant, the extra overrides) of the add merge: positions only, with the dense side fields, with two ESU layers,
-# and with seller and brand too (n = 4: every dense row 4 * d wide); DIN has no positions, and its MLP score no
-# layer 2: with the side fields only
+# (variant, the extra overrides) of the add merge: with the dense side fields, with two ESU layers, and with seller
+# and brand too (n = 4: every side row 4 * d wide); DIN's MLP score has no layer 2
 ADD_CASES = [(variant, extra) for variant in sorted(VARIANTS)
-             for extra in ((), SIDE_ARGS, (*SIDE_ARGS, "--model.esu_layers", "2"), ALL_SIDE_ARGS,
+             for extra in (SIDE_ARGS, (*SIDE_ARGS, "--model.esu_layers", "2"), ALL_SIDE_ARGS,
                            (*ALL_SIDE_ARGS, "--model.esu_layers", "2"))
              if VARIANTS[variant].score == "dot" or extra in (SIDE_ARGS, ALL_SIDE_ARGS)]
 
@@ -500,10 +496,10 @@ ADD_CASES = [(variant, extra) for variant in sorted(VARIANTS)
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant,extra", ADD_CASES)
 def test_temporal_add_logits_match_the_math_written_out(variant, extra, lookup):
-    """temporal_merge add: the dense vectors are added to [item; cate; ...] on both roles, every variant
-    (projections: each part through its own map, then the sum; DIN: its MLP over ẽ and ṽ; the shared layout: one
-    table set); with seller and brand the rows span their blocks too (sample 0's seller 0: a zero block plus the
-    dense rows)."""
+    """temporal_merge add: the side vectors are added to [item; cate; ...] on both roles and the positions keep
+    their term and block, every variant (projections: each part through its own map, then the sum; DIN: its MLP
+    over ẽ and ṽ; the shared layout: one table set); with seller and brand the rows span their blocks too (sample
+    0's seller 0: a zero block plus the side rows)."""
     model, cfg = build(variant, lookup, *ADD_ARGS, *extra)
     with torch.no_grad():
         logits = model(features(cfg.dense_side_fields, semantic=cfg.semantic_side_fields)).logits
@@ -525,34 +521,45 @@ def test_temporal_add_with_hierarchical_hard_search_matches_the_math_written_out
     torch.testing.assert_close(logits, torch.tensor([expected.logit(0), expected.logit(1)]), atol=1e-4, rtol=1e-4)
 
 
-def scores_by_hand_tables(merge: str, zero_dense: bool = False) -> float:
-    """docs/side-info.md §4 item 3: DARE with d_att = 1, one behavior (position 1) and its target, e_i = [1, 0],
-    v_t = [1, 0], P^A[1] = [1, 0], P^A[0] = [0, 1] (every row 0 with ``zero_dense``); the behavior's score."""
+def scores_by_hand_tables(merge: str, zero_gap: bool = False, positions: bool = False) -> float:
+    """docs/side-info.md §4 item 3: DARE with d_att = 1 and the time gap, one behavior (position 1, gap bucket 3)
+    and its target, e_i = [1, 0], v_t = [1, 0], X^A[3] = [1, 0], X^A[0] = [0, 1] (both rows 0 with ``zero_gap``),
+    every position row 0, or P^A[1] = P^A[0] = [1, 0] with ``positions``; the behavior's score."""
     cfg = tiny_config("--model.d_att", "1", "--model.d_pos_att", "2", "--model.temporal_merge", merge,
-                      "--model.top_k", "1", "--model.aux_loss", "false", "--sharding.lookup", "sequence")
+                      "--model.time_gap", "true", "--model.top_k", "1", "--model.aux_loss", "false",
+                      "--sharding.lookup", "sequence")
     model = build_model(cfg, 10, 4, torch.device("cpu"), torch.device("cpu")).model.eval()
-    x = KeyedJaggedTensor(keys=list(SPARSE_KEYS), values=torch.tensor([3, 1, 5, 2]),
-                          lengths=torch.tensor([1, 1, 1, 1], dtype=torch.int32))
+    x = KeyedJaggedTensor(keys=[*SPARSE_KEYS, SIDE_KEYS["gap"]], values=torch.tensor([3, 1, 5, 2, 3]),
+                          lengths=torch.tensor([1, 1, 1, 1, 1], dtype=torch.int32))
     att = model.sparse_arch.collections["att"].embeddings
     with torch.no_grad():
         att["item_att"].weight[3], att["item_att"].weight[5] = 1.0, 1.0  # the item parts of e_i and v_t
         att["cate_att"].weight[1], att["cate_att"].weight[2] = 0.0, 0.0  # their category parts
+        gap = model.sparse_arch.side_tables["gap"]["att"].weight
+        assert gap.shape[1] == 2  # concat: d_pos_att; add: n * d_att
+        gap.zero_()
+        if not zero_gap:
+            gap[3], gap[0] = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
         position = model.sparse_arch.positions["att"].weight
-        assert position.shape == (cfg.data.max_len + 1, 2)  # concat: d_pos_att; add: n * d_att
+        assert position.shape == (cfg.data.max_len + 1, 2)  # d_pos_att under both merges
         position.zero_()
-        if not zero_dense:
-            position[1], position[0] = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+        if positions:
+            position[1], position[0] = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])
         return float(model.search(model.sparse_arch(x, representation=True), x).scores[0, 0])
 
 
 def test_concat_and_add_scores_by_hand():
-    """concat: <e_i, v_t>/sqrt(2) + <P[1], P[0]>/sqrt(d_pos_att = 2) = 0.7071 + 0. add: <e_i + P[1], v_t + P[0]>
+    """concat: <e_i, v_t>/sqrt(2) + <X[3], X[0]>/sqrt(d_pos_att = 2) = 0.7071 + 0. add: <e_i + X[3], v_t + X[0]>
     /sqrt(n * d_att = 2) = <[2, 0], [1, 1]>/sqrt(2) = 1.4142; the difference, 0.7071, is the cross term
-    <P[1], v_t> = 1 at the semantic scale 1/sqrt(2). With every dense row zero both are the semantic 0.7071."""
+    <X[3], v_t> = 1 at the semantic scale 1/sqrt(2). With the gap rows zero both are the semantic 0.7071. The
+    position term <P[1], P[0]>/sqrt(d_pos_att) = 0.7071 is its own under both merges."""
     assert scores_by_hand_tables("concat") == pytest.approx(1 / math.sqrt(2), abs=1e-6)
     assert scores_by_hand_tables("add") == pytest.approx(2 / math.sqrt(2), abs=1e-6)
-    assert scores_by_hand_tables("add", zero_dense=True) == scores_by_hand_tables("concat", zero_dense=True) \
+    assert scores_by_hand_tables("add", zero_gap=True) == scores_by_hand_tables("concat", zero_gap=True) \
         == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    for merge in ("concat", "add"):
+        assert scores_by_hand_tables(merge, positions=True) - scores_by_hand_tables(merge) == \
+            pytest.approx(1 / math.sqrt(2), abs=1e-6)
 
 
 def heads_features(items, cates, target_item, target_cate, btypes=None, brands=None,
@@ -660,13 +667,15 @@ def test_one_head_of_every_field_is_the_model_without_heads(variant, side_args, 
 POSITION_VARIANTS = sorted(v for v, spec in VARIANTS.items() if spec.positions)
 
 
-@pytest.mark.parametrize("side_args", [(), SIDE_ARGS, ALL_SIDE_ARGS], ids=["no_side", "gap_btype", "seller_brand"])
+@pytest.mark.parametrize("side_args", [(), SIDE_ARGS, ALL_SIDE_ARGS, (*SIDE_ARGS, *ADD_ARGS)],
+                         ids=["no_side", "gap_btype", "seller_brand", "gap_btype_add"])
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant", POSITION_VARIANTS)
 def test_target_decoupled_position_logits_match_the_math_written_out(variant, lookup, side_args):
     """position_objectives 2, without and with the side fields (whose tables stay shared; seller and brand, semantic
-    fields, leave the positions as they are): sample 0 reads slice 2 of every position table, sample 1 slice 1;
-    slices of shape [2, N + 1, d], no other parameter changes."""
+    fields, leave the positions as they are; under temporal_merge add the positions keep their own term): sample 0
+    reads slice 2 of every position table, sample 1 slice 1; slices of shape [2, N + 1, d], no other parameter
+    changes."""
     model, cfg = build(variant, lookup, "--model.position_objectives", "2", *side_args)
     one, _ = build(variant, lookup, *side_args)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
