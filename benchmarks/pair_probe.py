@@ -26,17 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dare_rec.analysis.planted_terms import pair_coefficients
 from dare_rec.data.schema import PAIR_BONUS
-
-
-def pair_coefficients(logits: np.ndarray, click_prob: np.ndarray, pair_bonus: np.ndarray) -> Dict[str, float]:
-    """The least-squares fit ``logits ~ a + b * blind + c * pair`` over ``[n]`` samples, ``blind`` the true logit
-    without the pair term and ``pair`` its indicator; also the planted weight (the largest ``pair_bonus``)."""
-    blind = np.log(click_prob / (1.0 - click_prob)) - pair_bonus
-    design = np.stack([np.ones_like(blind), blind, (pair_bonus > 0).astype(blind.dtype)], axis=1)
-    (intercept, slope, pair), *_ = np.linalg.lstsq(design, logits.astype(blind.dtype), rcond=None)
-    return {"intercept": float(intercept), "blind": float(slope), "pair": float(pair),
-            "planted": float(pair_bonus.max()), "pair_share": float((pair_bonus > 0).mean())}
 
 
 def split_columns(data: Path, split: str = "test") -> Dict[str, np.ndarray]:
