@@ -57,9 +57,7 @@ def worker(config: str, overrides: List[str], steps: int, blocks: int, output: s
         pipeline = make_train_pipeline("sparse_dist", model, build_optimizer(model, cfg.train), env.device)
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-                                    side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
-                                    hard_fields=cfg.model.hard_side_fields,
-                                    objectives=cfg.model.position_objectives)
+                                    **cfg.model.reader_inputs())
         stream = (batch for epoch in range(10**6) for batch in reader.epoch(epoch))
         for _ in range(WARMUP_STEPS):
             pipeline.progress(stream)

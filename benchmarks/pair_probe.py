@@ -53,9 +53,7 @@ def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, np.ndarr
         model = build_sharded_model(cfg, DatasetMeta.read(str(data)), env)
         load_model_state(model, path)
         reader = ParquetBatchReader(str(data), split, cfg.data.eval_batch_size, cfg.data.max_len,
-                                    side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
-                                    hard_fields=cfg.model.hard_side_fields,
-                                    objectives=cfg.model.position_objectives)
+                                    **cfg.model.reader_inputs())
         outputs = predict(model, reader, env, f"probe {run.name}", progress=False)
     finally:
         shutdown()

@@ -593,6 +593,12 @@ class ModelConfig:
         ``semantic_side_fields`` (their history and target keys, ``dare_rec.data.batch.HARD_KEYS``)."""
         return self.dense_side_fields + self.semantic_side_fields
 
+    def reader_inputs(self) -> Dict[str, Any]:
+        """The data reader's arguments this model decides (``ParquetBatchReader`` keywords): the side fields it
+        reads, the gap buckets, the hard levels' fields and the number of target objectives."""
+        return dict(side_fields=self.read_side_fields, gap_buckets=self.gap_buckets,
+                    hard_fields=self.hard_side_fields, objectives=self.position_objectives)
+
     @property
     def head_fields(self) -> Tuple[str, ...]:
         """The fields an attention head may name (``attention_heads``): the semantic fields, then the dense ones in

@@ -110,10 +110,7 @@ class _Checkpoint:
         return ParquetBatchReader(self.cfg.data.path, split, self.cfg.data.eval_batch_size, self.cfg.data.max_len,
                                   rank=env.rank, world_size=env.world_size,
                                   prefetch_batches=self.cfg.data.prefetch_batches,
-                                  side_fields=self.cfg.model.read_side_fields,
-                                  gap_buckets=self.cfg.model.gap_buckets,
-                                  hard_fields=self.cfg.model.hard_side_fields,
-                                  objectives=self.cfg.model.position_objectives)
+                                  **self.cfg.model.reader_inputs())
 
 
 def _load_all(checkpoints: Sequence[str], data: Optional[str], batch_size: Optional[int]) -> List[_Checkpoint]:
@@ -228,10 +225,7 @@ def analyze_gradients(cfg: Config, record_every: int = 1, output: Optional[str] 
         optimizer = build_optimizer(model, cfg.train)
         reader = ParquetBatchReader(cfg.data.path, "train", cfg.data.batch_size, cfg.data.max_len, rank=env.rank,
                                     world_size=env.world_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-                                    prefetch_batches=cfg.data.prefetch_batches,
-                                    side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
-                                    hard_fields=cfg.model.hard_side_fields,
-                                    objectives=cfg.model.position_objectives)
+                                    prefetch_batches=cfg.data.prefetch_batches, **cfg.model.reader_inputs())
         total = reader.num_batches() * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)

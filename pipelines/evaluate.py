@@ -83,10 +83,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, split: str = "test", b
             reader = ParquetBatchReader(cfg.data.path, split, cfg.data.eval_batch_size, cfg.data.max_len,
                                         rank=env.rank, world_size=env.world_size,
                                         prefetch_batches=cfg.data.prefetch_batches,
-                                        verify_hashes=cfg.data.verify_hashes,
-                                        side_fields=cfg.model.read_side_fields, gap_buckets=cfg.model.gap_buckets,
-                                        hard_fields=cfg.model.hard_side_fields,
-                                        objectives=cfg.model.position_objectives)
+                                        verify_hashes=cfg.data.verify_hashes, **cfg.model.reader_inputs())
             metrics = evaluate_split(model, reader, env, desc=f"evaluate {split}", progress=progress)
     finally:
         shutdown()

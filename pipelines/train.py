@@ -350,9 +350,7 @@ def train(cfg: Config, meta: DatasetMeta, env: DistEnv) -> Dict[str, Any]:
         _, state = ckpt.read_checkpoint_info(Path(resume_from))
     reader_args = dict(root=cfg.data.path, max_len=cfg.data.max_len, rank=env.rank, world_size=env.world_size,
                        prefetch_batches=cfg.data.prefetch_batches, pin_memory=env.device.type == "cuda",
-                       verify_hashes=cfg.data.verify_hashes, side_fields=cfg.model.read_side_fields,
-                       gap_buckets=cfg.model.gap_buckets, hard_fields=cfg.model.hard_side_fields,
-                       objectives=cfg.model.position_objectives)
+                       verify_hashes=cfg.data.verify_hashes, **cfg.model.reader_inputs())
     train_reader = ParquetBatchReader(split="train", batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                       seed=cfg.train.seed, **reader_args)
     val_reader = ParquetBatchReader(split="val", batch_size=cfg.data.eval_batch_size, **reader_args)
