@@ -10,6 +10,12 @@ squares over the test split,
 so ``b`` says how much of the pair-blind click model the run recovered and ``c`` how much of the planted pair
 term it carries on top (a model that read the pair fully would give ``c`` near ``b * pair_weight``).
 
+For a run with one attention head it also says where the model puts the pair's partner (a behavior of category
+pi(target category) among the last ``pair_window``) in the test samples that carry the term: how often the
+search selects one, and the weight ESU layer 1 (and stacked TIN's layer 2) gives it against the target
+category's behaviors (``dare_rec.analysis.planted_terms.partner_selection``). pi is rebuilt from the dataset's
+meta.json params (``dare_rec.data.synthetic.planted_pair_map``).
+
     python -m benchmarks.pair_probe --data data/side_info_pair RUN_DIR [RUN_DIR ...] \\
         --output runs/benchmarks/pair_probe.json
 """
@@ -19,46 +25,96 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from dare_rec.analysis.planted_terms import pair_coefficients
-from dare_rec.data.schema import PAIR_BONUS
+from dare_rec.analysis.planted_terms import pair_coefficients, partner_selection
+from dare_rec.config import SyntheticConfig
+from dare_rec.data.schema import PAIR_BONUS, DatasetMeta
+from dare_rec.data.synthetic import planted_pair_map
 
 
 def split_columns(data: Path, split: str = "test") -> Dict[str, np.ndarray]:
-    """``click_prob`` and ``pair_bonus`` of every sample of ``split``, in file order (the reader's order)."""
+    """``click_prob``, ``pair_bonus``, ``target_cate`` and the histories' categories (``hist_cate`` values and
+    ``hist_offsets``) of every sample of ``split``, in file order (the reader's order)."""
     files = sorted((data / split).glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f, columns=["click_prob", PAIR_BONUS]) for f in files])
-    return {"click_prob": table["click_prob"].to_numpy(), PAIR_BONUS: table[PAIR_BONUS].to_numpy()}
+    table = pa.concat_tables([pq.read_table(f, columns=["click_prob", PAIR_BONUS, "target_cate", "hist_cate"])
+                              for f in files])
+    hist = table["hist_cate"].combine_chunks()
+    return {"click_prob": table["click_prob"].to_numpy(), PAIR_BONUS: table[PAIR_BONUS].to_numpy(),
+            "target_cate": table["target_cate"].to_numpy(), "hist_cate": hist.flatten().to_numpy(),
+            "hist_offsets": hist.offsets.to_numpy() - hist.offsets[0].as_py()}
 
 
-def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, np.ndarray]:
-    """The logits and click probabilities of ``run``'s best checkpoint over ``split``, in file order."""
+def last_behaviors(values: np.ndarray, offsets: np.ndarray, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The histories cut to their last ``max_len`` behaviors, as the reader feeds them: ``(values, offsets)``."""
+    starts = np.maximum(offsets[:-1], offsets[1:] - max_len)
+    lengths = offsets[1:] - starts
+    keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    return values[keep], np.concatenate([[0], np.cumsum(lengths)])
+
+
+def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
+    """The logits and click probabilities of ``run``'s best checkpoint over ``split``, in file order, and (one
+    attention head) each sample's selection: ``selected``/``valid`` ``[n, K]`` and the ESU weights per layer."""
     from dare_rec.checkpoint import load_model_state, pick_checkpoint, read_checkpoint_info
     from dare_rec.data.parquet import ParquetBatchReader
-    from dare_rec.data.schema import DatasetMeta
     from dare_rec.distributed import init_distributed, shutdown
+    from dare_rec.modules.search import ExactSearchUnit, masked_softmax, second_layer_weights
+    from dare_rec.ops.jagged import jagged_gather
     from dare_rec.pipelines.common import build_sharded_model, predict
 
     path, _ = pick_checkpoint(str(run), "best")
     cfg, _ = read_checkpoint_info(path)
     cfg.data.path = str(data)
+    seen: List[Dict[str, np.ndarray]] = []
+
+    def record(esu: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
+        """The ESU's input (the search and the role vectors): the weights it gives the selected behaviors, as
+        its forward computes them."""
+        gsu, emb = args[0], args[1]
+        weights = masked_softmax(gsu.scores.gather(-1, gsu.top_indices), gsu.top_mask)
+        batch = {"selected": gsu.top_indices, "valid": gsu.top_mask, "layer1": weights}
+        if esu.layers == 2:
+            keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, esu.kernel)
+            batch["layer2"] = second_layer_weights(weights, keys, emb.att_target, gsu.top_mask, esu.scale)
+        seen.append({k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in batch.items()})
+
     env = init_distributed(cfg.train.dist_timeout_s)
     try:
         model = build_sharded_model(cfg, DatasetMeta.read(str(data)), env)
         load_model_state(model, path)
+        (esu,) = [m for m in model.modules() if isinstance(m, ExactSearchUnit)]
+        if esu.heads == 1:
+            esu.register_forward_hook(record)
         reader = ParquetBatchReader(str(data), split, cfg.data.eval_batch_size, cfg.data.max_len,
                                     **cfg.model.reader_inputs())
         outputs = predict(model, reader, env, f"probe {run.name}", progress=False)
     finally:
         shutdown()
     order = np.argsort(outputs["sample_ids"])
-    return {"logits": outputs["logits"][order], "click_prob": outputs["click_probs"][order]}
+    result: Dict[str, object] = {"logits": outputs["logits"][order], "click_prob": outputs["click_probs"][order],
+                                 "max_len": cfg.data.max_len}
+    if seen:
+        result["selection"] = {k: np.concatenate([b[k] for b in seen])[order] for k in seen[0]}
+    return result
+
+
+def selection_row(scored: Dict[str, object], columns: Dict[str, np.ndarray], pi: np.ndarray,
+                  window: int) -> Dict[str, float]:
+    """:func:`partner_selection` over the samples that carry the pair term."""
+    values, offsets = last_behaviors(columns["hist_cate"], columns["hist_offsets"], scored["max_len"])
+    sel = scored["selection"]
+    weights = {k: sel[k] for k in ("layer1", "layer2") if k in sel}
+    target = columns["target_cate"]
+    return partner_selection(sel["selected"], sel["valid"].astype(bool), weights, values, offsets, pi[target],
+                             target, window, columns[PAIR_BONUS] > 0)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -73,15 +129,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     data = Path(args.data)
     columns = split_columns(data)
+    params = DatasetMeta.read(str(data)).params
+    # the world's config from its meta.json (a field newer than the dataset keeps its default)
+    world = SyntheticConfig(**{f.name: params[f.name] for f in fields(SyntheticConfig) if f.name in params})
+    pi = planted_pair_map(world)
     rows = []
     for run in map(Path, args.runs):
         scored = run_logits(run, data)
         if not np.allclose(scored["click_prob"], columns["click_prob"]):
             raise SystemExit(f"{run}: the reader's samples do not line up with {data / 'test'} in file order")
         row = {"run": str(run), **pair_coefficients(scored["logits"], columns["click_prob"], columns[PAIR_BONUS])}
-        rows.append(row)
         print(f"{run.name}: logit ~ {row['intercept']:+.3f} + {row['blind']:.3f} * blind + {row['pair']:.3f} * pair "
               f"(planted: +{row['planted']:.1f} on {row['pair_share']:.1%} of the samples)", flush=True)
+        if "selection" in scored:
+            row["partner"] = selection_row(scored, columns, pi, world.pair_window)
+            print(f"{run.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["partner"].items()), flush=True)
+        rows.append(row)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "pair_probe", "data": str(data), "rows": rows}, indent=2) + "\n")

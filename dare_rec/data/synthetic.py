@@ -54,7 +54,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -319,6 +319,37 @@ def _chunk_rows(cfg: SyntheticConfig, catalog: ItemCatalog, user_offset: int, nu
     return out
 
 
+class WorldSeeds(NamedTuple):
+    """The generator's independent random streams, all drawn from ``synthetic.seed``: the item catalog, the
+    users' chunks, the per-behavior side effects (types, times, objectives), and the world-level side structure
+    (the items' brands, the category pairs)."""
+
+    catalog: np.random.SeedSequence
+    chunks: np.random.SeedSequence
+    side: np.random.SeedSequence
+    brand: np.random.SeedSequence
+    pair: np.random.SeedSequence
+
+
+def world_seeds(seed: int) -> WorldSeeds:
+    """The streams of a world generated with ``seed``. The third (the side effects') was added later:
+    spawn(3)'s first two children are spawn(2)'s, so the catalog and chunk streams, and hence the files of
+    worlds without side effects, did not move; the fourth (the world-level side structure, split into brands and
+    pairs) was added later still, likewise."""
+    catalog, chunks, side, world_side = np.random.SeedSequence(seed).spawn(4)
+    brand, pair = world_side.spawn(2)
+    return WorldSeeds(catalog, chunks, side, brand, pair)
+
+
+def planted_pair_map(cfg: SyntheticConfig) -> np.ndarray:
+    """``[num_categories + 1]`` the category pairs pi of the world ``cfg`` describes (its ``pair_weight`` on):
+    the map :func:`generate` planted, rebuilt from the seed (analyses of a dataset read it from meta.json's
+    params)."""
+    if not cfg.pair_weight:
+        raise ValueError("synthetic.pair_weight is 0: the world has no category pairs")
+    return pair_map(cfg, np.random.default_rng(world_seeds(cfg.seed).pair))
+
+
 def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
              overwrite: bool = False) -> schema.DatasetMeta:
     """Writes the synthetic dataset described by ``cfg`` to ``out_dir`` and returns its meta.json contents.
@@ -327,18 +358,13 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
     ``overwrite`` lets it replace a folder that is not a dataset of ours).
     """
     started = time.perf_counter()
-    root_seq = np.random.SeedSequence(cfg.seed)
-    # The third stream (the side effects') was added later: spawn(3)'s first two children are spawn(2)'s, so
-    # the catalog and chunk streams, and hence today's files, are unchanged. The fourth (added later still)
-    # draws the world-level side structure (the items' brands, the category pairs), likewise.
-    catalog_seed, chunks_seed, side_seed, world_side_seed = root_seq.spawn(4)
-    brand_seed, pair_seed = world_side_seed.spawn(2)
+    seeds = world_seeds(cfg.seed)
     with publish_dataset(out_dir, overwrite) as tmp:
-        catalog = ItemCatalog(cfg, np.random.default_rng(catalog_seed))
+        catalog = ItemCatalog(cfg, np.random.default_rng(seeds.catalog))
         if cfg.brands_per_category is not None:
-            catalog.item_brand = item_brands(cfg, catalog.item_cate, np.random.default_rng(brand_seed))
+            catalog.item_brand = item_brands(cfg, catalog.item_cate, np.random.default_rng(seeds.brand))
         if cfg.pair_weight:
-            catalog.pair_map = pair_map(cfg, np.random.default_rng(pair_seed))
+            catalog.pair_map = pair_map(cfg, np.random.default_rng(seeds.pair))
         optional = [schema.HIST_TS, schema.TARGET_TS, schema.CLICK_PROB, schema.HIST_RELEVANCE]
         if cfg.behavior_types is not None:
             optional.append(schema.HIST_BTYPE)
@@ -351,8 +377,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True,
         writer = DatasetWriter(tmp, optional, {"train": cfg.train_files, "val": 1, "test": 1}, cfg.row_group_size,
                                cfg.row_group_mb << 20)
         num_chunks = -(-cfg.num_users // cfg.users_per_chunk)
-        chunk_seeds = chunks_seed.spawn(num_chunks)
-        side_seeds = side_seed.spawn(num_chunks)
+        chunk_seeds = seeds.chunks.spawn(num_chunks)
+        side_seeds = seeds.side.spawn(num_chunks)
         for chunk in tqdm(range(num_chunks), desc="generate synthetic users", unit="chunk", disable=not progress):
             offset = chunk * cfg.users_per_chunk
             n = min(cfg.users_per_chunk, cfg.num_users - offset)

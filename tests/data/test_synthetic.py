@@ -10,7 +10,7 @@ import pytest
 from dare_rec.config import ConfigError
 from dare_rec.data import schema
 from dare_rec.data.parquet import ParquetBatchReader
-from dare_rec.data.synthetic import generate
+from dare_rec.data.synthetic import generate, planted_pair_map
 from dare_rec.metrics.offline import auc
 from tests.conftest import OBJECTIVES, tiny_config
 
@@ -348,8 +348,16 @@ def test_pair_bonus_is_paid_exactly_when_both_categories_are_in_the_window(tmp_p
             assert len(candidates) == 1, (c, candidates)
             pi[c] = candidates.pop()
     assert len(pi) >= cfg.num_categories // 2 and len(set(pi.values())) == len(pi)  # a permutation, no fixed point
-    expected = [1.25 * (tc in w and pi.get(tc) in w) for w, tc in zip(windows, t["target_cate"])]
+    # the map rebuilt from the seed (what analyses of the dataset use) is the one the data shows, and it pays
+    # every sample's bonus
+    planted = planted_pair_map(cfg)
+    assert {c: int(planted[c]) for c in pi} == pi
+    categories = np.arange(1, cfg.num_categories + 1)
+    assert sorted(planted[1:]) == list(categories) and (planted[1:] != categories).all()
+    expected = [1.25 * (tc in w and planted[tc] in w) for w, tc in zip(windows, t["target_cate"])]
     np.testing.assert_array_equal(bonus, expected)
+    with pytest.raises(ValueError, match="pair_weight is 0"):
+        planted_pair_map(tiny_config().synthetic)
     assert t["hist_relevance"] == pq.read_table(tiny_data / "train").to_pydict()["hist_relevance"]
     assert logit_residual_by_item(t, cfg, bonus) < 1e-4
     assert_same_world_and_uniforms(t, pq.read_table(tiny_data / "train").to_pydict(), sign=+1)
