@@ -274,12 +274,12 @@ def random_batch(batch: int, max_len: int, num_items: int, num_categories: int, 
     return FullHistories.sample(batch, max_len, num_items, num_categories, g).to_batch()
 
 
-def model_overrides(case: ModelCase, d_rep: int, lookup: str = "auto") -> List[str]:
+def model_overrides(case: ModelCase, d_rep: int, lookup: str = "auto", bounds_check: bool = False) -> List[str]:
     """Config overrides of one model case (on top of the defaults)."""
     d_att = case.d_att if case.d_att is not None else d_rep
     return ["--model.variant", case.variant, "--model.d_att", str(d_att), "--model.d_rep", str(d_rep),
             "--model.top_k", str(TOP_K), "--model.op_kernel", case.kernel, "--data.max_len", str(case.max_len),
-            "--sharding.lookup", lookup]
+            "--sharding.lookup", lookup, "--sharding.bounds_check", str(bounds_check).lower()]
 
 
 class ModelRun:
@@ -344,8 +344,8 @@ def run_model_parts(cases: List[ModelCase], parts: List[str], args: argparse.Nam
             g = torch.Generator().manual_seed(1)
             batches = [random_batch(args.model_batch_size, max_len, args.num_items, args.num_categories, g).to(device)
                        for _ in range(2)]
-            runs[case] = ModelRun(model_overrides(case, args.d_rep, args.lookup), args.num_items, args.num_categories, batches,
-                                  device)
+            runs[case] = ModelRun(model_overrides(case, args.d_rep, args.lookup, args.bounds_check), args.num_items,
+                                  args.num_categories, batches, device)
         times: Dict[ModelCase, Dict[str, List[float]]] = {c: {p: [] for p in parts} for c in runs}
         peak: Dict[ModelCase, int] = {}
         for round_index in range(args.rounds):
@@ -477,6 +477,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="B of the op part")
     parser.add_argument("--lengths", choices=["full", "ragged"], default="full", help="histories of the op part")
     parser.add_argument("--model-batch-size", type=int, default=256, help="B of the model parts")
+    parser.add_argument("--bounds-check", action="store_true",
+                        help="sharding.bounds_check true: FBGEMM checks every looked-up id (off in the job's default)")
     parser.add_argument("--lookup", default="auto", choices=["auto", "singleton_bags", "sequence"],
                         help="sharding.lookup of the model parts (auto: the job's default for the device)")
     parser.add_argument("--d-rep", type=int, default=64, help="representation dim of DARE and TWIN")
@@ -532,8 +534,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = run_model_parts(cases, model_parts, args, device)
         result["model"] = {"batch_size": args.model_batch_size, "d_rep": args.d_rep, "num_items": args.num_items,
                            "num_categories": args.num_categories, "top_k": TOP_K, "rounds": args.rounds,
-                           "lookup": args.lookup, "inner": args.inner, "histories": "full, item ids Zipf(1.1)",
-                           "results": rows}
+                           "lookup": args.lookup, "bounds_check": args.bounds_check, "inner": args.inner,
+                           "histories": "full, item ids Zipf(1.1)", "results": rows}
         model_png = output.with_name(output.stem + "_model.png") if "op" in args.parts else output.with_suffix(".png")
         plot_model(rows, model_parts, model_png,
                    f"DARE vs TWIN (d_rep {args.d_rep}), B={args.model_batch_size}, {args.num_items:,} items, "

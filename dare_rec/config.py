@@ -673,6 +673,12 @@ class ShardingConfig:
     # How the tables are read: LOOKUPS (auto: singleton_bags on CPU, sequence on CUDA); same math either way.
     # A job stores the resolved value in its checkpoint's config, and the checkpoint is read the same way.
     lookup: str = "auto"
+    # FBGEMM's check of every looked-up id against its table, in every lookup: true fails the step on an id outside
+    # its table. Off by default: ids are checked where they enter (the reader checks every row group against
+    # meta.json's vocabularies and DareModel.score_candidates its arguments), and at N = 10,000 the per-batch
+    # check costs DARE's inference ~8% (docs/performance.md, "Long histories"). Turn it on when feeding the model
+    # from code of your own.
+    bounds_check: bool = False
 
     def for_table(self, name: str) -> TableConfig:
         return self.tables.get(name, self.default)

@@ -100,7 +100,8 @@ class RowSparseAdamTables(SplitTableBatchedEmbeddingBagsCodegen):
                                      batch_size_per_feature_per_rank, **kwargs)
         if not torch.is_grad_enabled():
             return output
-        # FBGEMM's forward stored the indices and offsets it used (cast to int64, bounds-checked)
+        # FBGEMM's forward stored the indices and offsets it used (cast to int64; bounds-checked with
+        # sharding.bounds_check)
         return _LookupWithAdam.apply(self.placeholder_autograd_tensor, output, self, self._indices, self._offsets,
                                      per_sample_weights, batch_size_per_feature_per_rank)
 

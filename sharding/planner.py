@@ -17,7 +17,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from fbgemm_gpu.split_table_batched_embeddings_ops_common import CacheAlgorithm
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode, CacheAlgorithm
 from torchrec.distributed.types import CacheParams, ModuleSharder, ShardingPlan
 
 from dare_rec.config import DENSE_ADAM, SINGLETON_BAGS, Config, ConfigError, resolve_lookup
@@ -38,11 +38,14 @@ def optimizer_state_bytes(optimizer: str, rows: int, cols: int) -> int:
     return rows * per_row[optimizer] * 4
 
 
-def sharders() -> List[ModuleSharder[nn.Module]]:
+def sharders(bounds_check: bool) -> List[ModuleSharder[nn.Module]]:
     """Sharders for the model's EmbeddingCollections / EmbeddingBagCollections (``sharding.lookup``). The
-    fused optimizer comes from the parameters' in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``),
-    so no fused_params are needed."""
-    return [EmbeddingCollectionSharder(), EmbeddingBagCollectionSharder()]
+    fused optimizer comes from the parameters' in-backward optimizer (``dare_rec.optim.apply_sparse_optimizer``);
+    the fused params set only FBGEMM's bounds check of the looked-up ids (``sharding.bounds_check``): FATAL when
+    on, NONE when off (FBGEMM's own default, WARNING, would log and read row 0 instead of failing)."""
+    fused = {"bounds_check_mode": BoundsCheckMode.FATAL if bounds_check else BoundsCheckMode.NONE}
+    return [EmbeddingCollectionSharder(fused_params=dict(fused)),
+            EmbeddingBagCollectionSharder(fused_params=dict(fused))]
 
 
 def check_sharding_config(cfg: Config, compute_device: str) -> None:
@@ -123,7 +126,7 @@ def build_plan(module: nn.Module, cfg: Config, world_size: int, local_world_size
         constraints=constraints(cfg),
     )
     try:
-        return planner.plan(module, sharders())
+        return planner.plan(module, sharders(cfg.sharding.bounds_check))
     except PlannerError as e:
         first_line = str(e).strip().splitlines()[0]
         raise ConfigError(
@@ -136,10 +139,11 @@ def shard_model(module: nn.Module, cfg: Config, device: torch.device, world_size
                 local_world_size: int) -> DistributedModelParallel:
     """Plans and wraps ``module`` in DistributedModelParallel (the process group must exist)."""
     plan = build_plan(module, cfg, world_size, local_world_size, device.type)
+    module_sharders = sharders(cfg.sharding.bounds_check)
     if cfg.train.sparse_optimizer == "adam" and device.type == "cpu":
         with cpu_row_sparse_adam():  # FBGEMM has no CPU Adam: TorchRec builds ours (dare_rec/cpu_adam.py)
-            return DistributedModelParallel(module=module, device=device, plan=plan, sharders=sharders())
-    return DistributedModelParallel(module=module, device=device, plan=plan, sharders=sharders())
+            return DistributedModelParallel(module=module, device=device, plan=plan, sharders=module_sharders)
+    return DistributedModelParallel(module=module, device=device, plan=plan, sharders=module_sharders)
 
 
 @dataclass

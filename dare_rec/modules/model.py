@@ -245,6 +245,16 @@ class DareModel(nn.Module):
                              f"{list(extra_levels)} one id per behavior and per candidate, got "
                              f"{({f: tuple(v.shape) for f, v in hist_levels.items()})} and "
                              f"{({f: tuple(v.shape) for f, v in cand_levels.items()})}")
+        # the lookups do not check ids (sharding.bounds_check off): an id past its table fails here, by name
+        looked_up = [("hist_item", hist_item, "item"), ("cand_item", cand_item, "item"),
+                     ("hist_cate", hist_cate, "cate"), ("cand_cate", cand_cate, "cate"),
+                     *((f"hist_side[{f!r}]", hist_side[f], f) for f in semantic),
+                     *((f"cand_side[{f!r}]", cand_side[f], f) for f in semantic)]
+        for name, ids, field in looked_up:
+            rows = self.sparse_arch.vocabulary[field]
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+                raise ValueError(f"score_candidates: {name} ids must be rows of its table, 0 to {rows - 1}; got ids "
+                                 f"from {int(ids.min())} to {int(ids.max())}")
         # C samples, the first holding the history and the others none: the history is looked up once
         lengths = torch.zeros(num, dtype=torch.int32, device=hist_item.device)
         lengths[0] = length

@@ -60,6 +60,32 @@ def test_candidate_scoring_refuses_no_candidates_and_histories_past_max_len():
         model.score_candidates(too_long, too_long, torch.tensor([3]), torch.tensor([1]))
 
 
+@pytest.mark.parametrize("argument", ["hist_item", "cand_item", "hist_cate", "cand_cate"])
+@pytest.mark.parametrize("bad_id", [-1, "rows"])
+def test_candidate_scoring_refuses_ids_outside_their_table(argument, bad_id):
+    """The lookups do not check ids (sharding.bounds_check off), so score_candidates does: an id past its table
+    (501 items, 21 categories) or negative is an error naming the argument and the table's rows."""
+    model = build_model(tiny_config(), 501, 21, CPU, CPU).model.eval()
+    ids = {"hist_item": torch.tensor([1, 500]), "hist_cate": torch.tensor([1, 20]), "cand_item": torch.tensor([3]),
+           "cand_cate": torch.tensor([1])}
+    model.score_candidates(**ids)  # the last rows are fine
+    rows = 501 if argument.endswith("item") else 21
+    ids[argument] = ids[argument].clone()
+    ids[argument][-1] = rows if bad_id == "rows" else bad_id
+    with pytest.raises(ValueError, match=rf"{argument} ids must be rows of its table, 0 to {rows - 1}"):
+        model.score_candidates(**ids)
+
+
+def test_candidate_scoring_refuses_side_ids_outside_their_table():
+    """A seller id past the seller table's rows (SIDE_VOCABULARY) is an error naming the argument."""
+    cfg = tiny_config("--model.side_fields", "[seller]")
+    model, ids, inputs, _ = side_candidates_match_the_forward(cfg, 7, 1024)
+    seller = inputs["hist_side"]["seller"].clone()
+    seller[0] = model.sparse_arch.vocabulary["seller"]
+    with pytest.raises(ValueError, match=r"hist_side\['seller'\] ids must be rows of its table"):
+        model.score_candidates(*ids, **{**inputs, "hist_side": {**inputs["hist_side"], "seller": seller}})
+
+
 def side_candidates_match_the_forward(cfg, length: int, chunk: int, same_category: bool = False):
     """Scores 40 candidates against one history of ``length`` behaviors with the config's side fields (random ids:
     the time gap and behavior type; the history's seller and brand, some 0 (padding), and the candidates'; hard

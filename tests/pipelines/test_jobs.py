@@ -155,6 +155,12 @@ def test_every_variant_trains_and_evaluates_through_the_jobs(tiny_data, tmp_path
     assert metrics["step"] == 6
 
 
+@pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
+def test_fbgemm_bounds_check_trains_and_evaluates_through_the_jobs(tiny_data, tmp_path, lookup):
+    """sharding.bounds_check true (FBGEMM checks every looked-up id, FATAL): the reader's ids all pass."""
+    trains_and_evaluates(tiny_data, tmp_path, "--sharding.bounds_check", "true", "--sharding.lookup", lookup)
+
+
 def trains_and_evaluates(data: str, tmp_path: Path, *overrides: str, steps: int = 12) -> None:
     """``steps`` training steps with ``overrides`` lower the loss, and the checkpoint evaluates every test
     sample."""
