@@ -148,10 +148,9 @@ class SparseArch(nn.Module):
         # temporal_merge add: the attention side's dense side rows are added to the [item; cate; ...] vectors here
         self.add_temporal = model.temporal_merge == "add"
         self.groups = {group.name: group for group in table_groups(model)}
-        vocab = {"item": num_items, "cate": num_categories, **side_vocabulary}
         # rows of each looked-up field's table (item, cate, seller, brand), padding row 0 included: the ids a
         # caller other than the reader passes are checked against them (DareModel.score_candidates)
-        self.vocabulary = dict(vocab)
+        self.vocabulary = {"item": num_items, "cate": num_categories, **side_vocabulary}
         init_fn = None if model.init_std is None else partial(nn.init.normal_, mean=0.0, std=model.init_std)
         self.bags = resolve_lookup(sharding.lookup, dense_device.type) == SINGLETON_BAGS
         config_class = EmbeddingBagConfig if self.bags else EmbeddingConfig
@@ -167,7 +166,7 @@ class SparseArch(nn.Module):
             tables.setdefault(group.collection, []).extend(
                 config_class(
                     name=f"{field}_{group.name}",
-                    num_embeddings=vocab[field],
+                    num_embeddings=self.vocabulary[field],
                     embedding_dim=group.dim,
                     feature_names=[f"{field}_{group.name}"] if self.bags else [FIELDS[field][side]
                                                                                for side in group.sides],
