@@ -676,8 +676,8 @@ class ShardingConfig:
     # FBGEMM's check of every looked-up id against its table, in every lookup: true fails the step on an id outside
     # its table. Off by default: ids are checked where they enter (the reader checks every row group against
     # meta.json's vocabularies and DareModel.score_candidates its arguments), and at N = 10,000 the per-batch
-    # check costs DARE's inference ~9% (docs/performance.md, "Long histories"). Turn it on when feeding the model
-    # from code of your own.
+    # check is 8% of DARE's inference time in a profile (docs/performance.md, "Long histories"). Turn it on when
+    # feeding the model from code of your own.
     bounds_check: bool = False
 
     def for_table(self, name: str) -> TableConfig:
