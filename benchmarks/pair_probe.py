@@ -36,6 +36,7 @@ import torch
 
 from dare_rec.analysis.planted_terms import pair_coefficients, partner_selection
 from dare_rec.config import SyntheticConfig
+from dare_rec.data.parquet import ParquetBatchReader, keep_most_recent
 from dare_rec.data.schema import PAIR_BONUS, DatasetMeta
 from dare_rec.data.synthetic import planted_pair_map
 
@@ -54,17 +55,14 @@ def split_columns(data: Path, split: str = "test") -> Dict[str, np.ndarray]:
 
 def last_behaviors(values: np.ndarray, offsets: np.ndarray, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
     """The histories cut to their last ``max_len`` behaviors, as the reader feeds them: ``(values, offsets)``."""
-    starts = np.maximum(offsets[:-1], offsets[1:] - max_len)
-    lengths = offsets[1:] - starts
-    keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-    return values[keep], np.concatenate([[0], np.cumsum(lengths)])
+    lengths = np.diff(offsets)
+    return values[keep_most_recent(lengths, max_len)], np.concatenate([[0], np.cumsum(np.minimum(lengths, max_len))])
 
 
 def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
     """The logits and click probabilities of ``run``'s best checkpoint over ``split``, in file order, and (one
     attention head) each sample's selection: ``selected``/``valid`` ``[n, K]`` and the ESU weights per layer."""
     from dare_rec.checkpoint import load_model_state, pick_checkpoint, read_checkpoint_info
-    from dare_rec.data.parquet import ParquetBatchReader
     from dare_rec.distributed import init_distributed, shutdown
     from dare_rec.modules.search import ExactSearchUnit, masked_softmax, second_layer_weights
     from dare_rec.ops.jagged import jagged_gather

@@ -394,7 +394,7 @@ class ParquetBatchReader:
         side_values += [pc.list_flatten(table.column(HARD_KEYS[field][0])).to_numpy(zero_copy_only=False)
                         for field in self.hard_fields]
         if lengths.size and lengths.max() > self.max_len:
-            keep = _keep_most_recent(lengths, self.max_len)
+            keep = keep_most_recent(lengths, self.max_len)
             item_values, cate_values = item_values[keep], cate_values[keep]
             side_values = [values[keep] for values in side_values]
             lengths = np.minimum(lengths, self.max_len)
@@ -505,7 +505,7 @@ def _decodes(file: pq.ParquetFile, group: int, column: str) -> bool:
         return False
 
 
-def _keep_most_recent(lengths: np.ndarray, max_len: int) -> np.ndarray:
+def keep_most_recent(lengths: np.ndarray, max_len: int) -> np.ndarray:
     """Boolean mask over flat history values keeping each row's last ``max_len`` entries."""
     row = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
