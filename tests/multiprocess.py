@@ -25,11 +25,14 @@ def _worker(rank: int, world_size: int, init_file: str, fn: Callable[..., Any], 
     finally:
         if dist.is_initialized():  # fn may have shut the group down itself (the jobs do)
             dist.destroy_process_group()
-    # A rank that returned has done what its test checks: it leaves without the interpreter's teardown. In two
-    # full-suite runs (one CI, one fresh clone) a rank of the 8-model pipelining test aborted right after its
-    # last case ("terminate called without an active exception", SIGABRT), never in 40+ runs alone; the
-    # teardown of a worker is not what these tests check, and the jobs' own exit codes are checked where they
-    # run as processes (tests/pipelines/test_jobs.py). A rank that raised exits through torch's error path.
+    # A rank that returned has done what its test checks: it leaves without the interpreter's teardown. Gloo's
+    # worker threads drop the last reference to a finished async op (an all-to-all of the input distribution)
+    # after the op completed; when its tensors have Python objects that decref needs the GIL, and a worker
+    # asking for the GIL once the interpreter is finalizing is ended by pthread_exit inside a noexcept frame:
+    # std::terminate, SIGABRT ("terminate called without an active exception"; core dump: ProcessGroupGloo::
+    # runLoop -> ~AsyncAlltoallWork -> TensorImpl::decref_pyobject -> take_gil -> PyThread_exit_thread). It hit
+    # 6 of 127 runs of the 8-model pipelining test in a loop (and CI); 0 of 80 leaving this way. A rank that raised exits through
+    # torch's error path; the jobs' own exit codes are checked where they run as processes (test_jobs, demo).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
