@@ -12,8 +12,9 @@ term it carries on top (a model that read the pair fully would give ``c`` near `
 
 For a run with one attention head it also says where the model puts the pair's partner (a behavior of category
 pi(target category) among the last ``pair_window``) in the test samples that carry the term: how often the
-search selects one, and the weight ESU layer 1 (and stacked TIN's layer 2) gives it against the target
-category's behaviors (``dare_rec.analysis.planted_terms.partner_selection``). pi is rebuilt from the dataset's
+search selects one, and the weight ESU layer 1 gives it against the target category's behaviors
+(``dare_rec.analysis.planted_terms.partner_selection``); for stacked TIN the same of layer 2's own search and
+weights (keys ``layer2_*``). pi is rebuilt from the dataset's
 meta.json params (``dare_rec.data.synthetic.planted_pair_map``).
 
     python -m benchmarks.pair_probe --data data/side_info_pair RUN_DIR [RUN_DIR ...] \\
@@ -61,11 +62,11 @@ def last_behaviors(values: np.ndarray, offsets: np.ndarray, max_len: int) -> Tup
 
 def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
     """The logits and click probabilities of ``run``'s best checkpoint over ``split``, in file order, and (one
-    attention head) each sample's selection: ``selected``/``valid`` ``[n, K]`` and the ESU weights per layer."""
+    attention head) each sample's selection per ESU layer: ``selected``/``valid``/``layer1`` ``[n, K]`` (slots,
+    mask, weights), with two layers also ``selected2``/``valid2``/``layer2``, layer 2's search."""
     from dare_rec.checkpoint import load_model_state, pick_checkpoint, read_checkpoint_info
     from dare_rec.distributed import init_distributed, shutdown
-    from dare_rec.modules.search import ExactSearchUnit, masked_softmax, second_layer_weights
-    from dare_rec.ops.jagged import jagged_gather
+    from dare_rec.modules.search import ExactSearchUnit, masked_softmax
     from dare_rec.pipelines.common import build_sharded_model, predict
 
     path, _ = pick_checkpoint(str(run), "best")
@@ -73,15 +74,15 @@ def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
     cfg.data.path = str(data)
     seen: List[Dict[str, np.ndarray]] = []
 
-    def record(esu: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
-        """The ESU's input (the search and the role vectors): the weights it gives the selected behaviors, as
-        its forward computes them."""
-        gsu, emb = args[0], args[1]
-        weights = masked_softmax(gsu.scores.gather(-1, gsu.top_indices), gsu.top_mask)
-        batch = {"selected": gsu.top_indices, "valid": gsu.top_mask, "layer1": weights}
-        if esu.layers == 2:
-            keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, esu.kernel)
-            batch["layer2"] = second_layer_weights(weights, keys, emb.att_target, gsu.top_mask, esu.scale)
+    def record(esu: torch.nn.Module, args: tuple, kwargs: dict, _output: torch.Tensor) -> None:
+        """The ESU's input (each layer's search): the weights it gives the selected behaviors, as its forward
+        computes them."""
+        batch = {}
+        for suffix, layer, search in (("", 1, args[0]), ("2", 2, kwargs.get("second"))):
+            if search is not None:
+                weights = masked_softmax(search.scores.gather(-1, search.top_indices), search.top_mask)
+                batch.update({f"selected{suffix}": search.top_indices, f"valid{suffix}": search.top_mask,
+                              f"layer{layer}": weights})
         seen.append({k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in batch.items()})
 
     env = init_distributed(cfg.train.dist_timeout_s)
@@ -90,7 +91,7 @@ def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
         load_model_state(model, path)
         (esu,) = [m for m in model.modules() if isinstance(m, ExactSearchUnit)]
         if esu.heads == 1:
-            esu.register_forward_hook(record)
+            esu.register_forward_hook(record, with_kwargs=True)
         reader = ParquetBatchReader(str(data), split, cfg.data.eval_batch_size, cfg.data.max_len,
                                     **cfg.model.reader_inputs())
         outputs = predict(model, reader, env, f"probe {run.name}", progress=False)
@@ -106,13 +107,20 @@ def run_logits(run: Path, data: Path, split: str = "test") -> Dict[str, object]:
 
 def selection_row(scored: Dict[str, object], columns: Dict[str, np.ndarray], pi: np.ndarray,
                   window: int) -> Dict[str, float]:
-    """:func:`partner_selection` over the samples that carry the pair term."""
+    """:func:`partner_selection` of each ESU layer's search over the samples that carry the pair term (layer 2's
+    keys prefixed ``layer2_``)."""
     values, offsets = last_behaviors(columns["hist_cate"], columns["hist_offsets"], scored["max_len"])
     sel = scored["selection"]
-    weights = {k: sel[k] for k in ("layer1", "layer2") if k in sel}
     target = columns["target_cate"]
-    return partner_selection(sel["selected"], sel["valid"].astype(bool), weights, values, offsets, pi[target],
-                             target, window, columns[PAIR_BONUS] > 0)
+    row: Dict[str, float] = {}
+    for suffix, layer in (("", 1), ("2", 2)):
+        if f"layer{layer}" in sel:
+            part = partner_selection(sel[f"selected{suffix}"], sel[f"valid{suffix}"].astype(bool),
+                                     {f"layer{layer}": sel[f"layer{layer}"]}, values, offsets, pi[target], target,
+                                     window, columns[PAIR_BONUS] > 0)
+            row.update({k if layer == 1 or k.startswith("layer") or k == "samples" else f"layer{layer}_{k}": v
+                        for k, v in part.items()})
+    return row
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

@@ -448,10 +448,10 @@ class ModelConfig:
     time_gap: bool = False
     # Bucket ids 1..gap_buckets of the time gap (the last bucket is open-ended); 2..54.
     gap_buckets: int = DEFAULT_TIME_GAP_BUCKETS
-    # Stacked TIN (docs/side-info.md §2.6): 2 adds a second ESU layer that re-scores the K selected behaviors
-    # against the target's attention vector times layer 1's weighted sum of their attention vectors (no new
-    # parameters); its output joins the over-arch input (and the aux head's). Needs the dot score. 1: today's
-    # model, bit for bit.
+    # Stacked TIN (docs/side-info.md §2.6): 2 adds a second ESU layer that searches the whole history again with
+    # the query W_t v_t^A + W_c c (c: layer 1's weighted sum of its K behaviors' attention vectors; two D_att x
+    # D_att maps) and aggregates its own top K; its output joins the over-arch input (and the aux head's). Needs
+    # the dot score. 1: today's model, bit for bit.
     esu_layers: int = 1
     # Hard search's hierarchy (search hard, docs/side-info.md §2.3): an ordered list of distinct HARD_LEVELS.
     # Behaviors rank lexicographically by which levels match the target's ids (the first level decides first),
@@ -544,7 +544,7 @@ class ModelConfig:
                                             f"{fields}")
         spec = self.spec()
         # Hard search ranks by level codes, not by a score per head; DIN's MLP has no per-field terms to split;
-        # stacked TIN's layer 2 re-scores in the [item; cate; ...] space, which a head without them does not have.
+        # stacked TIN's layer-2 query lives in the [item; cate; ...] space, which a head without them does not have.
         _require(spec.search == "soft", name, f"needs search soft, not {spec.search}")
         _require(spec.score == "dot", name, f"needs score dot, not {spec.score}")
         _require(self.esu_layers == 1, name, f"needs esu_layers 1, not {self.esu_layers}")

@@ -16,7 +16,7 @@ from dare_rec.data.batch import HARD_KEYS, Batch, side_keys
 from dare_rec.modules.tables import FIELDS, SIDES
 from dare_rec.modules.embeddings import SequenceEmbeddings, SparseArch
 from dare_rec.modules.over_arch import OverArch
-from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit,
+from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, StackedQuery,
                                      StratifiedBehaviorSample, target_vector)
 from dare_rec.ops import GsuOutput, Kernel
 
@@ -36,8 +36,9 @@ class DareModel(nn.Module):
     ``model.temporal_merge add`` the dense side rows are added to ``[item; cate; ...]`` instead, on both roles, and
     p_0^R follows) and the ESU output ``h``, the over-arch
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
-    ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]`` and the input ``[v_t^R; h^(1); h^(2);
-    v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
+    ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]``, h^(2) the weighted sum of the K behaviors a second
+    search selects with the query :class:`StackedQuery` builds from the target and layer 1's selection, and the
+    input ``[v_t^R; h^(1); h^(2); v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
     likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K behaviors it selected. With
     ``model.position_objectives`` O > 1 every position vector (search, ESU, the target's p_0^R) comes from the
     slice of the sample's ``target_objective`` (docs/side-info.md §2.4). The aux head
@@ -92,11 +93,13 @@ class DareModel(nn.Module):
         self.hard_level_keys = tuple(level_keys[level] for level in self.hard_levels)
         # temporal_merge add: the dense side rows are added to the semantic vectors, not concatenated to them
         self.add_temporal = model.temporal_merge == "add"
-        self.esu = ExactSearchUnit(kernel, model.esu_layers, att_width, self.add_temporal, self.heads)
+        # stacked TIN: layer 2 searches the history again, with a query built from the target and layer 1's output
+        self.stacked_query = StackedQuery(att_width, kernel, dense_device) if model.esu_layers == 2 else None
+        self.esu = ExactSearchUnit(kernel, model.esu_layers, self.add_temporal, self.heads)
         # The aux head reads every behavior when that is at most model.aux_behaviors, else a stratified sample.
         bounded_aux = model.aux_loss and model.aux_behaviors is not None and model.aux_behaviors < max_len
-        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, att_width,
-                                                             self.add_temporal, self.heads) \
+        self.full_sequence_attention = FullSequenceAttention(kernel, model.esu_layers, self.add_temporal,
+                                                             self.heads) \
             if model.aux_loss and not bounded_aux else None
         self.aux_sample = StratifiedBehaviorSample(model.aux_behaviors) if bounded_aux else None
         rep_width = model.num_semantic_fields * model.d_rep + (model.d_pos if spec.positions else 0) + (
@@ -146,32 +149,46 @@ class DareModel(nn.Module):
         role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             gsu = self.search(emb, features)
+            # stacked TIN's layer 2: a second search of the whole history (docs/side-info.md §2.6)
+            second = None if self.stacked_query is None else self.gsu(emb, query=self.stacked_query(gsu, emb))
             aux_search = None
             if self.aux_sample is not None and self.training:
                 aux_search = self.aux_sample(gsu.scores, emb.offsets, features[schema.TARGET_ITEM].values())
-            selected, aux_selected = None, None
+            selected, second_selected, aux_selected = None, None, None
             if emb.rep_hist is None:
-                if aux_search is None:
-                    selected, rep_target = self.sparse_arch.lookup_selected(features, emb.offsets,
-                                                                            gsu.top_indices, gsu.top_mask)
-                else:  # one lookup for the K selected and the M sampled behaviors (K, M static: fx-traceable)
-                    both, rep_target = self.sparse_arch.lookup_selected(
-                        features, emb.offsets, torch.cat([gsu.top_indices, aux_search.top_indices], dim=1),
-                        torch.cat([gsu.top_mask, aux_search.top_mask], dim=1))
-                    width = self.heads * self.gsu.top_k
-                    selected, aux_selected = both[:, :width], both[:, width:]
+                # one lookup for the K selected (per head), layer 2's K and the M sampled behaviors (widths
+                # static: fx-traceable)
+                searches = [search for search in (gsu, second, aux_search) if search is not None]
+                rows, rep_target = self.sparse_arch.lookup_selected(
+                    features, emb.offsets, torch.cat([search.top_indices for search in searches], dim=1),
+                    torch.cat([search.top_mask for search in searches], dim=1))
+                width = self.heads * self.gsu.top_k
+                selected, rest = rows[:, :width], rows[:, width:]
+                if second is not None:
+                    second_selected, rest = rest[:, :self.gsu.top_k], rest[:, self.gsu.top_k:]
+                aux_selected = rest if aux_search is not None else None
                 emb = emb._replace(rep_target=rep_target)
             if aux_search is not None and self.heads > 1:  # every head weights the same M sampled behaviors
                 aux_search = GsuOutput(aux_search.scores, aux_search.top_indices.repeat(1, self.heads),
                                        aux_search.top_mask.repeat(1, self.heads))
                 aux_selected = None if aux_selected is None else aux_selected.repeat(1, self.heads, 1)
             target = target_vector(emb, self.add_temporal)
-            h = self.esu(gsu, emb, selected)
+            h = self.esu(gsu, emb, selected, second=second, second_selected=second_selected)
             logits = self.over_arch(self.interaction(target, h))
             aux_logits = None
             if self.aux_over_arch is not None and self.training:
-                h_all = self.full_sequence_attention(gsu.scores, emb) if aux_search is None \
-                    else self.esu(aux_search, emb, aux_selected)
+                # Layer 2 of the aux head weights every (or the M sampled) behaviors by layer 2's search scores, taken
+                # as constants: the aux loss reaches the tables through layer 1 and the weighted representation
+                # rows, not layer 2's search, whose query serves a top-K (with the aux loss training it too:
+                # +0.0040 instead of +0.0071 on the pair world, 5 seeds; docs/side-info.md Status).
+                second_scores = None if second is None else second.scores.detach()
+                if aux_search is None:
+                    h_all = self.full_sequence_attention(gsu.scores, emb, second_scores)
+                else:
+                    h_all = self.esu(aux_search, emb, aux_selected,
+                                     second=None if second is None else GsuOutput(
+                                         second_scores, aux_search.top_indices, aux_search.top_mask),
+                                     second_selected=aux_selected)
                 aux_logits = self.aux_over_arch(self.interaction(target, h_all))
         return ModelOutput(logits, aux_logits)
 
@@ -275,20 +292,33 @@ class DareModel(nn.Module):
             emb, torch.stack([ids[f][0].long() for f in self.hard_levels], dim=1) if self.hard_levels else None,
             torch.stack([ids[f][1].long() for f in self.hard_levels], dim=1) if self.hard_levels else None, chunk)
         search = GsuOutput(None, top_slots, torch.ones_like(top_slots, dtype=torch.bool))
+        slots = top_slots
+        second, second_scores, second_side = None, None, None
+        if self.stacked_query is not None:  # layer 2: each candidate's q^(2), then a soft search with it
+            with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
+                query = self.stacked_query.query(emb.att_target, torch.softmax(top_scores, dim=1),
+                                                 emb.att_hist[top_slots])
+            second_scores, second_slots = self.gsu.search_one_history(emb._replace(att_target=query), None, None,
+                                                                      chunk, soft=True)
+            second = GsuOutput(None, second_slots, search.top_mask)
+            slots = torch.cat([top_slots, second_slots], dim=1)
         # every candidate reads the one history: row offsets 0 for the selected lookup, n for the positions
         if emb.rep_hist is None:
-            selected, rep_target = self.sparse_arch.lookup_selected(
-                features, torch.zeros(num + 1, dtype=torch.long, device=hist_item.device), top_slots,
-                search.top_mask)
+            rows, rep_target = self.sparse_arch.lookup_selected(
+                features, torch.zeros(num + 1, dtype=torch.long, device=hist_item.device), slots,
+                torch.ones_like(slots, dtype=torch.bool))
             emb = emb._replace(rep_target=rep_target)
         else:
-            selected = emb.rep_hist[top_slots]
+            rows = emb.rep_hist[slots]
+        selected, second_selected = rows[:, :top_slots.size(1)], rows[:, top_slots.size(1):]
         emb = emb._replace(offsets=torch.arange(num + 1, device=hist_item.device) * length)
         selected_side = None if emb.side_ids is None else emb.side_ids[top_slots]
-        selected_keys = emb.att_hist[top_slots] if self.esu_layers == 2 else None  # [C, K', D_att], layer 2's
+        if second is not None and emb.side_ids is not None:
+            second_side = emb.side_ids[second.top_indices]
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             h = self.esu(search, emb, selected, selected_scores=top_scores, selected_side_ids=selected_side,
-                         selected_keys=selected_keys)
+                         second=second, second_selected=second_selected, second_scores=second_scores,
+                         second_side_ids=second_side)
             return self.over_arch(self.interaction(target_vector(emb, self.add_temporal), h))
 
 

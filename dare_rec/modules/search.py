@@ -188,13 +188,19 @@ class GeneralSearchUnit(nn.Module):
         return bias
 
     def forward(self, emb: SequenceEmbeddings, hist_levels: Optional[torch.Tensor] = None,
-                target_levels: Optional[torch.Tensor] = None) -> GsuOutput:
+                target_levels: Optional[torch.Tensor] = None, query: Optional[torch.Tensor] = None) -> GsuOutput:
         """
         Args:
             emb: the batch's role vectors (attention keys/queries and position vectors are read).
             hist_levels: ``[L, H]`` the behaviors' ids of each hard level (``hard_levels`` order); target_levels
                 ``[B, H]`` the targets' (hard search only).
+            query: ``[B, D_att]`` a query of its own instead of the targets' ``emb.att_target`` (stacked TIN's
+                layer 2, :class:`StackedQuery`): the soft dot search with it, its position and side terms those of
+                the targets, whatever ``spec.search`` is (hard search's levels rank layer 1 only).
         """
+        if query is not None:
+            return gsu_topk(emb.att_hist, emb.offsets, query, self.position_bias(emb), self.top_k, self.max_len,
+                            self.scale, self.kernel, key_bias=self.side_bias(emb))
         if self.by_heads:
             return self.search_heads(emb)
         if self.din is None:
@@ -291,8 +297,8 @@ class GeneralSearchUnit(nn.Module):
         return GsuOutput(soft.scores, torch.where(lanes < count, hard.top_indices, filled), hard.top_mask)
 
     def search_one_history(self, emb: SequenceEmbeddings, hist_levels: Optional[torch.Tensor],
-                           target_levels: Optional[torch.Tensor],
-                           chunk: int = 16_384) -> Tuple[torch.Tensor, torch.Tensor]:
+                           target_levels: Optional[torch.Tensor], chunk: int = 16_384,
+                           soft: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """The search of C candidates against one shared history (candidate scoring at serving time).
 
         ``emb`` holds one history's keys ``att_hist [n, D]`` and the C candidates' queries ``att_target
@@ -309,6 +315,8 @@ class GeneralSearchUnit(nn.Module):
         Args:
             hist_levels: ``[n, H]`` the behaviors' ids of each hard level, oldest first; target_levels ``[C, H]``
                 the candidates' (hard search only).
+            soft: the soft search whatever ``spec.search`` is (stacked TIN's layer 2, whose queries
+                ``emb.att_target`` then are; the levels are not read).
 
         Returns:
             scores ``[C, K']`` of the selected behaviors and their slots ``[C, K']``, K' = min(K, n).
@@ -317,6 +325,7 @@ class GeneralSearchUnit(nn.Module):
             raise ValueError("candidate scoring needs the dot score; the din_mlp score (variant din) has none")
         if self.by_heads:
             return self._heads_of_one_history(emb, chunk)
+        hard = self.hard and not soft
         length, num = emb.att_hist.size(0), emb.att_target.size(0)
         device = emb.att_hist.device
         positions = torch.arange(length, 0, -1, device=device)  # slot j sits at position n - j
@@ -335,14 +344,14 @@ class GeneralSearchUnit(nn.Module):
         for begin in range(0, length, chunk):
             end = min(begin + chunk, length)
             scores = queries @ keys[begin:end].t()
-            if not self.hard:
+            if not hard:
                 best.merge(scores, scores, begin)
                 continue
             code = self.level_code(hist_levels[begin:end].unsqueeze(0), target_levels.unsqueeze(1))
             best.merge(self.hard_selection_key(code, torch.arange(begin, end, device=device)), scores, begin)
             if self.soft_fill:
                 best_unmatched.merge(scores.masked_fill(code > 0, -math.inf), scores, begin)
-        if not (self.hard and self.soft_fill):
+        if not (hard and self.soft_fill):
             return best.scores, best.slots
         # as fill_from_soft: lanes below the matched count keep the hard order, the others take the unmatched
         # ones by score (there are at least K' - matched of them)
@@ -420,18 +429,14 @@ class TinAggregation(nn.Module):
     Args:
         kernel: implementation of the custom ops.
         layers: 1, or 2 for stacked TIN.
-        att_width: D_att, the width of an ``[item; cate; ...]`` attention vector (layer 2's scale; unused with
-            one).
         add: ``temporal_merge add``: the side-field blocks are summed into the semantic one, not concatenated.
         heads: H, the attention heads (with two layers: 1).
     """
 
-    def __init__(self, kernel: Kernel, layers: int = 1, att_width: int = 1, add: bool = False,
-                 heads: int = 1) -> None:
+    def __init__(self, kernel: Kernel, layers: int = 1, add: bool = False, heads: int = 1) -> None:
         super().__init__()
         self.kernel = kernel
         self.layers = layers
-        self.scale = 1.0 / math.sqrt(att_width)
         self.add = add
         self.heads = heads
 
@@ -443,8 +448,8 @@ class ExactSearchUnit(TinAggregation):
     x_1^R; ...; x_S^R]`` (the semantic blocks, then positions and side fields when used), or under
     ``temporal_merge add`` ``e^R = [[item; cate; ...] + x_1^R + ... + x_S^R; p^R]`` (:func:`merge_parts`).
     The target-aware product ``v_t^R * h`` is formed by the over-arch input (see DareModel).
-    With two layers (stacked TIN, docs/side-info.md §2.6) the same K behaviors are weighted a second time by
-    :func:`second_layer_weights`, and the output is ``[h^(1); h^(2)]``.
+    With two layers (stacked TIN, docs/side-info.md §2.6) layer 2 aggregates the behaviors of a second search
+    (``second``, its query from :class:`StackedQuery`) the same way, and the output is ``[h^(1); h^(2)]``.
     With H attention heads (DI-TIN) the selection holds each head's K' behaviors in turn, each head's weights are
     a softmax over its own K', and the output is ``[h^(1); ...; h^(H)]``, each the sum of the full vectors e^R.
 
@@ -453,35 +458,43 @@ class ExactSearchUnit(TinAggregation):
 
     def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor] = None,
                 selected_scores: Optional[torch.Tensor] = None,
-                selected_side_ids: Optional[torch.Tensor] = None,
-                selected_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+                selected_side_ids: Optional[torch.Tensor] = None, second: Optional[GsuOutput] = None,
+                second_selected: Optional[torch.Tensor] = None, second_scores: Optional[torch.Tensor] = None,
+                second_side_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             gsu: the search result (scores ``[B, N]``, top_indices / top_mask ``[B, K]``; scores may be None
                 when ``selected_scores`` is given). With H > 1 heads: scores ``[B, H, N]``, top_indices / top_mask
                 ``[B, H * K]`` (head h's K at ``h * K ..``), and so are the K-wide arguments below.
             emb: role vectors (the representation position vectors, and ``rep_hist [L, n * d_rep]`` when
-                ``selected`` is not given; with two layers the attention vectors).
+                ``selected`` is not given).
             selected: ``[B, K, n * d_rep]`` representation vectors of the selected behaviors, when they were
                 looked up on their own; else they are gathered from ``emb.rep_hist``.
             selected_scores: ``[B, K]`` the scores of the selected behaviors, when the search kept only those
                 (candidate scoring); else gathered from ``gsu.scores``.
             selected_side_ids: ``[B, K, S]`` the side rows of the selected behaviors, when the search ran on
                 one shared history (candidate scoring); else gathered from ``emb.side_ids``.
-            selected_keys: ``[B, K, D_att]`` attention vectors of the selected behaviors (two layers only),
-                when the search ran on one shared history (candidate scoring); else gathered from
-                ``emb.att_hist``.
+            second, second_selected, second_scores, second_side_ids: layer 2's search and the same for its
+                selection (two layers only; ``second`` is required then).
 
         Returns:
             h ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep (+ d_pos)``): one
             block per layer or head.
         """
+        h = self._layer(gsu, emb, selected, selected_scores, selected_side_ids, self.heads)
+        if self.layers == 1:
+            return h.reshape(h.size(0) // self.heads, self.heads * h.size(1))
+        return torch.cat([h, self._layer(second, emb, second_selected, second_scores, second_side_ids, 1)], dim=1)
+
+    def _layer(self, gsu: GsuOutput, emb: SequenceEmbeddings, selected: Optional[torch.Tensor],
+               selected_scores: Optional[torch.Tensor], selected_side_ids: Optional[torch.Tensor],
+               heads: int) -> torch.Tensor:
+        """``[B * heads, W]`` one search's softmax-weighted sum of its selection (arguments: :meth:`forward`'s)."""
         if selected_scores is None:
-            index = gsu.top_indices if self.heads == 1 else \
-                gsu.top_indices.view(gsu.top_indices.size(0), self.heads, -1)
+            index = gsu.top_indices if heads == 1 else gsu.top_indices.view(gsu.top_indices.size(0), heads, -1)
             selected_scores = gsu.scores.gather(-1, index).flatten(1)
         # heads as rows of their own ([B * H, K, ...], a no-op view with one head): softmax and sums per head
-        weights = masked_softmax(self._per_head(selected_scores), self._per_head(gsu.top_mask))
+        weights = masked_softmax(self._per_head(selected_scores, heads), self._per_head(gsu.top_mask, heads))
         if selected is None:
             selected = jagged_gather(emb.rep_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
         selected_pos, selected_side = None, None
@@ -492,20 +505,16 @@ class ExactSearchUnit(TinAggregation):
         if emb.side_ids is not None:
             if selected_side_ids is None:
                 selected_side_ids = selected_rows(emb.side_ids, emb.offsets, gsu.top_indices, gsu.top_mask)
-            selected_side = self._per_head(emb.rep_side[selected_side_ids])  # [B * H, K, S, d_pos]; masked: weight 0
-        selected = self._per_head(selected)
-        selected_pos = None if selected_pos is None else self._per_head(selected_pos)
-        h = self._aggregate(weights, selected, selected_pos, selected_side)
-        if self.layers == 1:
-            return h.reshape(h.size(0) // self.heads, self.heads * h.size(1))
-        if selected_keys is None:
-            selected_keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
-        second = second_layer_weights(weights, selected_keys, emb.att_target, gsu.top_mask, self.scale)
-        return torch.cat([h, self._aggregate(second, selected, selected_pos, selected_side)], dim=1)
+            # [B * H, K, S, d_pos]; masked: weight 0
+            selected_side = self._per_head(emb.rep_side[selected_side_ids], heads)
+        selected = self._per_head(selected, heads)
+        selected_pos = None if selected_pos is None else self._per_head(selected_pos, heads)
+        return self._aggregate(weights, selected, selected_pos, selected_side)
 
-    def _per_head(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
         """``[B, H * K, ...]`` -> ``[B * H, K, ...]``: head h of sample b in row ``b * H + h``."""
-        return x.reshape(x.size(0) * self.heads, x.size(1) // self.heads, *x.shape[2:])
+        return x.reshape(x.size(0) * heads, x.size(1) // heads, *x.shape[2:])
 
     def _aggregate(self, weights: torch.Tensor, selected: torch.Tensor, selected_pos: Optional[torch.Tensor],
                    selected_side: Optional[torch.Tensor]) -> torch.Tensor:
@@ -524,18 +533,20 @@ class ExactSearchUnit(TinAggregation):
 class FullSequenceAttention(TinAggregation):
     """The ESU aggregation with a softmax over *all* valid behaviors instead of the top K (the aux head's
     input, as in the reference code); costs O(N * d_rep) and so only runs in training. With two layers
-    (stacked TIN) layer 2 re-weights all of them likewise (:func:`second_layer_weights`, O(N * D_att) more).
+    (stacked TIN) layer 2 is a softmax over all of them too, of the scores of layer 2's search.
 
     With H attention heads each head's softmax weights every behavior in turn (H weighted sums of the history).
 
     Constructor arguments: :class:`TinAggregation`'s.
     """
 
-    def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, emb: SequenceEmbeddings,
+                second_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             scores: ``[B, N]`` GSU scores of every slot (``[B, H, N]`` with H > 1 heads).
-            emb: role vectors (representation side; with two layers the attention vectors too).
+            emb: role vectors (representation side).
+            second_scores: ``[B, N]`` layer 2's search scores of every slot (two layers only).
 
         Returns:
             ``[B, layers * H * W]``, ``W = n * d_rep (+ d_pos) (+ S * d_pos)`` (add: ``n * d_rep (+ d_pos)``): one
@@ -547,14 +558,10 @@ class FullSequenceAttention(TinAggregation):
         if self.heads > 1:
             return torch.cat([self._aggregate(masked_softmax(head, valid), lengths, emb) for head in scores.unbind(1)],
                              dim=1)
-        weights = masked_softmax(scores, valid)
-        h = self._aggregate(weights, lengths, emb)
+        h = self._aggregate(masked_softmax(scores, valid), lengths, emb)
         if self.layers == 1:
             return h
-        # every slot's attention vector, [B, N, D_att]: att_hist padded, as this head's rep_hist is read whole
-        keys = jagged_gather(emb.att_hist, emb.offsets, slots.expand_as(valid).contiguous(), valid, self.kernel)
-        second = second_layer_weights(weights, keys, emb.att_target, valid, self.scale)
-        return torch.cat([h, self._aggregate(second, lengths, emb)], dim=1)
+        return torch.cat([h, self._aggregate(masked_softmax(second_scores, valid), lengths, emb)], dim=1)
 
     def _aggregate(self, weights: torch.Tensor, lengths: torch.Tensor, emb: SequenceEmbeddings) -> torch.Tensor:
         """``[B, W]`` the weighted sum of every behavior's vector, ``weights [B, N]``, ``lengths [B, 1]``."""
@@ -627,30 +634,37 @@ class StratifiedBehaviorSample(nn.Module):
         return GsuOutput(scores, slots, lanes < lengths)
 
 
-def second_layer_weights(weights: torch.Tensor, keys: torch.Tensor, queries: torch.Tensor, mask: torch.Tensor,
-                         scale: float) -> torch.Tensor:
-    """Stacked TIN's layer 2 (docs/side-info.md §2.6): the behaviors layer 1 weighted, re-scored in attention
-    space against the target modulated by what layer 1 attended to; no parameters of its own.
-
-    ``c = sum_k w_k e_k^A``, ``s_k = <e_k^A, v_t^A * c> * scale`` (= ``sum_j e_kj v_tj c_j``: a third-order
-    interaction, and through c one between pairs of behaviors), ``w^(2) = softmax(s)`` over ``mask``. The keys
-    are the ``[item; cate; ...]`` attention vectors only: positions and side fields reach layer 2 through layer 1's
-    weights (the selection and c) and through the representation vectors it weights. Under ``temporal_merge add``
-    the keys and queries are ẽ^A and ṽ^A, the vectors layer 1 scored, which carry the dense rows.
+class StackedQuery(nn.Module):
+    """Stacked TIN's layer-2 query (docs/side-info.md §2.6): the target's attention vector moved by what layer 1
+    attended to, ``q^(2) = W_t v_t^A + W_c c^(1)`` with ``c^(1) = sum_k w_k^(1) e_k^A`` over layer 1's K selected
+    behaviors (``w^(1)`` its softmax weights). Layer 2 searches the whole history with it
+    (:meth:`GeneralSearchUnit.forward`'s ``query``), so it may select behaviors layer 1 did not. ``W_t``, ``W_c``:
+    ``D_att x D_att``, dense weights initialised like the others. Under ``temporal_merge add`` v_t^A and e^A are
+    ṽ^A and ẽ^A, the vectors layer 1 scored.
 
     Args:
-        weights: ``[B, X]`` layer 1's weights (0 where masked).
-        keys: ``[B, X, D_att]`` the same behaviors' attention vectors e^A (any finite value where masked).
-        queries: ``[B, D_att]`` the targets' attention vectors v_t^A.
-        mask: ``[B, X]`` bool, the behaviors that exist.
-        scale: ``1 / sqrt(D_att)``, layer 1's semantic scale.
-
-    Returns:
-        ``[B, X]`` layer 2's weights (all zero in a row with nothing valid).
+        att_width: D_att.
+        kernel: implementation of the custom ops (the gather of the selected keys).
+        device: parameter device.
     """
-    context = (weights.unsqueeze(-1) * keys).sum(1)  # c^(1), [B, D_att]
-    scores = torch.bmm(keys, (queries * context).unsqueeze(-1)).squeeze(-1) * scale
-    return masked_softmax(scores, mask)
+
+    def __init__(self, att_width: int, kernel: Kernel, device: torch.device) -> None:
+        super().__init__()
+        self.target = nn.Linear(att_width, att_width, bias=False, device=device)
+        self.context = nn.Linear(att_width, att_width, bias=False, device=device)
+        self.kernel = kernel
+
+    def forward(self, gsu: GsuOutput, emb: SequenceEmbeddings) -> torch.Tensor:
+        """``[B, D_att]`` q^(2) of the batch from layer 1's search ``gsu`` (scores ``[B, N]``, one head)."""
+        weights = masked_softmax(gsu.scores.gather(1, gsu.top_indices), gsu.top_mask)
+        keys = jagged_gather(emb.att_hist, emb.offsets, gsu.top_indices, gsu.top_mask, self.kernel)
+        return self.query(emb.att_target, weights, keys)
+
+    def query(self, target: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``[B, D_att]`` q^(2) from ``target [B, D_att]``, layer 1's ``weights [B, K]`` (0 where masked) and the
+        selected behaviors' ``keys [B, K, D_att]`` (any finite value where masked), in ``target``'s dtype."""
+        context = (weights.unsqueeze(-1) * keys).sum(1)
+        return (self.target(target) + self.context(context)).to(target.dtype)
 
 
 def position_vectors(table: torch.Tensor, positions: torch.Tensor,

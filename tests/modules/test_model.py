@@ -360,6 +360,22 @@ def test_bounded_aux_head_equals_the_full_head_when_every_history_fits(tiny_data
     assert seen["emb"].rep_hist is None  # representation rows came from the selected/sampled lookup
 
 
+@pytest.mark.parametrize("aux_behaviors", ["null", "6"])
+def test_stacked_tin_layer_two_query_is_trained_by_the_main_loss_only(tiny_data, aux_behaviors):
+    """Stacked TIN's aux head (full and bounded) weights its behaviors by layer 2's search scores as constants:
+    the aux logits give W_t and W_c no gradient, the main logits do."""
+    batch = first_batch(tiny_data)
+    train, _ = model_for("--model.esu_layers", "2", "--model.aux_behaviors", aux_behaviors)
+    model = train.model.train()
+    query = [model.stacked_query.target.weight, model.stacked_query.context.weight]
+    out = model(batch.sparse_features)
+    assert out.aux_logits is not None
+    aux_grads = torch.autograd.grad(out.aux_logits.sum(), query, allow_unused=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in aux_grads)
+    main_grads = torch.autograd.grad(out.logits.sum(), query)
+    assert all(torch.count_nonzero(g) > 0 for g in main_grads)
+
+
 def test_bounded_aux_head_is_the_softmax_over_the_sampled_behaviors_by_hand(tiny_data):
     batch = first_batch(tiny_data)
     features = batch.sparse_features

@@ -8,8 +8,8 @@ import torch
 
 from dare_rec.modules.embeddings import SequenceEmbeddings
 from dare_rec.modules.over_arch import OverArch
-from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, masked_softmax,
-                                     second_layer_weights)
+from dare_rec.modules.search import (ExactSearchUnit, FullSequenceAttention, GeneralSearchUnit, StackedQuery,
+                                     masked_softmax)
 from dare_rec.modules.variants import VARIANTS
 from dare_rec.ops import GsuOutput, Kernel
 
@@ -101,32 +101,52 @@ def test_empty_history_gives_zero_aggregation():
     assert torch.equal(h, torch.zeros(1, 2))
 
 
-def test_stacked_tin_second_layer_by_hand():
-    """docs/side-info.md §4 item 8: K = 2, D_att = 2, e^A = [1, 0] and [0, 1], v_t^A = [2, 0]; a third, masked
-    slot with a large key changes nothing."""
-    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
-    query = torch.tensor([[2.0, 0.0]])
-    mask = torch.tensor([[True, True, False]])
-    first = masked_softmax(torch.tensor([[2.0 / math.sqrt(2), 0.0, 0.0]]), mask)
-    torch.testing.assert_close(first, torch.tensor([[0.8044, 0.1956, 0.0]]), atol=1e-4, rtol=0)
-    second = second_layer_weights(first, keys, query, mask, 1 / math.sqrt(2))
-    # c = [0.8044, 0.1956], q = v_t * c = [1.6089, 0], s = [1.6089 / sqrt(2), 0] = [1.1376, 0]
-    torch.testing.assert_close(second, torch.tensor([[0.7572, 0.2428, 0.0]]), atol=1e-4, rtol=0)
-    nothing = torch.zeros(1, 3, dtype=torch.bool)
-    assert torch.equal(second_layer_weights(torch.zeros(1, 3), keys, query, nothing, 1.0), torch.zeros(1, 3))
+def test_stacked_tin_layer_two_query_by_hand():
+    """docs/side-info.md §4 item 8: K = 2 selected of three slots, D_att = 2, e^A = [1, 0] and [0, 1] (the third,
+    unselected slot's large key changes nothing), v_t^A = [2, 0]; W_t swaps the two columns, W_c = I / 2."""
+    stacked = StackedQuery(2, Kernel.PYTORCH, CPU)
+    with torch.no_grad():
+        stacked.target.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+        stacked.context.weight.copy_(torch.eye(2) / 2)
+    emb = embeddings([0, 3], torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]), torch.tensor([[2.0, 0.0]]))
+    first = GsuOutput(torch.tensor([[2.0 / math.sqrt(2), 0.0, 9.0]]), torch.tensor([[0, 1]]),
+                      torch.tensor([[True, True]]))
+    # w^(1) = softmax([1.4142, 0]) = [0.8044, 0.1956] = c^(1); q = W_t v_t + c / 2 = [0, 2] + [0.4022, 0.0978]
+    torch.testing.assert_close(stacked(first, emb), torch.tensor([[0.4022, 2.0978]]), atol=1e-4, rtol=0)
+    # a history with nothing selected: c^(1) = 0, q = W_t v_t
+    nothing = GsuOutput(first.scores, first.top_indices, torch.tensor([[False, False]]))
+    torch.testing.assert_close(stacked(nothing, emb), torch.tensor([[0.0, 2.0]]))
+
+
+def test_stacked_tin_layer_two_searches_the_whole_history_with_its_query():
+    """Layer 2's search (GeneralSearchUnit with ``query``) scores every behavior with q^(2), adds the targets'
+    position terms, and may select a behavior layer 1 did not: hard search's levels rank layer 1 only."""
+    unit = gsu("twin_hard", top_k=1, max_len=3)
+    att_hist = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    emb = embeddings([0, 3], att_hist, torch.tensor([[1.0, 0.0]]), att_positions=[[1.0], [0.5], [0.0], [0.0]])
+    first = unit(emb, torch.tensor([[7], [3], [3]]), torch.tensor([[3]]))
+    assert first.top_indices.tolist() == [[2]]  # hard search: the most recent behavior of category 3
+    second = unit(emb, query=torch.tensor([[0.0, 4.0]]))
+    # s_j = <e_j, q> / sqrt(2) + <p_j, p_0> with p = 3 - j: [0 + 0, 2.8284 + 0, -2.8284 + 0.5]
+    torch.testing.assert_close(second.scores, torch.tensor([[0.0, 4 / math.sqrt(2), -4 / math.sqrt(2) + 0.5]]))
+    assert second.top_indices.tolist() == [[1]]
 
 
 def test_two_layer_full_sequence_attention_is_the_two_layer_esu_over_every_behavior():
-    """The aux head's stacked layers: with every behavior selected, the ESU's two weighted sums."""
+    """The aux head's stacked layers: with every behavior selected by both searches, the ESU's two weighted
+    sums, layer 2's weights a softmax of its own search's scores."""
     g = torch.Generator().manual_seed(0)
     att_hist, rep_hist = torch.randn(4, 2, generator=g), torch.randn(4, 3, generator=g)
     emb = embeddings([0, 3, 4], att_hist, torch.randn(2, 2, generator=g), rep_hist,
                      positions=[[0.0], [10.0], [20.0], [30.0]])
-    scores = torch.randn(2, 3, generator=g)
-    every = GsuOutput(scores, torch.tensor([[2, 0, 1], [0, 1, 2]]), torch.tensor([[True] * 3, [True, False, False]]))
-    h = FullSequenceAttention(Kernel.PYTORCH, layers=2, att_width=2)(scores, emb)
-    torch.testing.assert_close(h, ExactSearchUnit(Kernel.PYTORCH, layers=2, att_width=2)(every, emb))
+    scores, second_scores = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    mask = torch.tensor([[True] * 3, [True, False, False]])
+    every = GsuOutput(scores, torch.tensor([[2, 0, 1], [0, 1, 2]]), mask)
+    every_again = GsuOutput(second_scores, torch.tensor([[1, 2, 0], [0, 1, 2]]), mask)
+    h = FullSequenceAttention(Kernel.PYTORCH, layers=2)(scores, emb, second_scores)
+    torch.testing.assert_close(h, ExactSearchUnit(Kernel.PYTORCH, layers=2)(every, emb, second=every_again))
     torch.testing.assert_close(h[:, :4], FullSequenceAttention(Kernel.PYTORCH)(scores, emb))  # layer 1 first
+    torch.testing.assert_close(h[:, 4:], FullSequenceAttention(Kernel.PYTORCH)(second_scores, emb))
     assert not torch.allclose(h[0, :4], h[0, 4:])
 
 

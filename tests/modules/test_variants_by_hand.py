@@ -8,8 +8,9 @@ are redrawn N(0, 1) so that scores are far apart and the selection is unambiguou
 (``model.time_gap``, ``model.side_fields [btype]``) every behavior also carries a gap bucket and a behavior type:
 their attention vectors add one dot-product term each (scaled like the position term) and their representation
 vectors extend the behavior's vector; the target reads row 0 of each side table. With two ESU layers (stacked TIN,
-``model.esu_layers 2``) the K selected behaviors are weighted again by a softmax of ``<e_k^A, v_t^A * c> /
-sqrt(D_att)``, ``c = sum_k w_k e_k^A``, and the over-arch input gains the second sum and its target product.
+``model.esu_layers 2``) a second soft search scores every behavior as layer 1 does but with the query ``W_t v_t^A +
+W_c c``, ``c = sum_k w_k e_k^A`` over layer 1's K, and its own top K, weighted by the softmax of their scores, give
+the second sum; the over-arch input gains it and its target product.
 Hierarchical hard search (``model.hard_levels [cate, brand]``) also reads every behavior's and target's brand.
 The side fields seller and brand (``model.side_fields [seller, brand]``) are semantic fields: their vectors (zero
 for id 0, padding) join [item; cate] in every attention and representation vector, of behaviors and targets alike,
@@ -153,9 +154,11 @@ class ByHand:
         """temporal_merge add: ``vector`` plus its side vectors (ids ``sides``); positions are not added."""
         return vector + sum(self.side(role, side, sides))
 
-    def score(self, key: torch.Tensor, query: torch.Tensor, p: int, sides: dict) -> float:
+    def score(self, key: torch.Tensor, query: torch.Tensor, p: int, sides: dict, own_query: bool = False) -> float:
+        """``own_query``: ``query`` is layer 2's q^(2), already built from ṽ^A under add (not merged again)."""
         if self.add:  # the keys carry the side rows: the dot product (or DIN's MLP) over ẽ, ṽ
-            key, query = self.merged("att", "hist", key, sides), self.merged("att", "target", query, {})
+            key = self.merged("att", "hist", key, sides)
+            query = query if own_query else self.merged("att", "target", query, {})
             sides = None
         side_keys, side_queries = (self.side("att", "hist", sides), self.side("att", "target", {})) \
             if sides is not None else ([], [])
@@ -197,24 +200,33 @@ class ByHand:
         else:
             order = sorted(range(n), key=lambda j: -scores[j])
         chosen = order[:self.k]
+
+        def weighted_sum(selection: list, weights: torch.Tensor) -> torch.Tensor:
+            rep = [self.vector("rep", "hist", items[j], cates[j], b, j) for j in selection]
+            if self.add:
+                rep = [self.merged("rep", "hist", r, sides[j]) for r, j in zip(rep, selection)]
+            if self.spec.positions:
+                rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, selection)]
+            if not self.add:
+                rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, selection)]
+            return sum(w * r for w, r in zip(weights, rep))
+
         weights = torch.softmax(torch.tensor([scores[j] for j in chosen]), dim=0)
-        rep = [self.vector("rep", "hist", items[j], cates[j], b, j) for j in chosen]
-        if self.add:
-            rep = [self.merged("rep", "hist", r, sides[j]) for r, j in zip(rep, chosen)]
-        if self.spec.positions:
-            rep = [torch.cat([r, self.position("rep", "hist", n - j)]) for r, j in zip(rep, chosen)]
-        if not self.add:
-            rep = [torch.cat([r, *self.side("rep", "hist", sides[j])]) for r, j in zip(rep, chosen)]
-        hs = [sum(w * r for w, r in zip(weights, rep))]
-        if self.layers == 2:  # layer 2 re-scores the same K: query v_t^A * c, c = layer 1's sum of their e^A
-            keys = [self.vector("att", "hist", items[j], cates[j], b, j) for j in chosen]
+        hs = [weighted_sum(chosen, weights)]
+        if self.layers == 2:  # layer 2: a soft search of every behavior with q = W_t v_t^A + W_c c, c = sum w e^A
+            keys = [self.vector("att", "hist", items[j], cates[j], b, j) for j in range(n)]
+            target = query
             if self.add:  # ẽ^A and ṽ^A, the semantic vectors layer 1 scored
-                keys = [self.merged("att", "hist", k, sides[j]) for k, j in zip(keys, chosen)]
-                query = self.merged("att", "target", query, {})
-            context = sum(w * k for w, k in zip(weights, keys))
-            second = torch.softmax(torch.tensor([float(k @ (query * context)) / math.sqrt(k.numel()) for k in keys]),
-                                   dim=0)
-            hs.append(sum(w * r for w, r in zip(second, rep)))
+                keys = [self.merged("att", "hist", k, sides[j]) for j, k in enumerate(keys)]
+                target = self.merged("att", "target", query, {})
+            context = sum(w * keys[j] for w, j in zip(weights, chosen))
+            stacked = self.model.stacked_query
+            own = stacked.target.weight.detach() @ target + stacked.context.weight.detach() @ context
+            # the keys without side rows: score() adds them (add) or their terms (concat)
+            raw = [self.vector("att", "hist", items[j], cates[j], b, j) for j in range(n)]
+            second_scores = [self.score(raw[j], own, n - j, sides[j], own_query=True) for j in range(n)]
+            second = sorted(range(n), key=lambda j: -second_scores[j])[:self.k]
+            hs.append(weighted_sum(second, torch.softmax(torch.tensor([second_scores[j] for j in second]), dim=0)))
         target = self.vector("rep", "target", TARGET_ITEMS[b], TARGET_CATES[b], b)
         if self.add:
             target = self.merged("rep", "target", target, {})
@@ -353,11 +365,12 @@ DOT_VARIANTS = sorted(v for v, spec in VARIANTS.items() if spec.score == "dot")
 @pytest.mark.parametrize("lookup", ["sequence", "singleton_bags"])
 @pytest.mark.parametrize("variant", DOT_VARIANTS)
 def test_stacked_tin_logits_match_the_math_written_out(variant, lookup, side):
-    """Two ESU layers, without and with the side fields (which reach layer 2 through layer 1's weights and the
-    representation vectors); sample 1's single behavior leaves one of the K slots masked."""
+    """Two ESU layers, without and with the side fields (their terms score layer 2's search too); sample 1's
+    single behavior leaves one of the K slots masked in both layers."""
     model, cfg = build(variant, lookup, "--model.esu_layers", "2", *(SIDE_ARGS if side else ()))
     one_layer, _ = build(variant, lookup, *(SIDE_ARGS if side else ()))
-    assert [n for n, _ in model.named_parameters()] == [n for n, _ in one_layer.named_parameters()]  # none new
+    new = {n for n, _ in model.named_parameters()} - {n for n, _ in one_layer.named_parameters()}
+    assert new == {"stacked_query.target.weight", "stacked_query.context.weight"}
     with torch.no_grad():
         logits = model(features(cfg.dense_side_fields)).logits
     expected = ByHand(model, cfg)

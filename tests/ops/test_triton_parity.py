@@ -291,10 +291,12 @@ def test_bf16_inputs_match_the_fp32_reference_within_bf16_rounding():
                                        msg=lambda m: f"{kernel} {tuple(grad.shape)}: {m}")
 
 
-# gsu_topk; + jagged_topk (hard, DIN MLP); the attention heads' stacked gsu_topk (H * B rows, key_bias)
+# gsu_topk; + jagged_topk (hard, DIN MLP); the attention heads' stacked gsu_topk (H * B rows, key_bias); stacked
+# TIN's second gsu_topk (its query a learned map of layer 1's output)
 @pytest.mark.parametrize("variant,extra", [("dare", ()), ("twin_hard", ()), ("din", ()),
-                                           ("dare", ("--model.attention_heads", "[[item, cate], [cate, pos]]"))],
-                         ids=["dare", "twin_hard", "din", "dare_attention_heads"])
+                                           ("dare", ("--model.attention_heads", "[[item, cate], [cate, pos]]")),
+                                           ("dare", ("--model.esu_layers", "2"))],
+                         ids=["dare", "twin_hard", "din", "dare_attention_heads", "dare_stacked_tin"])
 def test_model_forward_and_gradients_match_with_triton_kernels(tiny_data, variant, extra):
     """The whole model (with the aux head, unsharded, fp32): outputs and every parameter gradient of one
     training step agree between ``model.op_kernel: triton`` and ``pytorch``; evaluation outputs too."""
