@@ -38,13 +38,13 @@ class DareModel(nn.Module):
     input is ``[v_t^R; h; v_t^R * h]`` (target-aware) or ``[v_t^R; h]`` (docs/design.md §4). With
     ``model.esu_layers`` 2 (stacked TIN) h is ``[h^(1); h^(2)]``, h^(2) the weighted sum of the K behaviors a second
     search selects with the query :class:`StackedQuery` builds from the target and layer 1's selection, and the
-    input ``[v_t^R; h^(1); h^(2); v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H ``model.attention_heads`` (DI-TIN) h is
-    likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K behaviors it selected. With
-    ``model.position_objectives`` O > 1 every position vector (search, ESU, the target's p_0^R) comes from the
-    slice of the sample's ``target_objective`` (docs/side-info.md §2.4). The aux head
-    (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
-    behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs
-    in training.
+    input ``[v_t^R; h^(1); h^(2); v_t^R * h^(1); v_t^R * h^(2)]`` (or ``[v_t^R; h^(1); h^(2)]``). With H
+    ``model.attention_heads`` (DI-TIN) h is likewise ``[h^(1); ...; h^(H)]``, head h's weighted sum of the K
+    behaviors it selected. With ``model.position_objectives`` O > 1 every position vector (search, ESU, the
+    target's p_0^R) comes from the slice of the sample's ``target_objective`` (docs/side-info.md §2.4). The aux
+    head (``model.aux_loss``) applies its own over-arch to the same features built from a softmax over all
+    behaviors, or over a stratified sample of ``model.aux_behaviors`` of them when N is larger; it only runs in
+    training.
 
     Args:
         model: spec, dims, K, MLP, aux head, BatchNorm, init, GSU kernel.
