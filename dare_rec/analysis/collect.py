@@ -84,11 +84,11 @@ def search_rankings(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> 
 
 
 def representations(model: DareModel, batch: Batch, emb: SequenceEmbeddings) -> Dict[str, np.ndarray]:
-    """Per sample: ``esu`` = h, the ESU output ``[B, esu_layers * (n * d_rep (+ d_pos))]`` (one block per layer),
-    and ``target_aware`` = v_t * h (v_t times each block), TIN's target-aware product (computed for every variant,
-    whether its over-arch reads it or not)."""
+    """Per sample: ``esu`` = h, the ESU output ``[B, esu_layers * (n * d_rep (+ d_pos))]`` (one block per layer,
+    layer 2 from its own search), and ``target_aware`` = v_t * h (v_t times each block), TIN's target-aware
+    product (computed for every variant, whether its over-arch reads it or not)."""
     features = batch.sparse_features
     gsu = model.search(emb, features)
-    h = model.esu(gsu, emb).float()
+    h = model.esu(gsu, emb, second=model.layer_two_search(emb, gsu)).float()
     target = target_vector(emb).float()
     return {"esu": h.cpu().numpy(), "target_aware": (target.repeat(1, model.esu_layers) * h).cpu().numpy()}

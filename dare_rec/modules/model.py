@@ -149,8 +149,7 @@ class DareModel(nn.Module):
         role vectors of their own (e.g. detached copies to split the gradient paths)."""
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             gsu = self.search(emb, features)
-            # stacked TIN's layer 2: a second search of the whole history (docs/side-info.md §2.6)
-            second = None if self.stacked_query is None else self.gsu(emb, query=self.stacked_query(gsu, emb))
+            second = self.layer_two_search(emb, gsu)
             aux_search = None
             if self.aux_sample is not None and self.training:
                 aux_search = self.aux_sample(gsu.scores, emb.offsets, features[schema.TARGET_ITEM].values())
@@ -200,6 +199,11 @@ class DareModel(nn.Module):
         hist_levels = torch.stack([features[hist].values() for hist, _ in self.hard_level_keys], dim=1)
         target_levels = torch.stack([features[target].values() for _, target in self.hard_level_keys], dim=1)
         return self.gsu(emb, hist_levels, target_levels)
+
+    def layer_two_search(self, emb: SequenceEmbeddings, gsu: GsuOutput) -> Optional[GsuOutput]:
+        """Stacked TIN's layer 2 (docs/side-info.md §2.6): a second search of the whole history with the query
+        :class:`StackedQuery` builds from layer 1's search ``gsu``; None with one ESU layer."""
+        return None if self.stacked_query is None else self.gsu(emb, query=self.stacked_query(gsu, emb))
 
     @torch.no_grad()
     def score_candidates(self, hist_item: torch.Tensor, hist_cate: torch.Tensor, cand_item: torch.Tensor,

@@ -117,6 +117,18 @@ def test_representation(tiny_runs, tmp_path):
         assert all(0 <= v <= rep["label_entropy_bits"] + 1e-9 for v in rep["mi_bits"]["mean"])
 
 
+def test_representation_of_a_stacked_tin_run(tiny_data, tmp_path):
+    """Two ESU layers: h is both layers' sums (layer 2 from its own search), and the analysis clusters it."""
+    run = tmp_path / "stacked"
+    assert train.main(["--config", str(TINY_PRESET), "--data.path", str(tiny_data), "--model.esu_layers", "2",
+                       "--train.output_dir", str(run), "--train.max_steps", "4", "--train.val_every", "4"]) == 0
+    out = tmp_path / "r.json"
+    assert analyze.main(["representation", "--checkpoint", str(run), "--clusters", "2", "--seeds", "1",
+                         "--output", str(out)]) == 0
+    result = json.loads(out.read_text())["checkpoints"][0]
+    assert set(result["representations"]) == {"esu", "target_aware"} and result["samples"] == 900
+
+
 def test_plot_runs_and_experiment_folders(tiny_runs, tmp_path, capsys):
     out = tmp_path / "curves.png"
     assert plot.main([str(tiny_runs), "--output", str(out)]) == 0
